@@ -1,0 +1,170 @@
+//! Wiring: builds every part from a validated config, binds the listeners, starts the key
+//! reloader, and runs until told to stop. `main`, `demo` and the integration tests all start
+//! keygate through here, so what the tests run is what ships.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, Health};
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::keys::{file, KeyTable};
+use crate::metrics::Metrics;
+use crate::pipeline::{ConnFacts, Pipeline};
+use crate::server::{self, Handler, ServeOptions};
+use crate::tls::TlsState;
+
+impl Handler for Pipeline {
+    type Body = crate::pipeline::Body;
+
+    fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        conn: ConnFacts,
+    ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send {
+        self.handle(req, conn)
+    }
+}
+
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub table: SharedTable,
+    reload: Arc<Notify>,
+    tls: Option<Arc<TlsState>>,
+    stop: watch::Sender<bool>,
+    done: JoinHandle<usize>,
+}
+
+impl Running {
+    /// SIGHUP: re-read the key table and the TLS pair now.
+    pub fn reload(&self) {
+        self.reload.notify_one();
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("tls certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "tls reload failed; keeping the previous certificate"),
+            }
+        }
+    }
+
+    /// Turns `/readyz` to 503 and starts draining.
+    pub fn shutdown(&self) {
+        self.health.shutting_down.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the drain; returns the number of connections it had to cut.
+    pub async fn stopped(self) -> usize {
+        self.done.await.unwrap_or(0)
+    }
+}
+
+async fn until_stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Loads the key table (refusing to start without one), binds both listeners and serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+
+    let path = config.keys.file.clone();
+    let initial: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
+    tracing::info!(keys = initial.len(), file = %config.keys.file.display(), "key table loaded");
+    metrics.table_loaded(&initial, OffsetDateTime::now_utc());
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(initial));
+    health.table_loaded.store(true, Ordering::Release);
+
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(TlsState::load(files)?)),
+        None => None,
+    };
+    let forwarder = Forwarder::new(&config.upstream)?;
+    let proxy_listener = TcpListener::bind(config.listen).await.with_context(|| format!("listen {}", config.listen))?;
+    let admin_listener =
+        TcpListener::bind(config.admin_listen).await.with_context(|| format!("admin_listen {}", config.admin_listen))?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let reload = Arc::new(Notify::new());
+    let reloader = Reloader {
+        path: config.keys.file.clone(),
+        table: Arc::clone(&table),
+        interval: config.keys.reload_interval,
+        trigger: Arc::clone(&reload),
+    };
+    let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
+    let reload_task = tokio::spawn(reloader.run(move |ev| match ev {
+        ReloadEvent::Loaded { keys, took } => {
+            tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
+            m.table_loaded(&t.load(), OffsetDateTime::now_utc());
+        }
+        ReloadEvent::Failed { error } => {
+            tracing::error!(%error, "key table reload failed; still serving the last good table");
+            m.table_reload_failed();
+        }
+    }));
+    let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
+    let census_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            m.key_census(&t.load(), OffsetDateTime::now_utc());
+        }
+    });
+
+    let pipeline = Arc::new(Pipeline {
+        config: Arc::clone(&config),
+        keys: Arc::clone(&table),
+        forwarder,
+        metrics: Arc::clone(&metrics),
+    });
+    let admin = Arc::new(Admin { metrics: Arc::clone(&metrics), health: Arc::clone(&health) });
+    let (stop, stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+
+    let proxy_opts = ServeOptions {
+        limits: config.limits.clone(),
+        drain_timeout: config.drain_timeout,
+        tls: tls.clone(),
+        metrics: Some(Arc::clone(&metrics)),
+        name: "proxy",
+    };
+    let admin_opts = ServeOptions {
+        limits: config.limits.clone(),
+        drain_timeout: Duration::from_secs(1),
+        tls: None,
+        metrics: None,
+        name: "admin",
+    };
+    tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
+    let admin_task = tokio::spawn(server::serve(admin_listener, admin, admin_opts, until_stopped(admin_stop_rx)));
+    let done = tokio::spawn(async move {
+        let cut = server::serve(proxy_listener, pipeline, proxy_opts, until_stopped(stop_rx)).await;
+        reload_task.abort();
+        census_task.abort();
+        let _ = admin_stop.send(true);
+        let _ = admin_task.await;
+        tracing::info!(cut_connections = cut, "keygate stopped");
+        cut
+    });
+    Ok(Running { proxy_addr, admin_addr, metrics, health, table, reload, tls, stop, done })
+}

@@ -1,0 +1,182 @@
+//! Authentication: one `Authorization: Bearer <key>` header, a key of the right shape and
+//! environment, found in the table and currently valid. Pure: headers, table and clock in,
+//! the key record (or why not) out.
+
+use std::sync::Arc;
+
+use http::{header, HeaderMap};
+use time::OffsetDateTime;
+
+use crate::keys::table::KeyState;
+use crate::keys::{Environment, KeyFormat, KeyHash, KeyRecord, KeyTable};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthnError {
+    Missing,
+    Multiple,
+    Malformed(&'static str),
+    BadFormat,
+    WrongEnvironment { key: Environment, proxy: Environment },
+    Unknown,
+    Revoked,
+    Expired,
+    NotYetValid,
+}
+
+/// RFC 6750 `b64token`: ALPHA DIGIT - . _ ~ + / then optional trailing '='.
+fn is_b64token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// The bearer token, borrowed from the request headers.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthnError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthnError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthnError::Multiple);
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthnError::Malformed("Authorization header contains non-ASCII characters"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthnError::Malformed("Unsupported authorization scheme"));
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthnError::Malformed("Empty bearer token"));
+    }
+    if !is_b64token(token) {
+        return Err(AuthnError::Malformed("Malformed bearer token"));
+    }
+    Ok(token)
+}
+
+/// Format and environment are checked before the table is touched: garbage and keys meant for
+/// the other environment never cost a hash or a probe.
+pub fn authenticate<'t>(
+    token: &str,
+    format: &KeyFormat,
+    proxy_env: Environment,
+    table: &'t KeyTable,
+    now: OffsetDateTime,
+) -> Result<&'t Arc<KeyRecord>, AuthnError> {
+    let key_env = format.check(token).map_err(|_| AuthnError::BadFormat)?;
+    if key_env != proxy_env {
+        return Err(AuthnError::WrongEnvironment { key: key_env, proxy: proxy_env });
+    }
+    let record = table.lookup(&KeyHash::of(token)).ok_or(AuthnError::Unknown)?;
+    if record.environment != proxy_env {
+        // The table says otherwise than the prefix: trust neither.
+        return Err(AuthnError::Unknown);
+    }
+    match record.state_at(now) {
+        KeyState::Active => Ok(record),
+        KeyState::Revoked => Err(AuthnError::Revoked),
+        KeyState::Expired => Err(AuthnError::Expired),
+        KeyState::NotYetValid => Err(AuthnError::NotYetValid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::file;
+    use http::HeaderValue;
+    use time::macros::datetime;
+
+    const LIVE: &str = "dpl_live_abcdefghijklmnopqrstuvwxyzABCDEF";
+    const TEST: &str = "dpl_test_abcdefghijklmnopqrstuvwxyzABCDEF";
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn table(extra: &str) -> KeyTable {
+        let text = format!(
+            "keys:\n  - id: k1\n    hash: {}\n    environment: live\n{extra}",
+            KeyHash::of(LIVE).to_hex()
+        );
+        file::parse(&text, "t").unwrap()
+    }
+
+    fn auth(t: &KeyTable, token: &str, now: OffsetDateTime) -> Result<String, AuthnError> {
+        authenticate(token, &KeyFormat::default(), Environment::Live, t, now).map(|r| r.id.clone())
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    #[test]
+    fn missing_header() {
+        assert_eq!(bearer_token(&headers(&[])), Err(AuthnError::Missing));
+    }
+
+    #[test]
+    fn two_headers_are_refused() {
+        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(AuthnError::Multiple));
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(&headers(&["bEaReR abc"])), Ok("abc"));
+    }
+
+    #[test]
+    fn other_schemes_empty_and_malformed_tokens_are_refused() {
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "Bearer a b", "Bearer a,b", "Token abc"] {
+            assert!(matches!(bearer_token(&headers(&[v])), Err(AuthnError::Malformed(_))), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_valid_key_authenticates() {
+        assert_eq!(auth(&table(""), LIVE, NOW), Ok("k1".into()));
+    }
+
+    #[test]
+    fn keys_are_case_sensitive() {
+        assert_eq!(auth(&table(""), &LIVE.replace('a', "A"), NOW), Err(AuthnError::Unknown));
+    }
+
+    #[test]
+    fn bad_format_before_lookup() {
+        assert_eq!(auth(&table(""), "dpl_live_short", NOW), Err(AuthnError::BadFormat));
+        assert_eq!(auth(&table(""), &format!("{LIVE}x!"), NOW), Err(AuthnError::BadFormat));
+    }
+
+    #[test]
+    fn test_key_on_live_proxy_is_a_mismatch() {
+        assert_eq!(
+            auth(&table(""), TEST, NOW),
+            Err(AuthnError::WrongEnvironment { key: Environment::Test, proxy: Environment::Live })
+        );
+    }
+
+    #[test]
+    fn revoked_wins_over_expired() {
+        let t = table("    revoked_at: 2026-01-01T00:00:00Z\n    expires_at: 2026-02-01T00:00:00Z\n");
+        assert_eq!(auth(&t, LIVE, NOW), Err(AuthnError::Revoked));
+    }
+
+    #[test]
+    fn expiry_boundary_is_exact() {
+        let t = table("    expires_at: 2026-06-01T12:00:00Z\n");
+        assert_eq!(auth(&t, LIVE, NOW - time::Duration::seconds(1)), Ok("k1".into()));
+        assert_eq!(auth(&t, LIVE, NOW), Err(AuthnError::Expired));
+    }
+
+    #[test]
+    fn not_before_in_the_future_is_refused() {
+        let t = table("    not_before: 2026-06-01T12:00:01Z\n");
+        assert_eq!(auth(&t, LIVE, NOW), Err(AuthnError::NotYetValid));
+        assert_eq!(auth(&t, LIVE, NOW + time::Duration::seconds(1)), Ok("k1".into()));
+    }
+}

@@ -1,0 +1,364 @@
+//! Configuration in two stages: `raw` mirrors the YAML and rejects unknown keys; `validate`
+//! turns it into typed values and reports every problem at once, each naming its field.
+//! `keygate check-config` runs exactly this.
+
+mod defaults;
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Uri};
+use ipnet::IpNet;
+
+use crate::keys::{Environment, KeyFormat};
+use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable};
+use crate::sanitize::HeaderPolicy;
+use raw::RawConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub upstream: Upstream,
+    pub keys: Keys,
+    pub limits: Limits,
+    pub drain_timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub forward_authorization: bool,
+    pub headers: HeaderPolicy,
+    pub routes: RouteTable,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority only; the request's own path is appended.
+    pub uri: Uri,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub file: PathBuf,
+    pub reload_interval: Duration,
+    pub format: KeyFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_connections: usize,
+    pub max_body_bytes: u64,
+    pub request_id_max_length: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Why a config was refused: the file and every problem in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: invalid configuration", self.file)?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        problems: vec![format!("cannot read: {e}")],
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
+        let at = e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
+        ConfigError { file: file.to_string(), problems: vec![format!("{at}{e}")] }
+    })?;
+    validate(raw).map_err(|problems| ConfigError { file: file.to_string(), problems })
+}
+
+/// Collects problems instead of stopping at the first, so one run shows them all.
+struct Check(Vec<String>);
+
+impl Check {
+    fn val<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(format!("{field}: {e}"))).ok()
+    }
+
+    fn duration(&mut self, field: &str, v: &Option<String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => self
+                .val(field, humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)")))
+                .unwrap_or(default),
+        }
+    }
+
+    fn addr(&mut self, field: &str, v: &Option<String>, default: &str) -> SocketAddr {
+        let s = v.as_deref().unwrap_or(default);
+        self.val(field, s.parse::<SocketAddr>().map_err(|e| format!("{s:?}: {e} (expected ip:port)")))
+            .unwrap_or_else(|| default.parse().expect("default address parses"))
+    }
+
+    fn methods(&mut self, field: &str, v: &Option<Vec<String>>, default: &[Method]) -> Vec<Method> {
+        match v {
+            None => default.to_vec(),
+            Some(list) => list
+                .iter()
+                .filter_map(|m| {
+                    let upper = m.to_ascii_uppercase();
+                    self.val(field, Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{m:?} is not an HTTP method")))
+                })
+                .collect(),
+        }
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
+    let mut c = Check(Vec::new());
+    let environment = c.val("environment", raw.environment.parse::<Environment>()).unwrap_or(Environment::Live);
+    let listen = c.addr("listen", &raw.listen, "0.0.0.0:8080");
+    let admin_listen = c.addr("admin_listen", &raw.admin_listen, "127.0.0.1:9090");
+    if listen == admin_listen {
+        c.0.push("admin_listen: must differ from listen".into());
+    }
+    let tls = raw.tls.map(|t| TlsFiles { cert_file: t.cert_file.into(), key_file: t.key_file.into() });
+
+    let upstream = upstream(&mut c, &raw.upstream);
+    let keys = keys(&mut c, &raw.keys);
+
+    let l = &raw.limits;
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
+        max_headers: l.max_headers.unwrap_or(100),
+        header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
+        idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
+        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
+        max_connections: l.max_connections.unwrap_or(4096),
+        max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+        request_id_max_length: l.request_id_max_length.unwrap_or(128),
+    };
+    if limits.max_header_bytes < 8192 {
+        c.0.push("limits.max_header_bytes: must be at least 8192".into());
+    }
+    if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
+        c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
+    }
+    if !(16..=1024).contains(&limits.request_id_max_length) {
+        c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
+    }
+    let drain_timeout = c.duration("drain_timeout", &raw.drain_timeout, Duration::from_secs(20));
+
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let parsed = s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
+            c.val(&format!("trusted_proxies[{i}]"), parsed.map_err(|_| format!("{s:?} is not an IP or CIDR")))
+        })
+        .collect();
+
+    for (i, h) in raw.strip_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            c.0.push(format!("strip_headers[{i}]: {h:?} is not a header name"));
+        }
+    }
+    let headers = HeaderPolicy::new(&raw.strip_headers, raw.allow_method_override);
+
+    let specs = match &raw.routes {
+        Some(list) => list.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r)).collect(),
+        None => defaults::clinic_api_routes(),
+    };
+    let public: Vec<(String, Vec<Method>)> = raw
+        .public_routes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let m = c.methods(&format!("public_routes[{i}].methods"), &p.methods, &[Method::GET, Method::HEAD]);
+            (p.path.clone(), m)
+        })
+        .collect();
+    let routes = match RouteTable::new(specs, public) {
+        Ok(t) => t,
+        Err(errs) => {
+            c.0.extend(errs.into_iter().map(|e| format!("routes: {e}")));
+            RouteTable::default()
+        }
+    };
+
+    let log = Log {
+        format: match raw.log.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                c.0.push(format!("log.format: {other:?} is not json or text"));
+                LogFormat::Json
+            }
+        },
+        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
+    }
+
+    if !c.0.is_empty() {
+        return Err(c.0);
+    }
+    Ok(Config {
+        environment,
+        listen,
+        admin_listen,
+        tls,
+        upstream,
+        keys,
+        limits,
+        drain_timeout,
+        trusted_proxies,
+        forward_authorization: raw.forward_authorization,
+        headers,
+        routes,
+        log,
+    })
+}
+
+fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {
+    let uri = c
+        .val("upstream.url", u.url.parse::<Uri>().map_err(|e| format!("{:?}: {e}", u.url)))
+        .unwrap_or_else(|| Uri::from_static("http://127.0.0.1"));
+    match (uri.scheme_str(), uri.authority(), uri.path()) {
+        (Some("http" | "https"), Some(_), "" | "/") if uri.query().is_none() => {}
+        _ => c.0.push(format!(
+            "upstream.url: {:?} must be http:// or https:// with a host and no path (e.g. http://127.0.0.1:3000)",
+            u.url
+        )),
+    }
+    Upstream {
+        uri,
+        connect_timeout: c.duration("upstream.connect_timeout", &u.connect_timeout, Duration::from_secs(2)),
+        response_timeout: c.duration("upstream.response_timeout", &u.response_timeout, Duration::from_secs(30)),
+        pool_idle_timeout: c.duration("upstream.pool_idle_timeout", &u.pool_idle_timeout, Duration::from_secs(90)),
+        pool_max_idle: u.pool_max_idle.unwrap_or(64),
+        ca_file: u.ca_file.as_ref().map(PathBuf::from),
+    }
+}
+
+fn keys(c: &mut Check, k: &raw::RawKeys) -> Keys {
+    let mut prefixes = Vec::new();
+    match &k.prefixes {
+        None => prefixes = KeyFormat::default().prefixes,
+        Some(map) => {
+            for (env, prefix) in map {
+                let Some(env) = c.val(&format!("keys.prefixes.{env}"), env.parse::<Environment>()) else { continue };
+                if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    c.0.push(format!("keys.prefixes.{env}: {prefix:?} must be non-empty [A-Za-z0-9_]"));
+                }
+                prefixes.push((prefix.clone(), env));
+            }
+        }
+    }
+    let min = k.min_body_length.unwrap_or(32);
+    let max = k.max_body_length.unwrap_or(64);
+    if min < 16 || max < min {
+        c.0.push(format!("keys: min_body_length ({min}) must be at least 16 and at most max_body_length ({max})"));
+    }
+    Keys {
+        file: PathBuf::from(&k.file),
+        reload_interval: c.duration("keys.reload_interval", &k.reload_interval, Duration::from_secs(1)),
+        format: KeyFormat::new(prefixes, min, max),
+    }
+}
+
+fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteSpec> {
+    let at = format!("routes[{i}] ({})", r.path);
+    let methods = c.methods(&format!("{at}.methods"), &r.methods, &defaults::ALL_METHODS);
+    let required = match (&r.resource, &r.scopes) {
+        (Some(res), None) => Required::Resource { read: format!("{res}:read"), write: format!("{res}:write") },
+        (None, Some(list)) if !list.is_empty() => {
+            for s in list {
+                c.val(&format!("{at}.scopes"), crate::keys::Scope::parse(s));
+            }
+            Required::Scopes(list.clone())
+        }
+        _ => {
+            c.0.push(format!("{at}: give exactly one of `resource` (e.g. interactions) or a non-empty `scopes` list"));
+            return None;
+        }
+    };
+    if let Some(res) = &r.resource {
+        c.val(&format!("{at}.resource"), crate::keys::Scope::parse(&format!("{res}:read")));
+    }
+    let foreign_clinic = match r.on_foreign_clinic.as_deref() {
+        None | Some("empty") => ForeignClinic::EmptyResult,
+        Some("deny") => ForeignClinic::Deny,
+        Some(other) => {
+            c.0.push(format!("{at}.on_foreign_clinic: {other:?} is not empty or deny"));
+            ForeignClinic::EmptyResult
+        }
+    };
+    let empty_body = r.empty_body.clone().unwrap_or_else(|| defaults::EMPTY_BODY.to_string());
+    if serde_json::from_str::<serde_json::Value>(&empty_body).is_err() {
+        c.0.push(format!("{at}.empty_body: must be valid JSON"));
+    }
+    let clinic = match r.clinic.as_ref().map(|cl| (&cl.path_param, &cl.query_param)) {
+        None => None,
+        Some((Some(p), None)) => Some(ClinicSource::PathParam(p.clone())),
+        Some((None, Some(q))) => Some(ClinicSource::QueryParam(q.clone())),
+        Some(_) => {
+            c.0.push(format!("{at}.clinic: give exactly one of path_param or query_param"));
+            None
+        }
+    };
+    Some(RouteSpec {
+        pattern: r.path.clone(),
+        methods,
+        required,
+        clinic,
+        foreign_clinic,
+        empty_body: Bytes::from(empty_body),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,54 @@
+use super::*;
+
+const MINIMAL: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys:\n  file: keys.yaml\n";
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!(c.environment, Environment::Live);
+    assert_eq!(c.admin_listen, "127.0.0.1:9090".parse().unwrap(), "admin binds loopback by default");
+    assert!(!c.forward_authorization);
+    assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.routes.routes().len(), defaults::clinic_api_routes().len());
+    assert!(c.routes.public_routes().is_empty(), "nothing is public unless configured");
+}
+
+#[test]
+fn unknown_key_names_file_and_line() {
+    let e = parse(&format!("{MINIMAL}listne: 1.2.3.4:80\n"), "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("c.yaml: invalid configuration"), "{msg}");
+    assert!(msg.contains("line 6") && msg.contains("unknown field `listne`"), "{msg}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_naming_its_field() {
+    let text = "environment: prod\nlisten: nope\nupstream:\n  url: ftp://x/y\n  connect_timeout: 5 parsecs\nkeys:\n  file: k\ntrusted_proxies: [banana]\n";
+    let e = parse(text, "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    for field in ["environment:", "listen:", "upstream.url:", "upstream.connect_timeout:", "trusted_proxies[0]:"] {
+        assert!(msg.contains(field), "missing {field} in {msg}");
+    }
+    assert_eq!(e.problems.len(), 5, "{msg}");
+}
+
+#[test]
+fn routes_are_validated() {
+    let text = format!(
+        "{MINIMAL}routes:\n  - path: /a/{{id}}\n    resource: a\n    clinic: {{path_param: clinic}}\n  - path: /b\n  - path: c\n    resource: c\n"
+    );
+    let msg = parse(&text, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("clinic path parameter {clinic} is not in the pattern"), "{msg}");
+    assert!(msg.contains("give exactly one of `resource`"), "{msg}");
+    assert!(msg.contains("must start with '/'"), "{msg}");
+}
+
+#[test]
+fn custom_prefixes_and_public_routes() {
+    let text = format!("{MINIMAL}public_routes:\n  - path: /health\n");
+    let text = text.replace("  file: keys.yaml\n", "  file: keys.yaml\n  prefixes: {live: acme_live_, test: acme_test_}\n");
+    let c = parse(&text, "c.yaml").unwrap();
+    assert_eq!(c.keys.format.check(&format!("acme_test_{}", "a".repeat(32))), Ok(Environment::Test));
+    assert!(c.routes.public_route(&Method::GET, "/health").is_some());
+    assert!(c.routes.public_route(&Method::POST, "/health").is_none());
+}

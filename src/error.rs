@@ -1,0 +1,251 @@
+//! The one request error type and the one place it becomes the standard JSON error body.
+//! Every refusal the proxy makes, whatever module decided it, ends up here.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::authn::AuthnError;
+use crate::policy::Denied;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    MissingAuthorization,
+    /// Wrong scheme or malformed credentials; the reason is ours, never the client's text.
+    BadAuthorization(&'static str),
+    InvalidRequest(String),
+    InvalidApiKey,
+    EnvironmentMismatch { key: &'static str, proxy: &'static str },
+    Revoked,
+    Expired,
+    IpNotAllowed,
+    RouteNotFound,
+    MethodNotAllowed { allow: String },
+    InsufficientScope { required: String },
+    ClinicNotAllowed,
+    PayloadTooLarge { limit: u64 },
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    ShuttingDown,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    success: bool,
+    error: ErrorBody<'a>,
+    request_id: &'a str,
+    timestamp: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingAuthorization
+            | ApiError::BadAuthorization(_)
+            | ApiError::InvalidApiKey
+            | ApiError::EnvironmentMismatch { .. }
+            | ApiError::Revoked
+            | ApiError::Expired => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::IpNotAllowed | ApiError::InsufficientScope { .. } | ApiError::ClinicNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingAuthorization | ApiError::BadAuthorization(_) => "UNAUTHORIZED",
+            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::InvalidApiKey => "INVALID_API_KEY",
+            ApiError::EnvironmentMismatch { .. } => "API_KEY_ENVIRONMENT_MISMATCH",
+            ApiError::Revoked => "API_KEY_REVOKED",
+            ApiError::Expired => "API_KEY_EXPIRED",
+            ApiError::IpNotAllowed => "IP_NOT_ALLOWED",
+            ApiError::RouteNotFound => "ROUTE_NOT_FOUND",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::InsufficientScope { .. } => "INSUFFICIENT_SCOPE",
+            ApiError::ClinicNotAllowed => "CLINIC_NOT_ALLOWED",
+            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            ApiError::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            ApiError::ShuttingDown => "SERVICE_UNAVAILABLE",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::MissingAuthorization => "Missing Authorization header. Expected: Bearer <api_key>".into(),
+            ApiError::BadAuthorization(why) => format!("{why}. Expected: Bearer <api_key>"),
+            ApiError::InvalidRequest(why) => format!("Invalid request: {why}"),
+            ApiError::InvalidApiKey => "Invalid API key".into(),
+            ApiError::EnvironmentMismatch { key, proxy } => {
+                format!("API key is a {key} key, but this endpoint only accepts {proxy} keys")
+            }
+            ApiError::Revoked => "API key has been revoked".into(),
+            ApiError::Expired => "API key has expired".into(),
+            ApiError::IpNotAllowed => "Requests with this API key are not allowed from this IP address".into(),
+            ApiError::RouteNotFound => "No route matches this path".into(),
+            ApiError::MethodNotAllowed { allow } => format!("Method not allowed on this route (allowed: {allow})"),
+            ApiError::InsufficientScope { required } => format!("API key lacks the required scope: {required}"),
+            ApiError::ClinicNotAllowed => "API key is not allowed to access this clinic".into(),
+            ApiError::PayloadTooLarge { limit } => format!("Request body exceeds the limit of {limit} bytes"),
+            ApiError::UpstreamUnavailable => "The upstream service is unavailable".into(),
+            ApiError::UpstreamTimeout => "The upstream service did not answer in time".into(),
+            ApiError::ShuttingDown => "The service is shutting down; retry on another instance".into(),
+        }
+    }
+
+    /// The RFC 6750 challenge for 401s: `invalid_request` when the credentials were malformed,
+    /// `invalid_token` when they were well-formed but not good, nothing when absent.
+    fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MissingAuthorization => Some("Bearer realm=\"keygate\""),
+            ApiError::BadAuthorization(_) => Some("Bearer realm=\"keygate\", error=\"invalid_request\""),
+            ApiError::InvalidApiKey
+            | ApiError::EnvironmentMismatch { .. }
+            | ApiError::Revoked
+            | ApiError::Expired => Some("Bearer realm=\"keygate\", error=\"invalid_token\""),
+            ApiError::InvalidRequest(_)
+            | ApiError::IpNotAllowed
+            | ApiError::RouteNotFound
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::InsufficientScope { .. }
+            | ApiError::ClinicNotAllowed
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UpstreamUnavailable
+            | ApiError::UpstreamTimeout
+            | ApiError::ShuttingDown => None,
+        }
+    }
+
+    pub fn to_response(&self, request_id: &str, timestamp: &str) -> Response<Bytes> {
+        let message = self.message();
+        let body = Body {
+            success: false,
+            error: ErrorBody { code: self.code(), message: &message },
+            request_id,
+            timestamp,
+        };
+        let json = serde_json::to_vec(&body).expect("plain strings serialise");
+        let mut resp = Response::new(Bytes::from(json));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.www_authenticate() {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                h.insert(header::ALLOW, v);
+            }
+        }
+        if let ApiError::ShuttingDown = self {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+impl From<AuthnError> for ApiError {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Missing => ApiError::MissingAuthorization,
+            AuthnError::Multiple => ApiError::InvalidRequest("more than one Authorization header".into()),
+            AuthnError::Malformed(why) => ApiError::BadAuthorization(why),
+            AuthnError::BadFormat | AuthnError::Unknown | AuthnError::NotYetValid => ApiError::InvalidApiKey,
+            AuthnError::WrongEnvironment { key, proxy } => ApiError::EnvironmentMismatch {
+                key: key.as_str(),
+                proxy: proxy.as_str(),
+            },
+            AuthnError::Revoked => ApiError::Revoked,
+            AuthnError::Expired => ApiError::Expired,
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::IpNotAllowed => ApiError::IpNotAllowed,
+            Denied::RouteNotFound => ApiError::RouteNotFound,
+            Denied::MethodNotAllowed { allow } => ApiError::MethodNotAllowed { allow },
+            Denied::InsufficientScope { required } => ApiError::InsufficientScope { required },
+            Denied::ClinicNotAllowed => ApiError::ClinicNotAllowed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins every code to its status: a change here is a change of the public contract.
+    #[test]
+    fn every_code_has_its_documented_status() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::MissingAuthorization, 401, "UNAUTHORIZED"),
+            (ApiError::BadAuthorization("x"), 401, "UNAUTHORIZED"),
+            (ApiError::InvalidRequest("x".into()), 400, "INVALID_REQUEST"),
+            (ApiError::InvalidApiKey, 401, "INVALID_API_KEY"),
+            (ApiError::EnvironmentMismatch { key: "test", proxy: "live" }, 401, "API_KEY_ENVIRONMENT_MISMATCH"),
+            (ApiError::Revoked, 401, "API_KEY_REVOKED"),
+            (ApiError::Expired, 401, "API_KEY_EXPIRED"),
+            (ApiError::IpNotAllowed, 403, "IP_NOT_ALLOWED"),
+            (ApiError::RouteNotFound, 404, "ROUTE_NOT_FOUND"),
+            (ApiError::MethodNotAllowed { allow: "GET".into() }, 405, "METHOD_NOT_ALLOWED"),
+            (ApiError::InsufficientScope { required: "a:read".into() }, 403, "INSUFFICIENT_SCOPE"),
+            (ApiError::ClinicNotAllowed, 403, "CLINIC_NOT_ALLOWED"),
+            (ApiError::PayloadTooLarge { limit: 1 }, 413, "PAYLOAD_TOO_LARGE"),
+            (ApiError::UpstreamUnavailable, 502, "UPSTREAM_UNAVAILABLE"),
+            (ApiError::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT"),
+            (ApiError::ShuttingDown, 503, "SERVICE_UNAVAILABLE"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{code}");
+            assert_eq!(e.code(), code);
+        }
+    }
+
+    #[test]
+    fn body_is_the_documented_shape() {
+        let r = ApiError::MissingAuthorization.to_response("req-1", "2026-01-01T00:00:00Z");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"keygate\"");
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "success": false,
+                "error": {"code": "UNAUTHORIZED", "message": "Missing Authorization header. Expected: Bearer <api_key>"},
+                "request_id": "req-1",
+                "timestamp": "2026-01-01T00:00:00Z"
+            })
+        );
+    }
+
+    #[test]
+    fn expired_and_invalid_messages_match_the_reference() {
+        assert_eq!(ApiError::InvalidApiKey.message(), "Invalid API key");
+        assert_eq!(ApiError::Expired.message(), "API key has expired");
+    }
+
+    #[test]
+    fn environment_mismatch_names_both() {
+        let m = ApiError::EnvironmentMismatch { key: "test", proxy: "live" }.message();
+        assert!(m.contains("test") && m.contains("live"), "{m}");
+    }
+}

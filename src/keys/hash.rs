@@ -1,0 +1,60 @@
+//! SHA-256 of the whole key: the only form in which a key is stored or compared.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of(key: &str) -> KeyHash {
+        KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_hex(s: &str) -> Result<KeyHash, String> {
+        if s.len() != 64 {
+            return Err(format!("hash must be 64 hex characters (SHA-256), got {}", s.len()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|e| format!("hash is not hex: {e}"))?;
+        Ok(KeyHash(out))
+    }
+
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Constant-time comparison, for the final check after an index lookup.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_known_vector() {
+        // sha256("abc")
+        let h = KeyHash::of("abc");
+        assert_eq!(h.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(KeyHash::from_hex(&h.to_hex()).unwrap(), h);
+        assert!(h.ct_eq(&KeyHash::of("abc")));
+        assert!(!h.ct_eq(&KeyHash::of("abd")));
+    }
+
+    #[test]
+    fn bad_hex_is_refused_with_reason() {
+        assert!(KeyHash::from_hex("abc").unwrap_err().contains("64 hex"));
+        assert!(KeyHash::from_hex(&"zz".repeat(32)).unwrap_err().contains("not hex"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Scopes (`resource:action`, `resource:*`, `*`) and the key-type presets built from them.
+
+use std::fmt;
+
+/// The read scopes the product documents; a key created without scopes gets all of them.
+pub const READ_SCOPES: [&str; 4] = [
+    "interactions:read",
+    "metrics:read",
+    "campaigns:read",
+    "clinics:read",
+];
+
+/// The write scopes matching [`READ_SCOPES`].
+pub const WRITE_SCOPES: [&str; 4] = [
+    "interactions:write",
+    "metrics:write",
+    "campaigns:write",
+    "clinics:write",
+];
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Scope(String);
+
+impl Scope {
+    /// Accepts `*`, `resource:*` and `resource:action` with lowercase `[a-z0-9_-]` parts.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        let valid_part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        };
+        let ok = s == "*"
+            || match s.split_once(':') {
+                Some((res, act)) => valid_part(res) && (act == "*" || valid_part(act)),
+                None => false,
+            };
+        if ok {
+            Ok(Scope(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid scope {s:?}: expected resource:action (e.g. interactions:read), resource:* or *"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Does holding `self` grant `required` (always a concrete `resource:action`)?
+    pub fn grants(&self, required: &str) -> bool {
+        let held = self.0.as_str();
+        if held == "*" || held == required {
+            return true;
+        }
+        match (held.strip_suffix(":*"), required.split_once(':')) {
+            (Some(res), Some((req_res, _))) => res == req_res,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Key types from the product documents, as presets over scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    ReadOnly,
+    Write,
+    Full,
+}
+
+impl KeyType {
+    pub fn scopes(self) -> Vec<Scope> {
+        let names: Vec<&str> = match self {
+            KeyType::ReadOnly => READ_SCOPES.to_vec(),
+            KeyType::Write => READ_SCOPES.iter().chain(WRITE_SCOPES.iter()).copied().collect(),
+            KeyType::Full => vec!["*"],
+        };
+        names.into_iter().map(|s| Scope(s.to_string())).collect()
+    }
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ScopeSet(Vec<Scope>);
+
+impl ScopeSet {
+    pub fn new(scopes: Vec<Scope>) -> ScopeSet {
+        let mut out: Vec<Scope> = Vec::with_capacity(scopes.len());
+        for s in scopes {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        ScopeSet(out)
+    }
+
+    pub fn default_read() -> ScopeSet {
+        KeyType::ReadOnly.scopes().into_iter().collect::<Vec<_>>().into()
+    }
+
+    pub fn grants(&self, required: &str) -> bool {
+        self.0.iter().any(|s| s.grants(required))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `X-Scopes` value: space-separated, in table order (as OAuth's `scope`).
+    pub fn header_value(&self) -> String {
+        let parts: Vec<&str> = self.0.iter().map(Scope::as_str).collect();
+        parts.join(" ")
+    }
+}
+
+impl From<Vec<Scope>> for ScopeSet {
+    fn from(v: Vec<Scope>) -> Self {
+        ScopeSet::new(v)
+    }
+}
+
+impl fmt::Debug for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(s: &[&str]) -> ScopeSet {
+        ScopeSet::new(s.iter().map(|s| Scope::parse(s).unwrap()).collect())
+    }
+
+    #[test]
+    fn exact_scope_grants_only_itself() {
+        let s = set(&["interactions:read"]);
+        assert!(s.grants("interactions:read"));
+        assert!(!s.grants("interactions:write"));
+        assert!(!s.grants("metrics:read"));
+    }
+
+    #[test]
+    fn resource_wildcard_grants_every_action_of_that_resource() {
+        let s = set(&["interactions:*"]);
+        assert!(s.grants("interactions:read"));
+        assert!(s.grants("interactions:write"));
+        assert!(!s.grants("metrics:read"));
+    }
+
+    #[test]
+    fn star_grants_everything() {
+        assert!(set(&["*"]).grants("campaigns:write"));
+    }
+
+    #[test]
+    fn prefix_of_a_resource_is_not_the_resource() {
+        // `interaction:*` must not grant `interactions:read`.
+        assert!(!set(&["interaction:*"]).grants("interactions:read"));
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused() {
+        for bad in ["", "interactions", "Interactions:read", ":read", "a:", "a:b:c", "a b:read", "**"] {
+            assert!(Scope::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn presets() {
+        assert_eq!(ScopeSet::default_read().header_value(), READ_SCOPES.join(" "));
+        assert!(ScopeSet::from(KeyType::Write.scopes()).grants("clinics:write"));
+        assert!(!ScopeSet::from(KeyType::ReadOnly.scopes()).grants("clinics:write"));
+        assert!(ScopeSet::from(KeyType::Full.scopes()).grants("anything:write"));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_in_order() {
+        assert_eq!(set(&["a:read", "b:read", "a:read"]).header_value(), "a:read b:read");
+    }
+}

@@ -1,0 +1,22 @@
+//! keygate: a sidecar authorization proxy. The request flows top to bottom through
+//! `server` → `pipeline` (request id → sanitise → path → authn → policy → forward) → `error`.
+
+pub mod admin;
+pub mod app;
+pub mod authn;
+pub mod cli;
+pub mod client_ip;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod keys;
+pub mod metrics;
+pub mod path;
+pub mod pipeline;
+pub mod policy;
+pub mod request_id;
+pub mod sanitize;
+pub mod server;
+pub mod signals;
+pub mod tls;

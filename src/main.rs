@@ -1,0 +1,83 @@
+//! The `keygate` binary: parse the command line, set up logging, dispatch, map errors to
+//! exit codes (1 for anything that stopped it from doing its job).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keygate::cli::{Cli, Command};
+use keygate::config::{self, LogFormat};
+use keygate::keys::{file, KeyHash};
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(n) = std::env::var("KEYGATE_WORKER_THREADS") {
+        b.worker_threads(n.parse().map_err(|_| anyhow::anyhow!("KEYGATE_WORKER_THREADS must be a number"))?);
+    }
+    Ok(b.enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let cfg = config::load(&config)?;
+            let table = file::load(&cfg.keys.file)?;
+            println!(
+                "{}: ok ({} routes, {} public routes, key table {} with {} keys)",
+                config.display(),
+                cfg.routes.routes().len(),
+                cfg.routes.public_routes().len(),
+                cfg.keys.file.display(),
+                table.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashKey => {
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            let key = input.trim();
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                anyhow::bail!("expected exactly one key on standard input");
+            }
+            println!("{}", KeyHash::of(key).to_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config } => {
+            let cfg = config::load(&config)?;
+            init_tracing(cfg.log.format, &cfg.log.level);
+            runtime()?.block_on(serve(cfg))
+        }
+        Command::Demo { listen, admin_listen } => {
+            init_tracing(LogFormat::Text, "info");
+            runtime()?.block_on(keygate::demo::run(listen, admin_listen))
+        }
+    }
+}
+
+async fn serve(cfg: keygate::config::Config) -> anyhow::Result<ExitCode> {
+    let running = keygate::app::start(cfg).await?;
+    keygate::signals::run_until_terminated(&running).await?;
+    let cut = running.stopped().await;
+    Ok(if cut == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}

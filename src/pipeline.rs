@@ -1,0 +1,265 @@
+//! One request, top to bottom: request id → sanitise → normalise path → public route? →
+//! authenticate → authorise → forward → respond. The decisions are made by pure modules; this
+//! is the one place that turns them into a response, writes the audit line and counts metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::forward::{upstream_body, ForwardError, Forwarder};
+use crate::keys::reload::SharedTable;
+use crate::keys::KeyRecord;
+use crate::metrics::{Metrics, NO_ROUTE};
+use crate::policy::{self, Decision, RequestFacts};
+use crate::{authn, client_ip, path, request_id, sanitize};
+
+pub type Body = Either<Full<Bytes>, Incoming>;
+
+/// What the listener knows about the connection; the pipeline knows nothing else of sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnFacts {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub struct Pipeline {
+    pub config: Arc<Config>,
+    pub keys: SharedTable,
+    pub forwarder: Forwarder,
+    pub metrics: Arc<Metrics>,
+}
+
+static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
+static X_SCOPES: HeaderName = HeaderName::from_static("x-scopes");
+static X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
+static X_API_KEY_ENV: HeaderName = HeaderName::from_static("x-api-key-environment");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the audit line and the metrics need to know about a request, filled in as it goes.
+struct Trail<'a> {
+    route: &'a str,
+    key: Option<Arc<KeyRecord>>,
+    client_ip: IpAddr,
+    upstream_seconds: Option<f64>,
+    outcome: &'static str,
+}
+
+impl Pipeline {
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnFacts) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+        let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
+        let method = req.method().clone();
+        let mut trail = Trail { route: NO_ROUTE, key: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
+        let result = self.run(req, conn, &rid, &mut trail).await;
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                trail.outcome = e.code();
+                let now = timestamp();
+                let rid_str = rid.to_str().unwrap_or("");
+                e.to_response(rid_str, &now).map(|b| Either::Left(Full::new(b)))
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics.request(trail.outcome, trail.route, elapsed);
+        audit(&trail, &rid, &method, resp.status(), elapsed);
+        resp
+    }
+
+    async fn run<'s>(
+        &'s self,
+        req: Request<Incoming>,
+        conn: ConnFacts,
+        rid: &HeaderValue,
+        trail: &mut Trail<'s>,
+    ) -> Result<Response<Body>, ApiError> {
+        let cfg = &*self.config;
+        let (mut parts, body) = req.into_parts();
+        if let Some(len) = content_length(&parts.headers) {
+            if len > cfg.limits.max_body_bytes {
+                return Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes });
+            }
+        }
+        let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
+        trail.client_ip = client_ip::resolve(&parts.headers, conn.peer.ip(), &cfg.trusted_proxies);
+        let sanitized = sanitize::sanitize(&mut parts.headers, &cfg.headers, peer_trusted)
+            .map_err(|why| ApiError::InvalidRequest(why.into()))?;
+        let path = path::normalize(parts.uri.path()).map_err(|e| ApiError::InvalidRequest(e.reason().into()))?;
+        let method = sanitized.method_override.as_ref().unwrap_or(&parts.method);
+
+        if let Some(public) = cfg.routes.public_route(method, &path) {
+            trail.route = &public.pattern;
+            trail.outcome = "PUBLIC";
+            let uri = self.upstream_uri(&path, parts.uri.query())?;
+            return self.forward(parts, body, uri, None, conn, rid, trail).await;
+        }
+
+        let token = authn::bearer_token(&parts.headers)?;
+        let table = self.keys.load();
+        let key = authn::authenticate(token, &cfg.keys.format, cfg.environment, &table, OffsetDateTime::now_utc())?;
+        trail.key = Some(Arc::clone(key));
+        let key = Arc::clone(key);
+        drop(table);
+
+        let facts = RequestFacts { method, path: &path, query: parts.uri.query(), client_ip: trail.client_ip };
+        let grant = policy::authorise(&cfg.routes, &key, &facts).map_err(|r| {
+            if let Some(route) = r.route {
+                trail.route = &route.pattern;
+            }
+            ApiError::from(r.denied)
+        })?;
+        trail.route = &grant.route.pattern;
+        match grant.decision {
+            Decision::EmptyResult => {
+                trail.outcome = "EMPTY_RESULT";
+                let mut resp = Response::new(Either::Left(Full::new(grant.route.empty_body.clone())));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Ok(resp)
+            }
+            Decision::Forward => {
+                let uri = self.upstream_uri(&path, parts.uri.query())?;
+                self.forward(parts, body, uri, Some(&key), conn, rid, trail).await
+            }
+        }
+    }
+
+    /// The authorised path, byte for byte, on the upstream's scheme and authority.
+    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+        let up = &self.config.upstream.uri;
+        let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(up.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
+            .authority(up.authority().cloned().expect("validated: upstream has an authority"))
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ApiError::InvalidRequest("request target cannot be forwarded".into()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        uri: Uri,
+        key: Option<&KeyRecord>,
+        conn: ConnFacts,
+        rid: &HeaderValue,
+        trail: &mut Trail<'_>,
+    ) -> Result<Response<Body>, ApiError> {
+        let cfg = &*self.config;
+        let original_authority = parts.uri.authority().cloned();
+        let h = &mut parts.headers;
+        if !cfg.forward_authorization {
+            h.remove(header::AUTHORIZATION);
+        }
+        if !h.contains_key(header::HOST) {
+            if let Some(a) = &original_authority {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    h.insert(header::HOST, v);
+                }
+            }
+        }
+        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        if let Some(k) = key {
+            h.insert(X_ALLOWED_CLINICS.clone(), k.headers.allowed_clinics.clone());
+            h.insert(X_SCOPES.clone(), k.headers.scopes.clone());
+            h.insert(X_API_KEY_ID.clone(), k.headers.key_id.clone());
+            h.insert(X_API_KEY_ENV.clone(), k.headers.environment.clone());
+        }
+        forwarding_headers(h, conn);
+        parts.uri = uri;
+        // The upstream speaks HTTP/1.1 whatever the client spoke.
+        parts.version = http::Version::HTTP_11;
+        let req = Request::from_parts(parts, upstream_body(body, cfg.limits.max_body_bytes));
+
+        let sent = Instant::now();
+        let result = self.forwarder.send(req).await;
+        let took = sent.elapsed().as_secs_f64();
+        match result {
+            Ok(mut resp) => {
+                trail.upstream_seconds = Some(took);
+                self.metrics.upstream_answered(trail.route, took);
+                crate::sanitize::sanitize_response(resp.headers_mut());
+                Ok(resp.map(Either::Right))
+            }
+            Err(ForwardError::Timeout) => {
+                self.metrics.upstream_error("timeout");
+                Err(ApiError::UpstreamTimeout)
+            }
+            Err(ForwardError::Unavailable { kind }) => {
+                self.metrics.upstream_error(kind);
+                Err(ApiError::UpstreamUnavailable)
+            }
+        }
+    }
+}
+
+/// `X-Forwarded-For` gains the peer (appended when the peer is a trusted proxy whose header was
+/// kept, else it is the whole value); `-Proto` and `-Host` describe the client's request unless a
+/// trusted proxy already said so.
+fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
+    let peer = conn.peer.ip().to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    }
+    if !h.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = h.get(header::HOST).cloned() {
+            h.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// RFC 3339 UTC with milliseconds, as in the reference error body.
+pub fn timestamp() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
+}
+
+/// One JSON line per decision. Never the key, the query string or a body: clinic data is
+/// health data, and the query can carry it.
+fn audit(t: &Trail<'_>, rid: &HeaderValue, method: &Method, status: StatusCode, seconds: f64) {
+    tracing::info!(
+        target: "keygate::audit",
+        request_id = rid.to_str().unwrap_or(""),
+        key_id = t.key.as_ref().map_or("", |k| k.id.as_str()),
+        client_ip = %t.client_ip,
+        method = method.as_str(),
+        route = t.route,
+        status = status.as_u16(),
+        code = t.outcome,
+        duration_ms = seconds * 1000.0,
+        upstream_ms = t.upstream_seconds.map(|s| s * 1000.0),
+        "decision"
+    );
+}

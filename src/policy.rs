@@ -1,0 +1,309 @@
+//! Authorisation as a pure function: given a key and the facts of a request, which route it is,
+//! whether the key's IPs, scopes and clinics allow it, and what to do about a foreign clinic.
+//! No I/O, no clock: everything it needs arrives as arguments.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::Method;
+
+use crate::keys::KeyRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    Param(String),
+    /// `{*name}` as the last segment: the rest of the path, at least one segment.
+    Rest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClinicSource {
+    PathParam(String),
+    QueryParam(String),
+}
+
+/// What a request for a clinic outside the key's list gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignClinic {
+    /// The documented behaviour: "requests for other clinics will return empty results".
+    EmptyResult,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// `resource:read` for GET/HEAD, `resource:write` for everything else.
+    Resource { read: String, write: String },
+    /// These scopes, whatever the method.
+    Scopes(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pattern: String,
+    segs: Vec<Seg>,
+    pub methods: Vec<Method>,
+    pub required: Required,
+    pub clinic: Option<ClinicSource>,
+    pub foreign_clinic: ForeignClinic,
+    pub empty_body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub pattern: String,
+    pub methods: Vec<Method>,
+    pub required: Required,
+    pub clinic: Option<ClinicSource>,
+    pub foreign_clinic: ForeignClinic,
+    pub empty_body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublicRoute {
+    pub pattern: String,
+    segs: Vec<Seg>,
+    pub methods: Vec<Method>,
+}
+
+/// Routes in the order they were configured; the first match wins (as Envoy's route table).
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    public: Vec<PublicRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    IpNotAllowed,
+    RouteNotFound,
+    MethodNotAllowed { allow: String },
+    InsufficientScope { required: String },
+    ClinicNotAllowed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Forward,
+    /// Answer with the route's empty body; the upstream never sees the request.
+    EmptyResult,
+}
+
+/// A refusal, with the route it happened on when the path matched one (for metrics and logs).
+#[derive(Debug)]
+pub struct Refusal<'r> {
+    pub denied: Denied,
+    pub route: Option<&'r Route>,
+}
+
+#[derive(Debug)]
+pub struct Grant<'r> {
+    pub route: &'r Route,
+    pub decision: Decision,
+}
+
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// Already normalised: the exact path that will be forwarded.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub client_ip: IpAddr,
+}
+
+fn compile(pattern: &str) -> Result<Vec<Seg>, String> {
+    if !pattern.starts_with('/') {
+        return Err(format!("route {pattern:?} must start with '/'"));
+    }
+    if pattern == "/" {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = pattern[1..].split('/').collect();
+    let mut segs = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        let seg = if let Some(name) = p.strip_prefix("{*").and_then(|r| r.strip_suffix('}')) {
+            if i + 1 != parts.len() || name.is_empty() {
+                return Err(format!("route {pattern:?}: {{*{name}}} must be the last segment and named"));
+            }
+            Seg::Rest
+        } else if let Some(name) = p.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("route {pattern:?}: parameter {{{name}}} must be named with [A-Za-z0-9_]"));
+            }
+            Seg::Param(name.to_string())
+        } else if p.is_empty() || p.contains(['{', '}', '%', '\\']) || *p == "." || *p == ".." {
+            return Err(format!("route {pattern:?}: segment {p:?} is not a plain path segment"));
+        } else {
+            Seg::Lit(p.to_string())
+        };
+        segs.push(seg);
+    }
+    Ok(segs)
+}
+
+/// Matches a normalised path; returns the value of `want` if it is a path parameter.
+/// A trailing slash is a different path to most upstreams, so it does not match silently.
+fn matches<'p>(segs: &[Seg], path: &'p str, want: Option<&str>) -> Option<Option<&'p str>> {
+    let mut rest = path.strip_prefix('/')?;
+    if segs.is_empty() {
+        return rest.is_empty().then_some(None);
+    }
+    let mut found = None;
+    for (i, seg) in segs.iter().enumerate() {
+        let (part, tail) = match rest.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (rest, None),
+        };
+        match seg {
+            Seg::Rest => return (!rest.is_empty()).then_some(found),
+            Seg::Lit(l) if part != l => return None,
+            Seg::Lit(_) => {}
+            Seg::Param(_) if part.is_empty() => return None,
+            Seg::Param(name) => {
+                if want == Some(name.as_str()) {
+                    found = Some(part);
+                }
+            }
+        }
+        let last = i + 1 == segs.len();
+        match tail {
+            None => return (last).then_some(found),
+            Some(_) if last => return None,
+            Some(t) => rest = t,
+        }
+    }
+    None
+}
+
+impl RouteTable {
+    pub fn new(specs: Vec<RouteSpec>, public: Vec<(String, Vec<Method>)>) -> Result<RouteTable, Vec<String>> {
+        let mut errs = Vec::new();
+        let mut routes = Vec::new();
+        for s in specs {
+            match compile(&s.pattern) {
+                Ok(segs) => {
+                    if let Some(ClinicSource::PathParam(p)) = &s.clinic {
+                        if !segs.contains(&Seg::Param(p.clone())) {
+                            errs.push(format!("route {:?}: clinic path parameter {{{p}}} is not in the pattern", s.pattern));
+                        }
+                    }
+                    if s.methods.is_empty() {
+                        errs.push(format!("route {:?}: methods is empty", s.pattern));
+                    }
+                    routes.push(Route {
+                        pattern: s.pattern,
+                        segs,
+                        methods: s.methods,
+                        required: s.required,
+                        clinic: s.clinic,
+                        foreign_clinic: s.foreign_clinic,
+                        empty_body: s.empty_body,
+                    })
+                }
+                Err(e) => errs.push(e),
+            }
+        }
+        let mut pub_routes = Vec::new();
+        for (pattern, methods) in public {
+            match compile(&pattern) {
+                Ok(segs) => pub_routes.push(PublicRoute { pattern, segs, methods }),
+                Err(e) => errs.push(e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(RouteTable { routes, public: pub_routes })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// A public route lets the request through without a key.
+    pub fn public_route(&self, method: &Method, path: &str) -> Option<&PublicRoute> {
+        self.public
+            .iter()
+            .find(|r| r.methods.contains(method) && matches(&r.segs, path, None).is_some())
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn public_routes(&self) -> &[PublicRoute] {
+        &self.public
+    }
+}
+
+/// The whole authorisation decision for an authenticated key. Order matters and is the order a
+/// user reads the errors in: where you are (IP), what you asked for (route, method), whether
+/// the key may (scope), and for which clinic.
+pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<'_>) -> Result<Grant<'r>, Refusal<'r>> {
+    let refuse = |denied, route| Refusal { denied, route };
+    if !key.allowed_ips.is_empty() && !key.allowed_ips.iter().any(|net| net.contains(&req.client_ip)) {
+        return Err(refuse(Denied::IpNotAllowed, None));
+    }
+    let mut path_matched: Option<&Route> = None;
+    let mut hit = None;
+    for r in &table.routes {
+        let want = match &r.clinic {
+            Some(ClinicSource::PathParam(p)) => Some(p.as_str()),
+            _ => None,
+        };
+        if let Some(clinic) = matches(&r.segs, req.path, want) {
+            if r.methods.contains(req.method) {
+                hit = Some((r, clinic));
+                break;
+            }
+            path_matched.get_or_insert(r);
+        }
+    }
+    let (route, path_clinic) = match (hit, path_matched) {
+        (Some(h), _) => h,
+        (None, Some(r)) => {
+            let allow: Vec<&str> = r.methods.iter().map(Method::as_str).collect();
+            return Err(refuse(Denied::MethodNotAllowed { allow: allow.join(", ") }, Some(r)));
+        }
+        (None, None) => return Err(refuse(Denied::RouteNotFound, None)),
+    };
+    check_scopes(&route.required, req.method, key).map_err(|d| refuse(d, Some(route)))?;
+    let allowed = match (&route.clinic, path_clinic) {
+        (Some(ClinicSource::PathParam(_)), Some(c)) => key.allows_clinic(c),
+        (Some(ClinicSource::QueryParam(name)), _) => query_clinics_allowed(req.query, name, key),
+        _ => true,
+    };
+    let decision = match (allowed, route.foreign_clinic) {
+        (true, _) => Decision::Forward,
+        (false, ForeignClinic::EmptyResult) => Decision::EmptyResult,
+        (false, ForeignClinic::Deny) => return Err(refuse(Denied::ClinicNotAllowed, Some(route))),
+    };
+    Ok(Grant { route, decision })
+}
+
+pub fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn check_scopes(required: &Required, method: &Method, key: &KeyRecord) -> Result<(), Denied> {
+    let missing = match required {
+        Required::Resource { read, write } => {
+            let need = if is_read(method) { read } else { write };
+            (!key.scopes.grants(need)).then(|| need.clone())
+        }
+        Required::Scopes(list) => list.iter().find(|s| !key.scopes.grants(s)).cloned(),
+    };
+    match missing {
+        Some(required) => Err(Denied::InsufficientScope { required }),
+        None => Ok(()),
+    }
+}
+
+/// Every value of the parameter (decoded as the upstream will decode it, repeated or
+/// comma-separated) must be an allowed clinic; one foreign id taints the request.
+fn query_clinics_allowed(query: Option<&str>, name: &str, key: &KeyRecord) -> bool {
+    if key.clinics.is_none() {
+        return true;
+    }
+    let Some(q) = query else { return true };
+    form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| k == name)
+        .all(|(_, v)| v.split(',').map(str::trim).filter(|c| !c.is_empty()).all(|c| key.allows_clinic(c)))
+}
