@@ -160,7 +160,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let environment = c.val("environment", raw.environment.parse::<Environment>()).unwrap_or(Environment::Live);
     let listen = c.addr("listen", &raw.listen, "0.0.0.0:8080");
     let admin_listen = c.addr("admin_listen", &raw.admin_listen, "127.0.0.1:9090");
-    if listen == admin_listen {
+    if listen == admin_listen && listen.port() != 0 {
         c.0.push("admin_listen: must differ from listen".into());
     }
     let tls = raw.tls.map(|t| TlsFiles { cert_file: t.cert_file.into(), key_file: t.key_file.into() });

@@ -1,0 +1,345 @@
+//! Test support: a real upstream that records what reached it, keygate itself started through
+//! `app::start` on ephemeral loopback ports, keys written to a temp key table, and a small
+//! client. Nothing here is a mock of keygate.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use keygate::app::Running;
+use keygate::keys::generate::generate;
+use keygate::keys::KeyHash;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------- logs ----------
+
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_buf() -> &'static LogBuf {
+    static BUF: OnceLock<LogBuf> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = LogBuf::default();
+        let w = buf.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("debug,hyper=info,h2=info,hyper_util=info,rustls=info")
+            .with_writer(move || w.clone())
+            .init();
+        buf
+    })
+}
+
+/// Everything every keygate in this test binary has logged so far (JSON lines).
+pub fn logs() -> String {
+    String::from_utf8_lossy(&log_buf().0.lock().unwrap()).into_owned()
+}
+
+// ---------- upstream ----------
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// All values of a header, in order (to check "exactly one copy").
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+    pub fn one(&self, name: &str) -> String {
+        let v = self.all(name);
+        assert_eq!(v.len(), 1, "expected exactly one {name}, upstream saw {v:?}");
+        v[0].clone()
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Delay before answering, for timeouts and drain tests.
+    pub delay: Duration,
+    /// Extra response headers (e.g. hop-by-hop ones keygate must strip).
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+pub const UPSTREAM_BODY: &str = r#"{"success":true,"data":[{"id":"from-upstream"}]}"#;
+
+impl Upstream {
+    pub async fn spawn() -> Upstream {
+        Upstream::spawn_with(Behaviour::default()).await
+    }
+
+    pub async fn spawn_with(b: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (s, b) = (Arc::clone(&s), b.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (s, b) = (Arc::clone(&s), b.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            s.lock().unwrap().push(Seen {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                            });
+                            tokio::time::sleep(b.delay).await;
+                            let mut r = Response::new(Full::new(Bytes::from_static(UPSTREAM_BODY.as_bytes())));
+                            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                            r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                            for (k, v) in &b.headers {
+                                r.headers_mut().append(*k, v.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw no request")
+    }
+}
+
+/// An address nothing listens on (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+// ---------- keys ----------
+
+pub struct TestKey {
+    pub id: String,
+    pub secret: String,
+    /// YAML lines after `environment`, e.g. "    clinics: [c1]\n".
+    pub extra: String,
+    pub environment: &'static str,
+}
+
+impl TestKey {
+    pub fn live(id: &str) -> TestKey {
+        TestKey { id: id.into(), secret: generate("dpl_live_", 32), extra: String::new(), environment: "live" }
+    }
+    pub fn test(id: &str) -> TestKey {
+        TestKey { id: id.into(), secret: generate("dpl_test_", 32), extra: String::new(), environment: "test" }
+    }
+    pub fn with(mut self, yaml_lines: &str) -> TestKey {
+        self.extra.push_str(yaml_lines);
+        self
+    }
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.secret)
+    }
+    fn yaml(&self) -> String {
+        format!(
+            "  - id: {}\n    hash: {}\n    label: test key\n    environment: {}\n{}",
+            self.id,
+            KeyHash::of(&self.secret).to_hex(),
+            self.environment,
+            self.extra
+        )
+    }
+}
+
+pub fn table_yaml(keys: &[&TestKey]) -> String {
+    let mut s = String::from("keys:\n");
+    for k in keys {
+        s.push_str(&k.yaml());
+    }
+    s
+}
+
+// ---------- keygate ----------
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub keys_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+}
+
+/// Starts keygate in front of `upstream` with `keys`; `extra` is appended to the config YAML.
+pub async fn spawn_proxy(upstream: SocketAddr, keys: &[&TestKey], extra: &str) -> Proxy {
+    spawn_proxy_url(&format!("http://{upstream}"), keys, extra).await
+}
+
+pub async fn spawn_proxy_url(upstream_url: &str, keys: &[&TestKey], extra: &str) -> Proxy {
+    log_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let keys_path = dir.path().join("keys.yaml");
+    std::fs::write(&keys_path, table_yaml(keys)).unwrap();
+    let config = format!(
+        "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {upstream_url}\nkeys:\n  file: {}\n  reload_interval: 100ms\n{extra}",
+        keys_path.display()
+    );
+    let cfg = keygate::config::parse(&config, "test-config.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let running = keygate::app::start(cfg).await.unwrap();
+    Proxy { addr: running.proxy_addr, admin: running.admin_addr, keys_path, dir, running: Some(running) }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// Asserts the standard error body and returns its message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.headers["content-type"], "application/json");
+        let v = self.json();
+        assert_eq!(v["success"], false);
+        assert_eq!(v["error"]["code"], code, "body: {v}");
+        let rid = v["request_id"].as_str().expect("request_id");
+        assert_eq!(self.headers["x-request-id"].to_str().unwrap(), rid);
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).expect("RFC 3339 timestamp");
+        assert!(ts.ends_with('Z'), "UTC timestamp: {ts}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    }
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Resp {
+        send(Client::builder(TokioExecutor::new()).build_http(), &self.url(path), method, headers, body).await
+    }
+
+    pub async fn get_h2(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+        send(client, &self.url(path), Method::GET, headers, Bytes::new()).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        send(client, &format!("http://{}{}", self.admin, path), Method::GET, &[], Bytes::new()).await
+    }
+
+    /// Sends raw bytes (for requests a well-behaved client library would not produce) and
+    /// returns the raw response text.
+    pub async fn raw(&self, request: &str) -> String {
+        let mut s = TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn write_keys(&self, yaml: &str) {
+        // Atomic replace, as an operator's tooling should do it.
+        let tmp = self.dir.path().join("keys.yaml.tmp");
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(&tmp, &self.keys_path).unwrap();
+    }
+
+    /// Value of a metric line (exact series text before the value), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.admin_get("/metrics").await.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+}
+
+pub async fn send<C>(client: Client<C, Full<Bytes>>, url: &str, method: Method, headers: &[(&str, &str)], body: Bytes) -> Resp
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(body)).unwrap()).await.expect("request to keygate failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp { status: parts.status, headers: parts.headers, body }
+}
+
+/// Polls `check` until it is true or `limit` passes; returns how long it took.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met within {limit:?}");
+}
