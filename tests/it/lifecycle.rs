@@ -45,3 +45,165 @@ async fn http2_prior_knowledge_is_served_and_forwarded_as_http1() {
     missing.assert_error(401, "UNAUTHORIZED");
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn upstream_down_is_502_and_counted() {
+    let key = TestKey::live("k_down");
+    let kg = spawn_proxy(dead_addr().await, &[&key], "").await;
+
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+
+    r.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"connect\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let up = Upstream::spawn_with(Behaviour { delay: Duration::from_secs(3), ..Default::default() }).await;
+    let key = TestKey::live("k_slow");
+    let cfg = ProxyCfg {
+        upstream_url: format!("http://{}", up.addr),
+        upstream_lines: "  response_timeout: 300ms\n",
+        ..ProxyCfg::default()
+    };
+    let kg = spawn_proxy_with(cfg, &[&key]).await;
+
+    let started = std::time::Instant::now();
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+
+    r.assert_error(504, "UPSTREAM_TIMEOUT");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"timeout\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn key_table_reload_picks_up_new_and_revoked_keys_within_two_seconds() {
+    let up = Upstream::spawn().await;
+    let old = TestKey::live("k_old");
+    let new = TestKey::live("k_new");
+    let kg = spawn_proxy(up.addr, &[&old], "").await;
+    assert_eq!(kg.get("/api/v1/clinics", &[("authorization", &new.bearer())]).await.status, 401);
+
+    let revoked = TestKey { secret: old.secret.clone(), ..TestKey::live("k_old") }
+        .with("    revoked_at: 2020-01-01T00:00:00Z\n");
+    kg.write_keys(&table_yaml(&[&revoked, &new]));
+
+    let took = eventually(Duration::from_secs(2), async || {
+        kg.get("/api/v1/clinics", &[("authorization", &new.bearer())]).await.status == 200
+    })
+    .await;
+    kg.get("/api/v1/clinics", &[("authorization", &old.bearer())]).await.assert_error(401, "API_KEY_REVOKED");
+    assert!(took < Duration::from_secs(2));
+    assert!(kg.metric("keygate_key_table_reloads_total{result=\"ok\"}").await >= 2.0);
+    assert_eq!(kg.metric("keygate_key_table_keys{environment=\"live\",state=\"revoked\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_corrupt_key_table_is_refused_and_the_last_good_one_keeps_serving() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_keep");
+    let kg = spawn_proxy(up.addr, &[&key], "").await;
+
+    // Truncated mid-entry, then garbage, then an empty file: each refused.
+    let good = table_yaml(&[&key]);
+    for bad in [&good[..good.len() - 25], "keys: [ {id: 1", ""] {
+        let failed_before = kg.metric("keygate_key_table_reloads_total{result=\"failed\"}").await;
+        kg.write_keys(bad);
+        eventually(Duration::from_secs(2), async || {
+            kg.metric("keygate_key_table_reloads_total{result=\"failed\"}").await > failed_before
+        })
+        .await;
+        let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+        assert_eq!(r.status, 200, "the last good table still serves after {bad:?}");
+    }
+    assert!(logs().contains("key table reload failed; still serving the last good table"));
+    assert_eq!(kg.admin_get("/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn explicit_reload_as_on_sighup_swaps_the_table() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_hup");
+    // A poll interval far longer than the test, so only the explicit reload explains the change.
+    let cfg = ProxyCfg {
+        upstream_url: format!("http://{}", up.addr),
+        keys_lines: "  reload_interval: 1h\n",
+        ..ProxyCfg::default()
+    };
+    let kg = spawn_proxy_with(cfg, &[]).await;
+    kg.write_keys(&table_yaml(&[&key]));
+    assert_eq!(kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.status, 401);
+    kg.running().reload();
+    eventually(Duration::from_secs(2), async || {
+        kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_and_metrics() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_admin");
+    let kg = spawn_proxy(up.addr, &[&key], "").await;
+
+    assert_eq!(kg.admin_get("/healthz").await.status, 200);
+    assert_eq!(kg.admin_get("/readyz").await.status, 200);
+    kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    kg.get("/api/v1/clinics", &[]).await;
+
+    let text = kg.admin_get("/metrics").await.text();
+    assert!(text.contains("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"} 1"), "{text}");
+    assert!(text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"none\"} 1"), "{text}");
+    assert!(text.contains("keygate_request_duration_seconds_bucket{route=\"/api/v1/clinics\""));
+    assert!(text.contains("keygate_upstream_duration_seconds_count{route=\"/api/v1/clinics\"} 1"));
+    assert!(text.contains("keygate_key_table_keys{environment=\"live\",state=\"active\"} 1"));
+    assert!(text.contains("keygate_build_info{version="));
+    assert!(!text.contains(&key.secret));
+    assert_eq!(kg.admin_get("/nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight_and_turns_readiness_off() {
+    let up = Upstream::spawn_with(Behaviour { delay: Duration::from_millis(700), ..Default::default() }).await;
+    let key = TestKey::live("k_drain");
+    let kg = spawn_proxy(up.addr, &[&key], "drain_timeout: 5s\n").await;
+    let url = kg.url("/api/v1/clinics");
+    let bearer = key.bearer();
+    let in_flight = tokio::spawn(async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        send(client, &url, http::Method::GET, &[("authorization", &bearer)], bytes::Bytes::new()).await
+    });
+    eventually(Duration::from_secs(2), async || up.count() == 1).await;
+
+    kg.running().shutdown();
+    assert_eq!(kg.admin_get("/readyz").await.status, 503, "readiness turns off at once");
+
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the request in flight completes");
+    let mut kg = kg;
+    let cut = kg.running.take().unwrap().stopped().await;
+    assert_eq!(cut, 0, "drained cleanly");
+    assert!(tokio::net::TcpStream::connect(kg.addr).await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn drain_deadline_cuts_requests_that_outlive_it() {
+    let up = Upstream::spawn_with(Behaviour { delay: Duration::from_secs(5), ..Default::default() }).await;
+    let key = TestKey::live("k_cut");
+    let mut kg = spawn_proxy(up.addr, &[&key], "drain_timeout: 200ms\n").await;
+    let url = kg.url("/api/v1/clinics");
+    let bearer = key.bearer();
+    tokio::spawn(async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let _ = client
+            .request(http::Request::get(url).header("authorization", bearer).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+            .await;
+    });
+    eventually(Duration::from_secs(2), async || up.count() == 1).await;
+    let running = kg.running.take().unwrap();
+    running.shutdown();
+    let started = std::time::Instant::now();
+    assert_eq!(running.stopped().await, 1, "one connection was cut at the deadline");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(logs().contains("drain deadline reached"));
+}

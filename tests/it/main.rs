@@ -5,3 +5,4 @@ mod support;
 mod authz;
 mod hygiene;
 mod lifecycle;
+mod tls;

