@@ -99,8 +99,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let forwarder = Forwarder::new(&config.upstream)?;
     let proxy_listener = TcpListener::bind(config.listen).await.with_context(|| format!("listen {}", config.listen))?;
-    let admin_listener =
-        TcpListener::bind(config.admin_listen).await.with_context(|| format!("admin_listen {}", config.admin_listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("admin_listen {}", config.admin_listen))?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 

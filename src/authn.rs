@@ -27,9 +27,7 @@ pub enum AuthnError {
 fn is_b64token(t: &str) -> bool {
     let body = t.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 /// The bearer token, borrowed from the request headers.
@@ -39,9 +37,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthnError> {
     if values.next().is_some() {
         return Err(AuthnError::Multiple);
     }
-    let value = value
-        .to_str()
-        .map_err(|_| AuthnError::Malformed("Authorization header contains non-ASCII characters"))?;
+    let value =
+        value.to_str().map_err(|_| AuthnError::Malformed("Authorization header contains non-ASCII characters"))?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthnError::Malformed("Unsupported authorization scheme"));
@@ -101,10 +98,8 @@ mod tests {
     }
 
     fn table(extra: &str) -> KeyTable {
-        let text = format!(
-            "keys:\n  - id: k1\n    hash: {}\n    environment: live\n{extra}",
-            KeyHash::of(LIVE).to_hex()
-        );
+        let text =
+            format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n{extra}", KeyHash::of(LIVE).to_hex());
         file::parse(&text, "t").unwrap()
     }
 

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about = "Sidecar authorization proxy: API keys, scopes and clinic restrictions in front of an unmodified HTTP API")]
+#[command(
+    name = "keygate",
+    version,
+    about = "Sidecar authorization proxy: API keys, scopes and clinic restrictions in front of an unmodified HTTP API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,9 +33,7 @@ pub enum Command {
         admin_listen: SocketAddr,
     },
     /// Validate a config file (and the key table it names) and exit: 0 valid, 1 invalid.
-    CheckConfig {
-        config: PathBuf,
-    },
+    CheckConfig { config: PathBuf },
     /// Print the SHA-256 (hex) of a key read from standard input, for writing a key table by
     /// hand. The key is read from stdin so it never appears in the process list or history.
     HashKey,

@@ -61,11 +61,7 @@ mod tests {
 
     #[test]
     fn trusted_peer_yields_rightmost_untrusted_hop() {
-        let ip = resolve(
-            &h("6.6.6.6, 203.0.113.7, 10.0.0.2"),
-            "10.0.0.1".parse().unwrap(),
-            &nets(&["10.0.0.0/8"]),
-        );
+        let ip = resolve(&h("6.6.6.6, 203.0.113.7, 10.0.0.2"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
         assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
     }
 

@@ -74,7 +74,10 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     let keys_path = dir.join("keys.yaml");
     std::fs::write(
         &keys_path,
-        format!("# DEMO key table written by `keygate demo`: hashes only.\nkeys:\n{}{}{}", all.yaml, one.yaml, test.yaml),
+        format!(
+            "# DEMO key table written by `keygate demo`: hashes only.\nkeys:\n{}{}{}",
+            all.yaml, one.yaml, test.yaml
+        ),
     )?;
     let config_text = format!(
         "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nlog:\n  format: text\n",

@@ -15,15 +15,24 @@ pub enum ApiError {
     BadAuthorization(&'static str),
     InvalidRequest(String),
     InvalidApiKey,
-    EnvironmentMismatch { key: &'static str, proxy: &'static str },
+    EnvironmentMismatch {
+        key: &'static str,
+        proxy: &'static str,
+    },
     Revoked,
     Expired,
     IpNotAllowed,
     RouteNotFound,
-    MethodNotAllowed { allow: String },
-    InsufficientScope { required: String },
+    MethodNotAllowed {
+        allow: String,
+    },
+    InsufficientScope {
+        required: String,
+    },
     ClinicNotAllowed,
-    PayloadTooLarge { limit: u64 },
+    PayloadTooLarge {
+        limit: u64,
+    },
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
@@ -114,10 +123,9 @@ impl ApiError {
         match self {
             ApiError::MissingAuthorization => Some("Bearer realm=\"keygate\""),
             ApiError::BadAuthorization(_) => Some("Bearer realm=\"keygate\", error=\"invalid_request\""),
-            ApiError::InvalidApiKey
-            | ApiError::EnvironmentMismatch { .. }
-            | ApiError::Revoked
-            | ApiError::Expired => Some("Bearer realm=\"keygate\", error=\"invalid_token\""),
+            ApiError::InvalidApiKey | ApiError::EnvironmentMismatch { .. } | ApiError::Revoked | ApiError::Expired => {
+                Some("Bearer realm=\"keygate\", error=\"invalid_token\"")
+            }
             ApiError::InvalidRequest(_)
             | ApiError::IpNotAllowed
             | ApiError::RouteNotFound
@@ -133,12 +141,8 @@ impl ApiError {
 
     pub fn to_response(&self, request_id: &str, timestamp: &str) -> Response<Bytes> {
         let message = self.message();
-        let body = Body {
-            success: false,
-            error: ErrorBody { code: self.code(), message: &message },
-            request_id,
-            timestamp,
-        };
+        let body =
+            Body { success: false, error: ErrorBody { code: self.code(), message: &message }, request_id, timestamp };
         let json = serde_json::to_vec(&body).expect("plain strings serialise");
         let mut resp = Response::new(Bytes::from(json));
         *resp.status_mut() = self.status();
@@ -167,10 +171,9 @@ impl From<AuthnError> for ApiError {
             AuthnError::Multiple => ApiError::InvalidRequest("more than one Authorization header".into()),
             AuthnError::Malformed(why) => ApiError::BadAuthorization(why),
             AuthnError::BadFormat | AuthnError::Unknown | AuthnError::NotYetValid => ApiError::InvalidApiKey,
-            AuthnError::WrongEnvironment { key, proxy } => ApiError::EnvironmentMismatch {
-                key: key.as_str(),
-                proxy: proxy.as_str(),
-            },
+            AuthnError::WrongEnvironment { key, proxy } => {
+                ApiError::EnvironmentMismatch { key: key.as_str(), proxy: proxy.as_str() }
+            }
             AuthnError::Revoked => ApiError::Revoked,
             AuthnError::Expired => ApiError::Expired,
         }

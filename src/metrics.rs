@@ -32,24 +32,36 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("keygate_requests_total", "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code) and route pattern."),
+            Opts::new(
+                "keygate_requests_total",
+                "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code) and route pattern.",
+            ),
             &["code", "route"],
         )
         .unwrap();
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("keygate_request_duration_seconds", "Time from request headers to response headers, by route pattern.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "keygate_request_duration_seconds",
+                "Time from request headers to response headers, by route pattern.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )
         .unwrap();
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("keygate_upstream_duration_seconds", "Time the upstream took to answer with headers, by route pattern.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "keygate_upstream_duration_seconds",
+                "Time the upstream took to answer with headers, by route pattern.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )
         .unwrap();
         let upstream_errors = IntCounterVec::new(
-            Opts::new("keygate_upstream_errors_total", "Failed upstream exchanges by kind (connect, timeout, protocol)."),
+            Opts::new(
+                "keygate_upstream_errors_total",
+                "Failed upstream exchanges by kind (connect, timeout, protocol).",
+            ),
             &["kind"],
         )
         .unwrap();
@@ -70,7 +82,9 @@ impl Metrics {
         .unwrap();
         let connections = IntGauge::new("keygate_open_connections", "Client connections currently open.").unwrap();
         let in_flight = IntGauge::new("keygate_requests_in_flight", "Requests currently being handled.").unwrap();
-        let build = IntGaugeVec::new(Opts::new("keygate_build_info", "Always 1; labels carry the version."), &["version"]).unwrap();
+        let build =
+            IntGaugeVec::new(Opts::new("keygate_build_info", "Always 1; labels carry the version."), &["version"])
+                .unwrap();
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for r in ["ok", "failed"] {
             reloads.with_label_values(&[r]);

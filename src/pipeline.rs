@@ -62,7 +62,8 @@ impl Pipeline {
         let _in_flight = self.metrics.in_flight();
         let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
         let method = req.method().clone();
-        let mut trail = Trail { route: NO_ROUTE, key: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
+        let mut trail =
+            Trail { route: NO_ROUTE, key: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
         let result = self.run(req, conn, &rid, &mut trail).await;
         let mut resp = match result {
             Ok(resp) => resp,

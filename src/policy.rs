@@ -184,7 +184,10 @@ impl RouteTable {
                 Ok(segs) => {
                     if let Some(ClinicSource::PathParam(p)) = &s.clinic {
                         if !segs.contains(&Seg::Param(p.clone())) {
-                            errs.push(format!("route {:?}: clinic path parameter {{{p}}} is not in the pattern", s.pattern));
+                            errs.push(format!(
+                                "route {:?}: clinic path parameter {{{p}}} is not in the pattern",
+                                s.pattern
+                            ));
                         }
                     }
                     if s.methods.is_empty() {
@@ -219,9 +222,7 @@ impl RouteTable {
 
     /// A public route lets the request through without a key.
     pub fn public_route(&self, method: &Method, path: &str) -> Option<&PublicRoute> {
-        self.public
-            .iter()
-            .find(|r| r.methods.contains(method) && matches(&r.segs, path, None).is_some())
+        self.public.iter().find(|r| r.methods.contains(method) && matches(&r.segs, path, None).is_some())
     }
 
     pub fn routes(&self) -> &[Route] {

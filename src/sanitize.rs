@@ -58,10 +58,7 @@ pub struct Sanitized {
 /// `name` equals `canonical` once `_` is read as `-` (names arrive lowercase from hyper).
 fn same_name(name: &str, canonical: &str) -> bool {
     name.len() == canonical.len()
-        && name
-            .bytes()
-            .zip(canonical.bytes())
-            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        && name.bytes().zip(canonical.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 fn any_of(name: &str, list: &[&str]) -> bool {
@@ -245,7 +242,8 @@ mod tests {
 
     #[test]
     fn upstream_response_hop_by_hop_headers_are_removed() {
-        let mut h = map(&[("connection", "close, x-internal"), ("x-internal", "1"), ("keep-alive", "5"), ("etag", "x")]);
+        let mut h =
+            map(&[("connection", "close, x-internal"), ("x-internal", "1"), ("keep-alive", "5"), ("etag", "x")]);
         sanitize_response(&mut h);
         assert_eq!(names(&h), vec!["etag"]);
     }

@@ -75,7 +75,8 @@ pub async fn serve<H: Handler>(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (handler, builder, opts, stop) = (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts), stop_rx.clone());
+        let (handler, builder, opts, stop) =
+            (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts), stop_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
             if let Some(m) = &opts.metrics {
@@ -96,7 +97,12 @@ pub async fn serve<H: Handler>(
         true => 0,
         false => {
             let open = max - permits.available_permits();
-            tracing::warn!(listener = opts.name, open, ?deadline, "drain deadline reached; closing remaining connections");
+            tracing::warn!(
+                listener = opts.name,
+                open,
+                ?deadline,
+                "drain deadline reached; closing remaining connections"
+            );
             open
         }
     }

@@ -103,10 +103,8 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        problems: vec![format!("cannot read: {e}")],
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { file: path.display().to_string(), problems: vec![format!("cannot read: {e}")] })?;
     parse(&text, &path.display().to_string())
 }
 
@@ -148,7 +146,10 @@ impl Check {
                 .iter()
                 .filter_map(|m| {
                     let upper = m.to_ascii_uppercase();
-                    self.val(field, Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{m:?} is not an HTTP method")))
+                    self.val(
+                        field,
+                        Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{m:?} is not an HTTP method")),
+                    )
                 })
                 .collect(),
         }

@@ -46,9 +46,24 @@ fn routes_are_validated() {
 #[test]
 fn custom_prefixes_and_public_routes() {
     let text = format!("{MINIMAL}public_routes:\n  - path: /health\n");
-    let text = text.replace("  file: keys.yaml\n", "  file: keys.yaml\n  prefixes: {live: acme_live_, test: acme_test_}\n");
+    let text =
+        text.replace("  file: keys.yaml\n", "  file: keys.yaml\n  prefixes: {live: acme_live_, test: acme_test_}\n");
     let c = parse(&text, "c.yaml").unwrap();
     assert_eq!(c.keys.format.check(&format!("acme_test_{}", "a".repeat(32))), Ok(Environment::Test));
     assert!(c.routes.public_route(&Method::GET, "/health").is_some());
     assert!(c.routes.public_route(&Method::POST, "/health").is_none());
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let c = parse(include_str!("../../config.example.yaml"), "config.example.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+}
+
+#[test]
+fn the_kubernetes_configmap_config_is_valid() {
+    let manifest = include_str!("../../deploy/kubernetes/configmap.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(manifest).unwrap();
+    let text = doc["data"]["config.yaml"].as_str().unwrap();
+    parse(text, "configmap").unwrap_or_else(|e| panic!("{e}"));
 }

@@ -69,10 +69,8 @@ impl fmt::Display for TableError {
 impl std::error::Error for TableError {}
 
 pub fn load(path: &Path) -> Result<KeyTable, TableError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TableError {
-        source: path.display().to_string(),
-        problems: vec![format!("cannot read: {e}")],
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TableError { source: path.display().to_string(), problems: vec![format!("cannot read: {e}")] })?;
     parse(&text, &path.display().to_string())
 }
 
@@ -123,7 +121,9 @@ fn valid_id(id: &str) -> bool {
 }
 
 fn valid_clinic(c: &str) -> bool {
-    !c.is_empty() && c.len() <= 128 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !c.is_empty()
+        && c.len() <= 128
+        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 fn record(k: RawKey) -> Result<KeyRecord, Vec<String>> {
@@ -140,10 +140,7 @@ fn record(k: RawKey) -> Result<KeyRecord, Vec<String>> {
             errs.push("give either `type` or `scopes`, not both".into());
             Vec::new()
         }
-        (Some(list), None) => list
-            .iter()
-            .filter_map(|s| Scope::parse(s).map_err(|e| errs.push(e)).ok())
-            .collect(),
+        (Some(list), None) => list.iter().filter_map(|s| Scope::parse(s).map_err(|e| errs.push(e)).ok()).collect(),
         (None, Some(t)) => t.scopes(),
         (None, None) => ScopeSet::default_read().iter().cloned().collect(),
     };
@@ -224,8 +221,9 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error_with_a_line_number() {
-        let e = parse(&format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n    scope: [x]\n", h('a')), "t")
-            .unwrap_err();
+        let e =
+            parse(&format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n    scope: [x]\n", h('a')), "t")
+                .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("line 5"), "{msg}");
         assert!(msg.contains("unknown field `scope`"), "{msg}");

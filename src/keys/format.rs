@@ -21,10 +21,7 @@ pub enum FormatError {
 impl Default for KeyFormat {
     fn default() -> Self {
         KeyFormat {
-            prefixes: vec![
-                ("dpl_live_".to_string(), Environment::Live),
-                ("dpl_test_".to_string(), Environment::Test),
-            ],
+            prefixes: vec![("dpl_live_".to_string(), Environment::Live), ("dpl_test_".to_string(), Environment::Test)],
             min_body_len: 32,
             max_body_len: 64,
         }
@@ -90,11 +87,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins() {
-        let f = KeyFormat::new(
-            vec![("k_".into(), Environment::Live), ("k_t_".into(), Environment::Test)],
-            4,
-            8,
-        );
+        let f = KeyFormat::new(vec![("k_".into(), Environment::Live), ("k_t_".into(), Environment::Test)], 4, 8);
         assert_eq!(f.check("k_t_abcd"), Ok(Environment::Test));
         assert_eq!(f.check("k_abcdef"), Ok(Environment::Live));
     }

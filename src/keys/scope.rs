@@ -3,20 +3,10 @@
 use std::fmt;
 
 /// The read scopes the product documents; a key created without scopes gets all of them.
-pub const READ_SCOPES: [&str; 4] = [
-    "interactions:read",
-    "metrics:read",
-    "campaigns:read",
-    "clinics:read",
-];
+pub const READ_SCOPES: [&str; 4] = ["interactions:read", "metrics:read", "campaigns:read", "clinics:read"];
 
 /// The write scopes matching [`READ_SCOPES`].
-pub const WRITE_SCOPES: [&str; 4] = [
-    "interactions:write",
-    "metrics:write",
-    "campaigns:write",
-    "clinics:write",
-];
+pub const WRITE_SCOPES: [&str; 4] = ["interactions:write", "metrics:write", "campaigns:write", "clinics:write"];
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Scope(String);
@@ -37,9 +27,7 @@ impl Scope {
         if ok {
             Ok(Scope(s.to_string()))
         } else {
-            Err(format!(
-                "invalid scope {s:?}: expected resource:action (e.g. interactions:read), resource:* or *"
-            ))
+            Err(format!("invalid scope {s:?}: expected resource:action (e.g. interactions:read), resource:* or *"))
         }
     }
 

@@ -11,7 +11,8 @@ async fn a_valid_key_reaches_the_upstream_with_identity_headers() {
     let key = TestKey::live("k_reader").with("    clinics: [clinic_001, clinic_002]\n");
     let kg = spawn_proxy(up.addr, &[&key], "").await;
 
-    let r = kg.get("/api/v1/clinics/clinic_001/interactions?from=2026-01-01", &[("authorization", &key.bearer())]).await;
+    let r =
+        kg.get("/api/v1/clinics/clinic_001/interactions?from=2026-01-01", &[("authorization", &key.bearer())]).await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), UPSTREAM_BODY);
@@ -84,8 +85,8 @@ async fn key_table_reload_picks_up_new_and_revoked_keys_within_two_seconds() {
     let kg = spawn_proxy(up.addr, &[&old], "").await;
     assert_eq!(kg.get("/api/v1/clinics", &[("authorization", &new.bearer())]).await.status, 401);
 
-    let revoked = TestKey { secret: old.secret.clone(), ..TestKey::live("k_old") }
-        .with("    revoked_at: 2020-01-01T00:00:00Z\n");
+    let revoked =
+        TestKey { secret: old.secret.clone(), ..TestKey::live("k_old") }.with("    revoked_at: 2020-01-01T00:00:00Z\n");
     kg.write_keys(&table_yaml(&[&revoked, &new]));
 
     let took = eventually(Duration::from_secs(2), async || {
@@ -196,7 +197,12 @@ async fn drain_deadline_cuts_requests_that_outlive_it() {
     tokio::spawn(async move {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         let _ = client
-            .request(http::Request::get(url).header("authorization", bearer).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+            .request(
+                http::Request::get(url)
+                    .header("authorization", bearer)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
             .await;
     });
     eventually(Duration::from_secs(2), async || up.count() == 1).await;

@@ -134,7 +134,8 @@ impl Upstream {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -231,7 +232,12 @@ pub struct ProxyCfg<'a> {
 
 impl Default for ProxyCfg<'_> {
     fn default() -> Self {
-        ProxyCfg { upstream_url: String::new(), upstream_lines: "", keys_lines: "  reload_interval: 100ms\n", extra: "" }
+        ProxyCfg {
+            upstream_url: String::new(),
+            upstream_lines: "",
+            keys_lines: "  reload_interval: 100ms\n",
+            extra: "",
+        }
     }
 }
 
@@ -339,7 +345,13 @@ impl Proxy {
     }
 }
 
-pub async fn send<C>(client: Client<C, Full<Bytes>>, url: &str, method: Method, headers: &[(&str, &str)], body: Bytes) -> Resp
+pub async fn send<C>(
+    client: Client<C, Full<Bytes>>,
+    url: &str,
+    method: Method,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Resp
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {

@@ -19,7 +19,11 @@ fn self_signed() -> Cert {
     Cert { cert_pem: ck.cert.pem(), key_pem: ck.key_pair.serialize_pem() }
 }
 
-fn client_trusting(cert: &Cert, h2: bool) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<Bytes>> {
+fn client_trusting(
+    cert: &Cert,
+    h2: bool,
+) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<Bytes>>
+{
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -53,7 +57,8 @@ async fn tls_serves_http1_and_http2_by_alpn() {
     let url = format!("https://localhost:{}/api/v1/clinics", kg.addr.port());
 
     for h2 in [false, true] {
-        let r = send(client_trusting(&cert, h2), &url, Method::GET, &[("authorization", &key.bearer())], Bytes::new()).await;
+        let r = send(client_trusting(&cert, h2), &url, Method::GET, &[("authorization", &key.bearer())], Bytes::new())
+            .await;
         assert_eq!(r.status, 200, "h2={h2}: {}", r.text());
         assert_eq!(up.last().one("x-forwarded-proto"), "https");
         assert_eq!(up.last().one("x-api-key-id"), "k_tls");
@@ -71,7 +76,10 @@ async fn tls_certificate_is_reloaded_without_a_restart() {
     let url = format!("https://localhost:{}/api/v1/clinics", kg.addr.port());
     let get = |cert: &Cert| {
         let client = client_trusting(cert, false);
-        let req = http::Request::get(url.clone()).header("authorization", key.bearer()).body(http_body_util::Full::new(Bytes::new())).unwrap();
+        let req = http::Request::get(url.clone())
+            .header("authorization", key.bearer())
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
         async move { client.request(req).await.map(|r| r.status()) }
     };
     assert!(get(&new).await.is_err(), "the new cert is not served yet");
