@@ -213,3 +213,56 @@ async fn drain_deadline_cuts_requests_that_outlive_it() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(logs().contains("drain deadline reached"));
 }
+
+#[tokio::test]
+async fn requests_during_repeated_table_swaps_see_one_whole_table_or_the_other() {
+    let up = Upstream::spawn().await;
+    let a = TestKey::live("k_a").with("    clinics: [clinic_a]\n");
+    let b = TestKey::live("k_b").with("    clinics: [clinic_b]\n");
+    let kg = std::sync::Arc::new(spawn_proxy(up.addr, &[&a], "").await);
+    let (v1, v2) = (table_yaml(&[&a]), table_yaml(&[&b]));
+
+    let writer = {
+        let kg = std::sync::Arc::clone(&kg);
+        tokio::spawn(async move {
+            for i in 0..20 {
+                kg.write_keys(if i % 2 == 0 { &v2 } else { &v1 });
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        })
+    };
+    let mut statuses = std::collections::BTreeMap::new();
+    while !writer.is_finished() {
+        for k in [&a, &b] {
+            let r = kg.get("/api/v1/clinics", &[("authorization", &k.bearer())]).await;
+            *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+        }
+    }
+    assert!(statuses.keys().all(|s| *s == 200 || *s == 401), "{statuses:?}");
+    // Every forwarded request carried the clinics of the key that authenticated it.
+    for seen in up.requests() {
+        let pair = (seen.one("x-api-key-id"), seen.one("x-allowed-clinics"));
+        assert!(pair == ("k_a".into(), "clinic_a".into()) || pair == ("k_b".into(), "clinic_b".into()), "{pair:?}");
+    }
+    assert_eq!(kg.metric("keygate_key_table_reloads_total{result=\"failed\"}").await, 0.0);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_idle");
+    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  idle_timeout: 300ms\n").await;
+
+    let mut s = tokio::net::TcpStream::connect(kg.addr).await.unwrap();
+    let req = format!("GET /api/v1/clinics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", key.bearer());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+    assert_eq!(n, 0, "keygate closed the idle keep-alive connection");
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the timeout: {:?}", started.elapsed());
+}

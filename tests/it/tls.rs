@@ -96,3 +96,55 @@ async fn tls_certificate_is_reloaded_without_a_restart() {
     kg.running().reload();
     assert_eq!(get(&new).await.unwrap(), 200);
 }
+
+/// An HTTPS upstream with its own (private) CA: keygate verifies it with `upstream.ca_file`.
+#[tokio::test]
+async fn https_upstream_with_a_private_ca() {
+    let up = Upstream::spawn().await;
+    let cert = self_signed();
+    // A TLS front for the recording upstream: terminate, then pipe bytes through.
+    let tls_cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()).map(|c| c.unwrap()).collect(),
+            rustls_pemfile::private_key(&mut cert.key_pem.as_bytes()).unwrap().unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let plain = up.addr;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = front.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let mut inner = tokio::net::TcpStream::connect(plain).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    let key = TestKey::live("k_up_tls");
+    let lines = format!("  ca_file: {}\n", ca.display());
+    let cfg = ProxyCfg {
+        upstream_url: format!("https://localhost:{front_port}"),
+        upstream_lines: &lines,
+        ..ProxyCfg::default()
+    };
+    let kg = spawn_proxy_with(cfg, &[&key]).await;
+
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().one("x-api-key-id"), "k_up_tls");
+
+    // Without the CA the upstream's certificate is not trusted: 502, never plaintext.
+    let cfg = ProxyCfg { upstream_url: format!("https://localhost:{front_port}"), ..ProxyCfg::default() };
+    let kg = spawn_proxy_with(cfg, &[&key]).await;
+    kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(up.count(), 1);
+}
