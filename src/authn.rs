@@ -104,7 +104,8 @@ mod tests {
     }
 
     fn auth(t: &KeyTable, token: &str, now: OffsetDateTime) -> Result<String, AuthnError> {
-        authenticate(token, &KeyFormat::default(), Environment::Live, t, now).map(|r| r.id.clone())
+        let format = KeyFormat { checksum: false, ..KeyFormat::default() };
+        authenticate(token, &format, Environment::Live, t, now).map(|r| r.id.clone())
     }
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
@@ -145,6 +146,15 @@ mod tests {
     fn bad_format_before_lookup() {
         assert_eq!(auth(&table(""), "dpl_live_short", NOW), Err(AuthnError::BadFormat));
         assert_eq!(auth(&table(""), &format!("{LIVE}x!"), NOW), Err(AuthnError::BadFormat));
+    }
+
+    #[test]
+    fn bad_checksum_is_refused_before_lookup() {
+        let key = crate::keys::generate::generate("dpl_live_");
+        let typo = format!("{}{}", &key[..key.len() - 1], if key.ends_with('A') { 'B' } else { 'A' });
+        let t = table("");
+        let r = authenticate(&typo, &KeyFormat::default(), Environment::Live, &t, NOW);
+        assert_eq!(r.map(|k| k.id.clone()), Err(AuthnError::BadFormat));
     }
 
     #[test]

@@ -48,7 +48,7 @@ struct DemoKey {
 }
 
 fn demo_key(id: &str, prefix: &str, env: &str, extra: &str) -> DemoKey {
-    let secret = generate(prefix, 32);
+    let secret = generate(prefix);
     let yaml = format!(
         "  - id: {id}\n    hash: {}\n    label: \"DEMO KEY - not for production\"\n    environment: {env}\n{extra}",
         KeyHash::of(&secret).to_hex()

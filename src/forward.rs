@@ -37,6 +37,9 @@ pub enum ForwardError {
     Unavailable { kind: &'static str },
     /// No response headers within the configured time: 504.
     Timeout,
+    /// The client's streamed body passed `max_body_bytes` (no Content-Length to refuse it
+    /// up front): 413.
+    BodyTooLarge,
 }
 
 #[derive(Clone)]
@@ -70,9 +73,22 @@ impl Forwarder {
             Ok(Ok(resp)) => Ok(resp),
             // A connect timeout is "down", not "slow": nothing was ever sent.
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Unavailable { kind: "connect" }),
+            Ok(Err(e)) if body_limit_hit(&e) => Err(ForwardError::BodyTooLarge),
             Ok(Err(_)) => Err(ForwardError::Unavailable { kind: "protocol" }),
         }
     }
+}
+
+/// The body cap surfaces as hyper's body-write error wrapping `LengthLimitError`.
+fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn client_tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {

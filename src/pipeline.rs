@@ -207,6 +207,7 @@ impl Pipeline {
                 self.metrics.upstream_error("timeout");
                 Err(ApiError::UpstreamTimeout)
             }
+            Err(ForwardError::BodyTooLarge) => Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes }),
             Err(ForwardError::Unavailable { kind }) => {
                 self.metrics.upstream_error(kind);
                 Err(ApiError::UpstreamUnavailable)
@@ -220,20 +221,24 @@ impl Pipeline {
 /// trusted proxy already said so.
 fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
     let peer = conn.peer.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
-    };
+    // A trusted proxy may send the list over several lines; all of them, in order, then us.
+    let mut xff = String::new();
+    for prev in h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    xff.push_str(&peer);
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
-    }
-    if !h.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = h.get(header::HOST).cloned() {
-            h.insert(X_FORWARDED_HOST.clone(), host);
-        }
+    // One value each: a trusted proxy's first, else ours (never two that disagree).
+    let proto = h.get(&X_FORWARDED_PROTO).cloned();
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        proto.unwrap_or(HeaderValue::from_static(if conn.tls { "https" } else { "http" })),
+    );
+    if let Some(host) = h.get(&X_FORWARDED_HOST).or_else(|| h.get(header::HOST)).cloned() {
+        h.insert(X_FORWARDED_HOST.clone(), host);
     }
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -172,10 +172,19 @@ async fn serve_io<H, IO>(
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
-    let idle = opts.limits.idle_timeout;
     let mut draining = false;
+    // Until the first byte arrives the header deadline applies too (hyper starts its own timer
+    // only at the first byte), so a silent socket cannot hold a connection slot for long.
+    let limits = &opts.limits;
+    let idle_limit = || {
+        if activity.has_read() {
+            limits.idle_timeout
+        } else {
+            limits.idle_timeout.min(limits.header_read_timeout)
+        }
+    };
     loop {
-        let wait = activity.until_idle(idle);
+        let wait = activity.until_idle(idle_limit());
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -188,7 +197,7 @@ async fn serve_io<H, IO>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(wait), if !draining => {
-                if activity.is_idle(idle) {
+                if activity.is_idle(idle_limit()) {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -202,6 +211,7 @@ struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     busy: AtomicUsize,
+    read_any: AtomicBool,
 }
 
 struct Busy<'a>(&'a Activity);
@@ -215,7 +225,16 @@ impl Drop for Busy<'_> {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { base: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) }
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            read_any: AtomicBool::new(false),
+        }
+    }
+
+    fn has_read(&self) -> bool {
+        self.read_any.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -255,6 +274,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
+            self.activity.read_any.store(true, Ordering::Relaxed);
         }
         r
     }

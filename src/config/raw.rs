@@ -58,6 +58,7 @@ pub struct RawKeys {
     pub prefixes: Option<BTreeMap<String, String>>,
     pub min_body_length: Option<usize>,
     pub max_body_length: Option<usize>,
+    pub checksum: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

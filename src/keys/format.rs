@@ -9,6 +9,9 @@ pub struct KeyFormat {
     pub prefixes: Vec<(String, Environment)>,
     pub min_body_len: usize,
     pub max_body_len: usize,
+    /// Keys end in a CRC32 checksum (as `keygate keys create` makes them). Off only for tables
+    /// imported from systems that issued keys without one.
+    pub checksum: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +19,7 @@ pub enum FormatError {
     UnknownPrefix,
     BadLength,
     BadCharacter,
+    BadChecksum,
 }
 
 impl Default for KeyFormat {
@@ -24,14 +28,20 @@ impl Default for KeyFormat {
             prefixes: vec![("dpl_live_".to_string(), Environment::Live), ("dpl_test_".to_string(), Environment::Test)],
             min_body_len: 32,
             max_body_len: 64,
+            checksum: true,
         }
     }
 }
 
 impl KeyFormat {
-    pub fn new(mut prefixes: Vec<(String, Environment)>, min_body_len: usize, max_body_len: usize) -> Self {
+    pub fn new(
+        mut prefixes: Vec<(String, Environment)>,
+        min_body_len: usize,
+        max_body_len: usize,
+        checksum: bool,
+    ) -> Self {
         prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        KeyFormat { prefixes, min_body_len, max_body_len }
+        KeyFormat { prefixes, min_body_len, max_body_len, checksum }
     }
 
     /// The environment a well-formed key belongs to.
@@ -47,6 +57,9 @@ impl KeyFormat {
         if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(FormatError::BadCharacter);
         }
+        if self.checksum && !super::generate::checksum_ok(key) {
+            return Err(FormatError::BadChecksum);
+        }
         Ok(env)
     }
 }
@@ -57,9 +70,13 @@ mod tests {
 
     const BODY: &str = "abcdefghijklmnopqrstuvwxyzABCDEF";
 
+    fn unchecked() -> KeyFormat {
+        KeyFormat { checksum: false, ..KeyFormat::default() }
+    }
+
     #[test]
     fn live_and_test_prefixes_map_to_their_environment() {
-        let f = KeyFormat::default();
+        let f = unchecked();
         assert_eq!(f.check(&format!("dpl_live_{BODY}")), Ok(Environment::Live));
         assert_eq!(f.check(&format!("dpl_test_{BODY}")), Ok(Environment::Test));
     }
@@ -80,15 +97,25 @@ mod tests {
 
     #[test]
     fn body_must_be_base62() {
-        let f = KeyFormat::default();
+        let f = unchecked();
         let bad = format!("dpl_live_{}-", &BODY[1..]);
         assert_eq!(f.check(&bad), Err(FormatError::BadCharacter));
     }
 
     #[test]
     fn longest_prefix_wins() {
-        let f = KeyFormat::new(vec![("k_".into(), Environment::Live), ("k_t_".into(), Environment::Test)], 4, 8);
+        let f = KeyFormat::new(vec![("k_".into(), Environment::Live), ("k_t_".into(), Environment::Test)], 4, 8, false);
         assert_eq!(f.check("k_t_abcd"), Ok(Environment::Test));
         assert_eq!(f.check("k_abcdef"), Ok(Environment::Live));
+    }
+
+    #[test]
+    fn checksum_is_verified_when_required() {
+        let good = crate::keys::generate::generate("dpl_live_");
+        assert_eq!(KeyFormat::default().check(&good), Ok(Environment::Live));
+        let mut typo = good.clone();
+        typo.replace_range(12..13, if &good[12..13] == "x" { "y" } else { "x" });
+        assert_eq!(KeyFormat::default().check(&typo), Err(FormatError::BadChecksum));
+        assert_eq!(unchecked().check(&typo), Ok(Environment::Live));
     }
 }

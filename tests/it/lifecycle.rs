@@ -266,3 +266,16 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(n, 0, "keygate closed the idle keep-alive connection");
     assert!(started.elapsed() >= Duration::from_millis(250), "not before the timeout: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_at_the_header_deadline_not_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "limits:\n  idle_timeout: 60s\n  header_read_timeout: 300ms\n").await;
+
+    let mut s = tokio::net::TcpStream::connect(kg.addr).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+
+    assert!(closed.is_ok(), "a connection that never sends a byte holds a slot only until the header deadline");
+}

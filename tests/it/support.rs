@@ -173,10 +173,10 @@ pub struct TestKey {
 
 impl TestKey {
     pub fn live(id: &str) -> TestKey {
-        TestKey { id: id.into(), secret: generate("dpl_live_", 32), extra: String::new(), environment: "live" }
+        TestKey { id: id.into(), secret: generate("dpl_live_"), extra: String::new(), environment: "live" }
     }
     pub fn test(id: &str) -> TestKey {
-        TestKey { id: id.into(), secret: generate("dpl_test_", 32), extra: String::new(), environment: "test" }
+        TestKey { id: id.into(), secret: generate("dpl_test_"), extra: String::new(), environment: "test" }
     }
     pub fn with(mut self, yaml_lines: &str) -> TestKey {
         self.extra.push_str(yaml_lines);
