@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (a key table is loaded and the proxy is not shutting down). Kept off the proxy
-//! port so it can be bound to loopback or a pod-internal address.
+//! `/readyz` (a key table is loaded and the proxy is not shutting down), and the read-only
+//! operator API `GET /admin/keys/{id}`. Kept off the proxy port so it can be bound to loopback
+//! or a pod-internal address; the operator API needs a token unless bound to loopback.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,9 +11,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::config::AdminToken;
+use crate::keys::reload::SharedTable;
 use crate::metrics::Metrics;
 use crate::pipeline::ConnFacts;
 use crate::server::Handler;
+use crate::usage::UsageBook;
 
 #[derive(Debug, Default)]
 pub struct Health {
@@ -29,6 +33,50 @@ impl Health {
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub keys: SharedTable,
+    pub usage: Arc<UsageBook>,
+    pub api: AdminApi,
+}
+
+/// Who may use `/admin/*`: anyone who can reach a loopback listener, a token holder
+/// otherwise; with neither, the API is off.
+pub struct AdminApi {
+    loopback: bool,
+    token: Option<AdminToken>,
+}
+
+impl AdminApi {
+    pub fn new(listen: std::net::SocketAddr, token: Option<AdminToken>) -> AdminApi {
+        AdminApi { loopback: listen.ip().is_loopback(), token }
+    }
+
+    /// The refusal for this request, if it may not use the API.
+    fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+        match &self.token {
+            Some(token) => {
+                let presented = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if token.matches(presented) {
+                    None
+                } else {
+                    Some(json(StatusCode::UNAUTHORIZED, &serde_json::json!({"error": "admin token required"})))
+                }
+            }
+            None if self.loopback => None,
+            None => Some(json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "the admin API is off: admin_listen is not loopback and no admin_token_file is configured"}),
+            )),
+        }
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    text(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -54,7 +102,43 @@ impl Handler for Admin {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n")
             }
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key table not loaded\n"),
+            p if p.starts_with("/admin/keys/") => match self.api.refusal(&req) {
+                None => self.key(&p["/admin/keys/".len()..]),
+                Some(refused) => refused,
+            },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
+    }
+}
+
+fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).into()
+}
+
+impl Admin {
+    /// Metadata as the proxy sees it (no hash), its state now, and its usage since start.
+    fn key(&self, id: &str) -> Response<Full<Bytes>> {
+        let table = self.keys.load();
+        let Some(k) = table.by_id(id) else {
+            return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such key id"}));
+        };
+        let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+        let ips: Vec<String> = k.allowed_ips.iter().map(|n| n.to_string()).collect();
+        let body = serde_json::json!({
+            "id": k.id,
+            "label": k.label,
+            "environment": k.environment.as_str(),
+            "state": k.state_at(time::OffsetDateTime::now_utc()).as_str(),
+            "scopes": scopes,
+            "clinics": k.clinics,
+            "allowed_ips": ips,
+            "rate_limit": k.rate_limit_tier,
+            "created_at": rfc3339(k.created_at),
+            "expires_at": rfc3339(k.expires_at),
+            "not_before": rfc3339(k.not_before),
+            "revoked_at": rfc3339(k.revoked_at),
+            "usage": self.usage.view(id),
+        });
+        json(StatusCode::OK, &body)
     }
 }

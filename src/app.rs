@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::admin::{Admin, Health};
+use crate::admin::{Admin, AdminApi, Health};
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{ConnFacts, Pipeline};
 use crate::server::{self, Handler, ServeOptions};
 use crate::tls::TlsState;
+use crate::usage::UsageBook;
 
 impl Handler for Pipeline {
     type Body = crate::pipeline::Body;
@@ -105,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
+    let usage = Arc::new(UsageBook::default());
     let reload = Arc::new(Notify::new());
     let reloader = Reloader {
         path: config.keys.file.clone(),
@@ -112,11 +114,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         interval: config.keys.reload_interval,
         trigger: Arc::clone(&reload),
     };
-    let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
+    let (m, t, u) = (Arc::clone(&metrics), Arc::clone(&table), Arc::clone(&usage));
     let reload_task = tokio::spawn(reloader.run(move |ev| match ev {
         ReloadEvent::Loaded { keys, took } => {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
-            m.table_loaded(&t.load(), OffsetDateTime::now_utc());
+            let table = t.load();
+            m.table_loaded(&table, OffsetDateTime::now_utc());
+            u.retain(|id| table.contains_id(id));
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
@@ -137,8 +141,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         keys: Arc::clone(&table),
         forwarder,
         metrics: Arc::clone(&metrics),
+        usage: Arc::clone(&usage),
     });
-    let admin = Arc::new(Admin { metrics: Arc::clone(&metrics), health: Arc::clone(&health) });
+    let admin = Arc::new(Admin {
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+        keys: Arc::clone(&table),
+        usage: Arc::clone(&usage),
+        api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
+    });
     let (stop, stop_rx) = watch::channel(false);
     let (admin_stop, admin_stop_rx) = watch::channel(false);
 

@@ -16,6 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process; the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
@@ -34,7 +36,124 @@ pub enum Command {
     },
     /// Validate a config file (and the key table it names) and exit: 0 valid, 1 invalid.
     CheckConfig { config: PathBuf },
+    /// Manage keys: create, list, show, revoke, rotate, update. Works on the key table named
+    /// by the config (or --table); a running proxy picks each change up within seconds.
+    Keys {
+        /// Config whose key table, prefixes, environment and routes to use.
+        #[arg(long, short, env = "KEYGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// The key table file (instead of the config's).
+        #[arg(long, global = true)]
+        table: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the SHA-256 (hex) of a key read from standard input, for writing a key table by
     /// hand. The key is read from stdin so it never appears in the process list or history.
     HashKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key. Prints the key exactly once; only its hash is stored.
+    Create {
+        /// What the key is for (shown in `list`, logs use the id).
+        #[arg(long)]
+        label: String,
+        /// live or test (default: the config's environment, else live).
+        #[arg(long)]
+        env: Option<String>,
+        /// read_only, write or full (presets over scopes).
+        #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
+        key_type: Option<String>,
+        /// Comma-separated scopes, e.g. interactions:read,metrics:read (default: all read scopes).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// Comma-separated clinic ids the key is restricted to (default: every clinic).
+        #[arg(long, value_delimiter = ',')]
+        clinics: Option<Vec<String>>,
+        /// Allowed client network (CIDR or IP); repeat for several (default: any address).
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allow_ip: Vec<String>,
+        /// Lifetime, e.g. 90d, 12h.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Rate-limit tier name.
+        #[arg(long)]
+        rate_limit: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Only labels containing this text.
+        #[arg(long)]
+        label: Option<String>,
+        /// Only keys in this state: active, expired, revoked, not_yet_valid.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Everything about one key, with last use and request counts from the running proxy.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// The proxy's admin address (default: the config's admin_listen).
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Revoke a key; the proxy refuses it within seconds (API_KEY_REVOKED).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Issue a successor with the same label, scopes, clinics and IPs; the old key keeps
+    /// working for the grace period, then answers API_KEY_EXPIRED.
+    Rotate {
+        id: String,
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's label, scopes, clinics, IPs, expiry or tier.
+    Update {
+        id: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
+        key_type: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long, value_delimiter = ',', conflicts_with = "all_clinics")]
+        clinics: Option<Vec<String>>,
+        /// Lift the clinic restriction.
+        #[arg(long)]
+        all_clinics: bool,
+        /// Replace the allowed networks (repeat for several).
+        #[arg(long = "allow-ip", value_name = "CIDR", conflicts_with = "any_ip")]
+        allow_ip: Vec<String>,
+        /// Lift the IP restriction.
+        #[arg(long)]
+        any_ip: bool,
+        #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
+        expires_in: Option<String>,
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<String>,
+        /// Remove the expiry.
+        #[arg(long)]
+        no_expiry: bool,
+        #[arg(long)]
+        rate_limit: Option<String>,
+    },
 }

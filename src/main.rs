@@ -53,6 +53,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { config, table, command } => {
+            keygate::keys_cli::run(config, table, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::HashKey => {
             let mut input = String::new();
             std::io::stdin().read_to_string(&mut input)?;

@@ -20,6 +20,7 @@ use crate::keys::reload::SharedTable;
 use crate::keys::KeyRecord;
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::{self, Decision, RequestFacts};
+use crate::usage::UsageBook;
 use crate::{authn, client_ip, path, request_id, sanitize};
 
 pub type Body = Either<Full<Bytes>, Incoming>;
@@ -36,6 +37,7 @@ pub struct Pipeline {
     pub keys: SharedTable,
     pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
+    pub usage: Arc<UsageBook>,
 }
 
 static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
@@ -77,6 +79,10 @@ impl Pipeline {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.request(trail.outcome, trail.route, elapsed);
+        if let Some(key) = &trail.key {
+            let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            self.usage.record(&key.id, resp.status().as_u16(), now_ms);
+        }
         audit(&trail, &rid, &method, resp.status(), elapsed);
         resp
     }

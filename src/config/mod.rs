@@ -23,6 +23,7 @@ pub struct Config {
     pub environment: Environment,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub admin_token: Option<AdminToken>,
     pub tls: Option<TlsFiles>,
     pub upstream: Upstream,
     pub keys: Keys,
@@ -33,6 +34,31 @@ pub struct Config {
     pub headers: HeaderPolicy,
     pub routes: RouteTable,
     pub log: Log,
+}
+
+/// The admin API token, read from a file at start. Its Debug never shows it.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(token)
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !presented.is_empty() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +190,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     if listen == admin_listen && listen.port() != 0 {
         c.0.push("admin_listen: must differ from listen".into());
     }
+    let admin_token = raw.admin_token_file.as_ref().and_then(|p| {
+        let read = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"));
+        let token = c.val("admin_token_file", read)?.trim().to_string();
+        if token.len() < 16 {
+            c.0.push("admin_token_file: the token must be at least 16 characters".into());
+            return None;
+        }
+        Some(AdminToken(token))
+    });
     let tls = raw.tls.map(|t| TlsFiles { cert_file: t.cert_file.into(), key_file: t.key_file.into() });
 
     let upstream = upstream(&mut c, &raw.upstream);
@@ -251,6 +286,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         environment,
         listen,
         admin_listen,
+        admin_token,
         tls,
         upstream,
         keys,

@@ -11,6 +11,7 @@ pub struct RawConfig {
     pub environment: String,
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
+    pub admin_token_file: Option<String>,
     pub tls: Option<RawTls>,
     pub upstream: RawUpstream,
     pub keys: RawKeys,

@@ -46,19 +46,30 @@ impl KeyRecord {
 #[derive(Debug, Default)]
 pub struct KeyTable {
     by_hash: HashMap<KeyHash, Arc<KeyRecord>>,
+    /// Id → hash, for the admin API and reload housekeeping (never the request path).
+    by_id: HashMap<String, KeyHash>,
 }
 
 impl KeyTable {
     /// Callers guarantee unique hashes (the loaders validate that).
     pub fn from_records(records: Vec<KeyRecord>) -> KeyTable {
+        let by_id = records.iter().map(|r| (r.id.clone(), r.hash)).collect();
         let by_hash = records.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
-        KeyTable { by_hash }
+        KeyTable { by_hash, by_id }
     }
 
     /// The index is keyed by a SHA-256 digest, so probe timing reveals nothing about the secret
     /// itself; the final equality is still checked in constant time.
     pub fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
         self.by_hash.get(hash).filter(|r| r.hash.ct_eq(hash))
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<KeyRecord>> {
+        self.by_id.get(id).and_then(|h| self.by_hash.get(h))
+    }
+
+    pub fn contains_id(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
     }
 
     pub fn len(&self) -> usize {

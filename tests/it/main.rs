@@ -4,5 +4,6 @@ mod support;
 
 mod authz;
 mod hygiene;
+mod keys_cli;
 mod lifecycle;
 mod tls;

@@ -1,0 +1,92 @@
+//! Writing the key table file safely: one writer at a time (an exclusive lock on a sibling
+//! `.lock` file), and every write is write-temp → fsync → rename → fsync-dir, so the proxy and
+//! other readers only ever see the old file or the new one. A crash leaves at most a stray
+//! temp file, which nothing reads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::file::{RawTable, TableError};
+
+pub struct FileStore {
+    path: PathBuf,
+}
+
+/// Holds the writer lock; released on drop.
+pub struct Locked<'a> {
+    store: &'a FileStore,
+    _lock: File,
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>) -> FileStore {
+        FileStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keys".into());
+        self.path.with_file_name(format!(".{name}{suffix}"))
+    }
+
+    /// Blocks until no other writer holds the table.
+    pub fn lock(&self) -> std::io::Result<Locked<'_>> {
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(self.sibling(".lock"))?;
+        f.lock()?;
+        Ok(Locked { store: self, _lock: f })
+    }
+
+    /// Reads and validates the whole table (a missing file is an empty table for the CLI, so
+    /// the first `create` can make it).
+    pub fn read(&self) -> Result<RawTable, TableError> {
+        let err = |p: String| TableError { source: self.path.display().to_string(), problems: vec![p] };
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RawTable::default()),
+            Err(e) => return Err(err(format!("cannot read: {e}"))),
+        };
+        let raw: RawTable = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        // Validate as the proxy will, so the CLI never starts from a table the proxy refuses.
+        super::file::parse(&text, &self.path.display().to_string())?;
+        Ok(raw)
+    }
+}
+
+impl Locked<'_> {
+    pub fn read(&self) -> Result<RawTable, TableError> {
+        self.store.read()
+    }
+
+    /// Validates `table` as the proxy would, then replaces the file atomically.
+    pub fn write(&self, table: &RawTable) -> anyhow::Result<()> {
+        let text = format!(
+            "# keygate key table: SHA-256 hashes only, never keys. Managed by `keygate keys`.\n{}",
+            serde_yaml::to_string(table)?
+        );
+        super::file::parse(&text, "new table")?;
+        let path = &self.store.path;
+        let tmp = self.store.sibling(&format!(".tmp-{}", std::process::id()));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        #[cfg(unix)]
+        {
+            // Keep the operator's permissions on the new file; a first table is owner-only.
+            use std::os::unix::fs::PermissionsExt;
+            let perms =
+                fs::metadata(path).map(|m| m.permissions()).unwrap_or_else(|_| fs::Permissions::from_mode(0o600));
+            fs::set_permissions(&tmp, perms)?;
+        }
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! `keygate keys …`: the key lifecycle from the command line. Reads and writes the key table
+//! through the file store (locked, atomic), runs the pure lifecycle operations, and prints.
+//! A secret is printed once, by `create` and `rotate`, and never stored.
+
+mod admin_client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use ipnet::IpNet;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::cli::KeysCommand;
+use crate::config::{AdminToken, Config};
+use crate::keys::file::RawKey;
+use crate::keys::lifecycle::{self, Catalogue, KeySpec, Update};
+use crate::keys::scope::KeyType;
+use crate::keys::store::FileStore;
+use crate::keys::Environment;
+use crate::policy::Required;
+
+/// What the key commands need from the config (or sensible defaults with only `--table`).
+struct KeysContext {
+    store: FileStore,
+    environment: Option<Environment>,
+    prefixes: Vec<(String, Environment)>,
+    catalogue: Catalogue,
+    admin: Option<SocketAddr>,
+    admin_token: Option<AdminToken>,
+}
+
+fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<KeysContext> {
+    let config = match (&config, &table) {
+        (Some(p), _) => Some(crate::config::load(p)?),
+        (None, Some(_)) => None,
+        (None, None) => bail!("say which key table: --config FILE (or KEYGATE_CONFIG) or --table FILE"),
+    };
+    let Some(cfg) = config else {
+        return Ok(KeysContext {
+            store: FileStore::new(table.expect("checked above")),
+            environment: None,
+            prefixes: crate::keys::KeyFormat::default().prefixes,
+            catalogue: Catalogue::default(),
+            admin: None,
+            admin_token: None,
+        });
+    };
+    let Config { keys, environment, routes, admin_listen, admin_token, .. } = cfg;
+    let route_scopes = routes.routes().iter().flat_map(|r| match &r.required {
+        Required::Resource { read, write } => vec![read.clone(), write.clone()],
+        Required::Scopes(list) => list.clone(),
+    });
+    Ok(KeysContext {
+        store: FileStore::new(table.unwrap_or(keys.file)),
+        environment: Some(environment),
+        prefixes: keys.format.prefixes,
+        catalogue: Catalogue::new(route_scopes.collect::<Vec<_>>()),
+        admin: Some(admin_listen),
+        admin_token,
+    })
+}
+
+fn parse_env(s: &str) -> anyhow::Result<Environment> {
+    s.parse::<Environment>().map_err(anyhow::Error::msg)
+}
+
+fn parse_type(s: &str) -> anyhow::Result<KeyType> {
+    serde_yaml::from_str::<KeyType>(s).map_err(|_| anyhow::anyhow!("--type {s:?}: expected read_only, write or full"))
+}
+
+fn parse_ips(list: &[String]) -> anyhow::Result<Vec<IpNet>> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| anyhow::anyhow!("--allow-ip {s:?} is not an IP address or CIDR"))
+        })
+        .collect()
+}
+
+fn parse_expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<&str>) -> anyhow::Result<Option<OffsetDateTime>> {
+    match (in_, at) {
+        (Some(d), _) => {
+            let d =
+                humantime::parse_duration(d).map_err(|e| anyhow::anyhow!("--expires-in {d:?}: {e} (e.g. 90d, 12h)"))?;
+            Ok(Some(now + d))
+        }
+        (None, Some(t)) => Ok(Some(
+            OffsetDateTime::parse(t, &Rfc3339).map_err(|e| anyhow::anyhow!("--expires-at {t:?}: {e} (RFC 3339)"))?,
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
+    ctx.prefixes
+        .iter()
+        .find(|(_, e)| *e == env)
+        .map(|(p, _)| p.as_str())
+        .with_context(|| format!("no key prefix is configured for the {env} environment"))
+}
+
+fn fmt_time(t: Option<OffsetDateTime>) -> String {
+    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| "-".into())
+}
+
+pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<()> {
+    let ctx = context(config, table)?;
+    // Whole seconds: the table is read by people too.
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    match cmd {
+        KeysCommand::Create {
+            label,
+            env,
+            key_type,
+            scopes,
+            clinics,
+            allow_ip,
+            expires_in,
+            expires_at,
+            rate_limit,
+            json,
+        } => {
+            let env = match env {
+                Some(e) => parse_env(&e)?,
+                None => ctx.environment.unwrap_or(Environment::Live),
+            };
+            let spec = KeySpec {
+                label,
+                key_type: key_type.as_deref().map(parse_type).transpose()?,
+                scopes,
+                clinics,
+                allowed_ips: parse_ips(&allow_ip)?,
+                expires_at: parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?,
+                rate_limit,
+            };
+            let prefix = prefix_for(&ctx, env)?.to_string();
+            let lock = ctx.store.lock()?;
+            let mut t = lock.read()?;
+            let created = lifecycle::create(&mut t, spec, env, &prefix, &ctx.catalogue, now)?;
+            lock.write(&t)?;
+            print_secret(&created, env, json, "Created");
+        }
+        KeysCommand::Revoke { id, reason } => {
+            let lock = ctx.store.lock()?;
+            let mut t = lock.read()?;
+            lifecycle::revoke(&mut t, &id, reason, now)?;
+            lock.write(&t)?;
+            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) once it reloads the table (within ~1 s by default).");
+        }
+        KeysCommand::Rotate { id, grace, json } => {
+            let grace = humantime::parse_duration(&grace).map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?;
+            let lock = ctx.store.lock()?;
+            let mut t = lock.read()?;
+            let env = t.keys.iter().find(|k| k.id == id).map(|k| k.environment).unwrap_or(Environment::Live);
+            let prefix = prefix_for(&ctx, env)?.to_string();
+            let created = lifecycle::rotate(&mut t, &id, grace, &prefix, now)?;
+            lock.write(&t)?;
+            print_secret(&created, env, json, "Rotated");
+            if !json {
+                println!(
+                    "The old key {id} keeps working until {} and then answers API_KEY_EXPIRED.",
+                    fmt_time(Some(now + grace))
+                );
+            }
+        }
+        KeysCommand::Update {
+            id,
+            label,
+            key_type,
+            scopes,
+            clinics,
+            all_clinics,
+            allow_ip,
+            any_ip,
+            expires_in,
+            expires_at,
+            no_expiry,
+            rate_limit,
+        } => {
+            let u = Update {
+                label,
+                key_type: key_type.as_deref().map(parse_type).transpose()?,
+                scopes,
+                clinics: if all_clinics { Some(None) } else { clinics.map(Some) },
+                allowed_ips: if any_ip {
+                    Some(Vec::new())
+                } else if allow_ip.is_empty() {
+                    None
+                } else {
+                    Some(parse_ips(&allow_ip)?)
+                },
+                expires_at: if no_expiry {
+                    Some(None)
+                } else {
+                    parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?.map(Some)
+                },
+                rate_limit: rate_limit.map(Some),
+            };
+            let lock = ctx.store.lock()?;
+            let mut t = lock.read()?;
+            lifecycle::update(&mut t, &id, u, &ctx.catalogue, now)?;
+            lock.write(&t)?;
+            println!("Updated {id}.");
+        }
+        KeysCommand::List { json, env, label, state } => {
+            let env = env.as_deref().map(parse_env).transpose()?;
+            let t = ctx.store.read()?;
+            let keys: Vec<&RawKey> = t
+                .keys
+                .iter()
+                .filter(|k| env.is_none_or(|e| k.environment == e))
+                .filter(|k| label.as_deref().is_none_or(|l| k.label.contains(l)))
+                .filter(|k| state.as_deref().is_none_or(|s| state_of(k, now) == s))
+                .collect();
+            if json {
+                let out: Vec<serde_json::Value> = keys.iter().map(|k| public_json(k, now)).collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_table(&keys, now);
+            }
+        }
+        KeysCommand::Show { id, json, admin } => {
+            let t = ctx.store.read()?;
+            let k = t.keys.iter().find(|k| k.id == id).with_context(|| format!("no key with id {id:?}"))?;
+            let mut v = public_json(k, now);
+            let admin = admin.or_else(|| ctx.admin.map(|a| admin_client::loopback_for(a).to_string()));
+            let usage = admin.as_deref().map(|a| admin_client::key_usage(a, &id, ctx.admin_token.as_ref()));
+            match usage {
+                Some(Ok(u)) => v["usage"] = u,
+                Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": e.to_string()}),
+                None => v["usage"] = serde_json::json!({"unavailable": "no admin address (give --admin or --config)"}),
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_show(&v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_of(k: &RawKey, now: OffsetDateTime) -> &'static str {
+    if k.revoked_at.is_some_and(|t| t <= now) {
+        "revoked"
+    } else if k.expires_at.is_some_and(|t| t <= now) {
+        "expired"
+    } else if k.not_before.is_some_and(|t| t > now) {
+        "not_yet_valid"
+    } else {
+        "active"
+    }
+}
+
+fn access(k: &RawKey) -> String {
+    match (&k.key_type, &k.scopes) {
+        (Some(t), _) => serde_yaml::to_string(t).unwrap_or_default().trim().to_string(),
+        (None, Some(s)) => s.join(","),
+        (None, None) => "read_only (default)".into(),
+    }
+}
+
+/// Everything but the hash.
+fn public_json(k: &RawKey, now: OffsetDateTime) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "label": k.label,
+        "environment": k.environment.as_str(),
+        "state": state_of(k, now),
+        "access": access(k),
+        "scopes": k.scopes,
+        "type": k.key_type,
+        "clinics": k.clinics,
+        "allowed_ips": k.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "rate_limit": k.rate_limit,
+        "created_at": k.created_at.and_then(|t| t.format(&Rfc3339).ok()),
+        "expires_at": k.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+        "not_before": k.not_before.and_then(|t| t.format(&Rfc3339).ok()),
+        "revoked_at": k.revoked_at.and_then(|t| t.format(&Rfc3339).ok()),
+        "revoke_reason": k.revoke_reason,
+        "rotated_from": k.rotated_from,
+        "rotated_to": k.rotated_to,
+        "updated_at": k.updated_at.and_then(|t| t.format(&Rfc3339).ok()),
+    })
+}
+
+fn print_secret(c: &lifecycle::Created, env: Environment, json: bool, verb: &str) {
+    if json {
+        println!("{}", serde_json::json!({"id": c.id, "key": c.secret, "environment": env.as_str()}));
+    } else {
+        println!(
+            "{verb} key {} ({env})\n\n    {}\n\nStore it now: keygate keeps only its hash and cannot show it again.",
+            c.id, c.secret
+        );
+    }
+}
+
+fn print_table(keys: &[&RawKey], now: OffsetDateTime) {
+    println!("{:<26} {:<5} {:<13} {:<28} {:<20} {:<25} LABEL", "ID", "ENV", "STATE", "ACCESS", "CLINICS", "EXPIRES");
+    for k in keys {
+        let clinics = k.clinics.as_ref().map_or_else(|| "*".to_string(), |c| c.join(","));
+        println!(
+            "{:<26} {:<5} {:<13} {:<28} {:<20} {:<25} {}",
+            k.id,
+            k.environment.as_str(),
+            state_of(k, now),
+            access(k),
+            clinics,
+            fmt_time(k.expires_at),
+            k.label
+        );
+    }
+}
+
+fn print_show(v: &serde_json::Value) {
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            let shown = match val {
+                serde_json::Value::Null => "-".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{k:<14} {shown}");
+        }
+    }
+}

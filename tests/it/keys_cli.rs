@@ -1,0 +1,241 @@
+//! The key lifecycle through the real `keygate keys` binary, against a running proxy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `keygate keys --table TABLE ARGS…` off the async threads (the proxy runs on them).
+async fn keys(table: &Path, args: &[&str]) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.arg("keys").arg("--table").arg(table).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `create … --json` → (id, secret).
+async fn create(table: &Path, args: &[&str]) -> (String, String) {
+    let mut all = vec!["create", "--json"];
+    all.extend_from_slice(args);
+    let out = keys(table, &all).await;
+    assert!(out.ok, "create failed: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+async fn status(kg: &Proxy, secret: &str) -> u16 {
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+}
+
+#[tokio::test]
+async fn a_key_created_by_the_cli_works_within_two_seconds_and_revoke_stops_it() {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+
+    let (id, secret) = create(&kg.keys_path, &["--label", "integration", "--clinics", "clinic_001"]).await;
+    assert!(secret.starts_with("dpl_live_"));
+    assert!(!std::fs::read_to_string(&kg.keys_path).unwrap().contains(&secret), "only the hash is stored");
+    let took = eventually(Duration::from_secs(2), async || status(&kg, &secret).await == 200).await;
+    assert_eq!(up.last().one("x-api-key-id"), id);
+    assert_eq!(up.last().one("x-allowed-clinics"), "clinic_001");
+    println!("create → usable: {took:?}");
+
+    let out = keys(&kg.keys_path, &["revoke", &id, "--reason", "leaked in a ticket"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let took = eventually(Duration::from_secs(2), async || status(&kg, &secret).await == 401).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await;
+    r.assert_error(401, "API_KEY_REVOKED");
+    println!("revoke → refused: {took:?}");
+    assert!(!logs().contains(&secret));
+}
+
+#[tokio::test]
+async fn rotate_keeps_both_keys_during_the_grace_period_and_only_the_new_one_after() {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    let (old_id, old) =
+        create(&kg.keys_path, &["--label", "rotating", "--scopes", "interactions:read,clinics:read"]).await;
+    eventually(Duration::from_secs(2), async || status(&kg, &old).await == 200).await;
+
+    let out = keys(&kg.keys_path, &["rotate", &old_id, "--grace", "3s", "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let (new_id, new) = (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string());
+    eventually(Duration::from_secs(2), async || status(&kg, &new).await == 200).await;
+    assert_eq!(status(&kg, &old).await, 200, "the old key works during the grace period");
+    assert_eq!(up.last().one("x-scopes"), "interactions:read clinics:read", "the successor has the same scopes");
+
+    let list = keys(&kg.keys_path, &["list", "--json"]).await;
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let find = |id: &str| list.as_array().unwrap().iter().find(|k| k["id"] == id).unwrap().clone();
+    assert_eq!(find(&old_id)["rotated_to"], new_id.as_str());
+    assert_eq!(find(&new_id)["rotated_from"], old_id.as_str());
+
+    eventually(Duration::from_secs(5), async || status(&kg, &old).await == 401).await;
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
+        .await
+        .assert_error(401, "API_KEY_EXPIRED");
+    assert_eq!(status(&kg, &new).await, 200);
+}
+
+#[tokio::test]
+async fn a_checksum_typo_is_refused_without_a_table_lookup() {
+    let up = Upstream::spawn().await;
+    let real = TestKey::live("k_real");
+    // A typo of the real key (last character changed), whose hash is *in* the table: only a
+    // check made before the lookup can refuse it.
+    let last = real.secret.chars().last().unwrap();
+    let typo = format!("{}{}", &real.secret[..real.secret.len() - 1], if last == 'a' { 'b' } else { 'a' });
+    let typo_key = TestKey { id: "k_typo".into(), secret: typo.clone(), extra: String::new(), environment: "live" };
+    let kg = spawn_proxy(up.addr, &[&real, &typo_key], "").await;
+
+    let r = kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {typo}"))]).await;
+
+    r.assert_error(401, "INVALID_API_KEY");
+    assert_eq!(up.count(), 0);
+    assert_eq!(status(&kg, &real.secret).await, 200);
+}
+
+#[tokio::test]
+async fn concurrent_creates_and_revokes_never_lose_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(create(&table, &["--label", &format!("seed{i}")]).await.0);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (t1, t2, id) = (table.clone(), table.clone(), id.clone());
+        tasks.push(tokio::spawn(async move { keys(&t1, &["revoke", &id]).await }));
+        tasks.push(tokio::spawn(async move { keys(&t2, &["create", "--label", &format!("new{i}")]).await }));
+    }
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let list: serde_json::Value = serde_json::from_str(&keys(&table, &["list", "--json"]).await.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 12, "every create landed");
+    for id in &ids {
+        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
+        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_mid_write_loses_nothing() {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    let (_, first) = create(&kg.keys_path, &["--label", "before the crash"]).await;
+    eventually(Duration::from_secs(2), async || status(&kg, &first).await == 200).await;
+
+    // What a CLI killed mid-write leaves behind: a half-written temp file beside the table.
+    let stray = kg.keys_path.with_file_name(".keys.yaml.tmp-99999");
+    let whole = std::fs::read_to_string(&kg.keys_path).unwrap();
+    std::fs::write(&stray, &whole[..whole.len() / 2]).unwrap();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&kg, &first).await, 200, "the proxy never reads the temp file");
+    assert_eq!(kg.metric("keygate_key_table_reloads_total{result=\"failed\"}").await, 0.0);
+    let (_, second) = create(&kg.keys_path, &["--label", "after the crash"]).await;
+    eventually(Duration::from_secs(2), async || status(&kg, &second).await == 200).await;
+    assert_eq!(status(&kg, &first).await, 200);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (id, _) = create(&table, &["--label", "keep me"]).await;
+    let before = std::fs::read(&table).unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (&["create", "--label", "x", "--scopes", "interactions:delete"], "unknown scope"),
+        (&["create", "--label", "x", "--allow-ip", "10.0.0.0/33"], "not an IP address or CIDR"),
+        (&["create", "--label", "x", "--expires-at", "2001-01-01T00:00:00Z"], "not in the future"),
+        (&["create", "--label", "x", "--type", "admin"], "expected read_only, write or full"),
+        (&["revoke", "key_doesnotexist"], "no key with id"),
+        (&["rotate", "key_doesnotexist"], "no key with id"),
+        (&["update", &id, "--clinics", "bad clinic"], "clinic"),
+    ];
+    for (args, want) in cases {
+        let out = keys(&table, args).await;
+        assert!(!out.ok, "{args:?} should fail");
+        assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+        assert_eq!(std::fs::read(&table).unwrap(), before, "{args:?} changed the table");
+    }
+}
+
+#[tokio::test]
+async fn show_reports_usage_from_the_running_proxy() {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    let (id, secret) = create(&kg.keys_path, &["--label", "watched", "--scopes", "clinics:read"]).await;
+    eventually(Duration::from_secs(2), async || status(&kg, &secret).await == 200).await;
+    for _ in 0..2 {
+        kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await;
+    }
+    kg.get("/api/v1/interactions", &[("authorization", &format!("Bearer {secret}"))]).await; // 403
+
+    let out = keys(&kg.keys_path, &["show", &id, "--json", "--admin", &kg.admin.to_string()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["label"], "watched");
+    assert!(v.get("hash").is_none(), "never the hash");
+    assert_eq!(v["usage"]["requests"]["2xx"], 3, "{v}");
+    assert_eq!(v["usage"]["requests"]["4xx"], 1, "{v}");
+    assert!(v["usage"]["last_used_at"].as_str().is_some(), "{v}");
+
+    // Without a reachable proxy, show still shows the table's view and says why usage is missing.
+    let out = keys(&kg.keys_path, &["show", &id, "--json", "--admin", &dead_addr().await.to_string()]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v["usage"]["unavailable"].as_str().unwrap().contains("not reachable"), "{v}");
+}
+
+#[tokio::test]
+async fn the_admin_key_api_needs_the_token_when_one_is_configured() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_adm");
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
+    let kg = spawn_proxy(up.addr, &[&key], &format!("admin_token_file: {}\n", token_file.display())).await;
+
+    assert_eq!(kg.admin_get("/admin/keys/k_adm").await.status, 401);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let url = format!("http://{}/admin/keys/k_adm", kg.admin);
+    let r = send(
+        client.clone(),
+        &url,
+        http::Method::GET,
+        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["id"], "k_adm");
+    assert_eq!(r.json()["state"], "active");
+    let missing = format!("http://{}/admin/keys/nope", kg.admin);
+    let r = send(
+        client,
+        &missing,
+        http::Method::GET,
+        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // Metrics and probes stay open for the kubelet and Prometheus.
+    assert_eq!(kg.admin_get("/metrics").await.status, 200);
+    assert!(!logs().contains("s3cret-admin-token"));
+}
