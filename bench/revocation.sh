@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Revocation latency: `keygate keys revoke` → the proxy's first refusal, N times, against a
+# running keygate (release build) in front of the demo's kind of upstream (any 200 will do).
+# Usage: bench/revocation.sh [N]   (default 50). Prints p50/p90/p99/max in milliseconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-50}
+cargo build --release --quiet
+KG=target/release/keygate
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
+
+# A trivial upstream: python's http.server answers 200 to GET.
+python3 -m http.server 18391 --bind 127.0.0.1 --directory "$dir" >/dev/null 2>&1 &
+printf 'keys: []\n' > "$dir/keys.yaml"
+cat > "$dir/config.yaml" <<CFG
+environment: live
+listen: 127.0.0.1:18390
+admin_listen: 127.0.0.1:18392
+upstream:
+  url: http://127.0.0.1:18391
+keys:
+  file: $dir/keys.yaml
+routes:
+  - path: /
+    resource: clinics
+log:
+  level: warn
+CFG
+$KG serve --config "$dir/config.yaml" 2>"$dir/kg.log" &
+for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18392/readyz && break; sleep 0.05; done
+
+now_ms() { date +%s%3N; }
+status() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" http://127.0.0.1:18390/; }
+lat=()
+for i in $(seq "$N"); do
+  out=$($KG keys --config "$dir/config.yaml" create --label "rev$i" --json)
+  id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$out")
+  key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' <<<"$out")
+  until [ "$(status "$key")" = 200 ]; do sleep 0.01; done
+  t0=$(now_ms)
+  $KG keys --config "$dir/config.yaml" revoke "$id" >/dev/null
+  until [ "$(status "$key")" = 401 ]; do sleep 0.005; done
+  lat+=($(( $(now_ms) - t0 )))
+done
+printf '%s\n' "${lat[@]}" | sort -n | awk -v n="$N" '{a[NR]=$1} END {
+  printf "revocation latency over %d revocations (ms): p50=%d p90=%d p99=%d max=%d\n",
+    n, a[int(n*0.5+0.5)], a[int(n*0.9+0.5)], a[int(n*0.99+0.5)>n?n:int(n*0.99+0.5)], a[n] }'
