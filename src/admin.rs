@@ -122,21 +122,21 @@ impl Admin {
         let Some(k) = table.by_id(id) else {
             return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such key id"}));
         };
-        let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
-        let ips: Vec<String> = k.allowed_ips.iter().map(|n| n.to_string()).collect();
+        let scopes: Vec<&str> = k.scopes().iter().map(|s| s.as_str()).collect();
+        let ips: Vec<String> = k.allowed_ips().iter().map(|n| n.to_string()).collect();
+        let t = k.times();
         let body = serde_json::json!({
-            "id": k.id,
-            "label": k.label,
-            "environment": k.environment.as_str(),
+            "id": &*k.id,
+            "environment": k.environment().as_str(),
             "state": k.state_at(time::OffsetDateTime::now_utc()).as_str(),
             "scopes": scopes,
-            "clinics": k.clinics,
+            "clinics": k.clinic_list(),
             "allowed_ips": ips,
-            "rate_limit": k.rate_limit_tier,
-            "created_at": rfc3339(k.created_at),
-            "expires_at": rfc3339(k.expires_at),
-            "not_before": rfc3339(k.not_before),
-            "revoked_at": rfc3339(k.revoked_at),
+            "rate_limit": k.rate_limit_tier(),
+            "created_at": rfc3339(t.created_at),
+            "expires_at": rfc3339(t.expires_at),
+            "not_before": rfc3339(t.not_before),
+            "revoked_at": rfc3339(t.revoked_at),
             "usage": self.usage.view(id),
         });
         json(StatusCode::OK, &body)

@@ -120,7 +120,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
             let table = t.load();
             m.table_loaded(&table, OffsetDateTime::now_utc());
-            u.retain(|id| table.contains_id(id));
+            let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
+            u.retain(|id| ids.contains(id));
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");

@@ -2,8 +2,6 @@
 //! environment, found in the table and currently valid. Pure: headers, table and clock in,
 //! the key record (or why not) out.
 
-use std::sync::Arc;
-
 use http::{header, HeaderMap};
 use time::OffsetDateTime;
 
@@ -61,13 +59,13 @@ pub fn authenticate<'t>(
     proxy_env: Environment,
     table: &'t KeyTable,
     now: OffsetDateTime,
-) -> Result<&'t Arc<KeyRecord>, AuthnError> {
+) -> Result<&'t KeyRecord, AuthnError> {
     let key_env = format.check(token).map_err(|_| AuthnError::BadFormat)?;
     if key_env != proxy_env {
         return Err(AuthnError::WrongEnvironment { key: key_env, proxy: proxy_env });
     }
     let record = table.lookup(&KeyHash::of(token)).ok_or(AuthnError::Unknown)?;
-    if record.environment != proxy_env {
+    if record.environment() != proxy_env {
         // The table says otherwise than the prefix: trust neither.
         return Err(AuthnError::Unknown);
     }
@@ -105,7 +103,7 @@ mod tests {
 
     fn auth(t: &KeyTable, token: &str, now: OffsetDateTime) -> Result<String, AuthnError> {
         let format = KeyFormat { checksum: false, ..KeyFormat::default() };
-        authenticate(token, &format, Environment::Live, t, now).map(|r| r.id.clone())
+        authenticate(token, &format, Environment::Live, t, now).map(|r| r.id.to_string())
     }
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
@@ -154,7 +152,7 @@ mod tests {
         let typo = format!("{}{}", &key[..key.len() - 1], if key.ends_with('A') { 'B' } else { 'A' });
         let t = table("");
         let r = authenticate(&typo, &KeyFormat::default(), Environment::Live, &t, NOW);
-        assert_eq!(r.map(|k| k.id.clone()), Err(AuthnError::BadFormat));
+        assert_eq!(r.map(|k| k.id.to_string()), Err(AuthnError::BadFormat));
     }
 
     #[test]

@@ -52,7 +52,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// What the audit line and the metrics need to know about a request, filled in as it goes.
 struct Trail<'a> {
     route: &'a str,
-    key: Option<Arc<KeyRecord>>,
+    key_id: Option<Arc<str>>,
     client_ip: IpAddr,
     upstream_seconds: Option<f64>,
     outcome: &'static str,
@@ -65,7 +65,7 @@ impl Pipeline {
         let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
         let method = req.method().clone();
         let mut trail =
-            Trail { route: NO_ROUTE, key: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
+            Trail { route: NO_ROUTE, key_id: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
         let result = self.run(req, conn, &rid, &mut trail).await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -79,9 +79,9 @@ impl Pipeline {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.request(trail.outcome, trail.route, elapsed);
-        if let Some(key) = &trail.key {
+        if let Some(id) = &trail.key_id {
             let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-            self.usage.record(&key.id, resp.status().as_u16(), now_ms);
+            self.usage.record(id, resp.status().as_u16(), now_ms);
         }
         audit(&trail, &rid, &method, resp.status(), elapsed);
         resp
@@ -116,14 +116,13 @@ impl Pipeline {
         }
 
         let token = authn::bearer_token(&parts.headers)?;
-        let table = self.keys.load();
+        // One snapshot for the whole request; a swap during it affects the next request.
+        let table = self.keys.load_full();
         let key = authn::authenticate(token, &cfg.keys.format, cfg.environment, &table, OffsetDateTime::now_utc())?;
-        trail.key = Some(Arc::clone(key));
-        let key = Arc::clone(key);
-        drop(table);
+        trail.key_id = Some(Arc::clone(&key.id));
 
         let facts = RequestFacts { method, path: &path, query: parts.uri.query(), client_ip: trail.client_ip };
-        let grant = policy::authorise(&cfg.routes, &key, &facts).map_err(|r| {
+        let grant = policy::authorise(&cfg.routes, key, &facts).map_err(|r| {
             if let Some(route) = r.route {
                 trail.route = &route.pattern;
             }
@@ -140,7 +139,7 @@ impl Pipeline {
             }
             Decision::Forward => {
                 let uri = self.upstream_uri(&path, parts.uri.query())?;
-                self.forward(parts, body, uri, Some(&key), conn, rid, trail).await
+                self.forward(parts, body, uri, Some(key), conn, rid, trail).await
             }
         }
     }
@@ -188,10 +187,14 @@ impl Pipeline {
         }
         h.insert(X_REQUEST_ID.clone(), rid.clone());
         if let Some(k) = key {
-            h.insert(X_ALLOWED_CLINICS.clone(), k.headers.allowed_clinics.clone());
-            h.insert(X_SCOPES.clone(), k.headers.scopes.clone());
-            h.insert(X_API_KEY_ID.clone(), k.headers.key_id.clone());
-            h.insert(X_API_KEY_ENV.clone(), k.headers.environment.clone());
+            let clinics = match &k.clinics {
+                Some(list) => HeaderValue::from_str(list).expect("clinic ids are validated at load"),
+                None => HeaderValue::from_static("*"),
+            };
+            h.insert(X_ALLOWED_CLINICS.clone(), clinics);
+            h.insert(X_SCOPES.clone(), k.profile.headers.scopes.clone());
+            h.insert(X_API_KEY_ID.clone(), HeaderValue::from_str(&k.id).expect("key ids are validated at load"));
+            h.insert(X_API_KEY_ENV.clone(), k.profile.headers.environment.clone());
         }
         forwarding_headers(h, conn);
         parts.uri = uri;
@@ -264,7 +267,7 @@ fn audit(t: &Trail<'_>, rid: &HeaderValue, method: &Method, status: StatusCode, 
     tracing::info!(
         target: "keygate::audit",
         request_id = rid.to_str().unwrap_or(""),
-        key_id = t.key.as_ref().map_or("", |k| k.id.as_str()),
+        key_id = t.key_id.as_deref().unwrap_or(""),
         client_ip = %t.client_ip,
         method = method.as_str(),
         route = t.route,

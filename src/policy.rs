@@ -239,7 +239,8 @@ impl RouteTable {
 /// the key may (scope), and for which clinic.
 pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<'_>) -> Result<Grant<'r>, Refusal<'r>> {
     let refuse = |denied, route| Refusal { denied, route };
-    if !key.allowed_ips.is_empty() && !key.allowed_ips.iter().any(|net| net.contains(&req.client_ip)) {
+    let ips = key.allowed_ips();
+    if !ips.is_empty() && !ips.iter().any(|net| net.contains(&req.client_ip)) {
         return Err(refuse(Denied::IpNotAllowed, None));
     }
     let mut path_matched: Option<&Route> = None;
@@ -287,9 +288,9 @@ fn check_scopes(required: &Required, method: &Method, key: &KeyRecord) -> Result
     let missing = match required {
         Required::Resource { read, write } => {
             let need = if is_read(method) { read } else { write };
-            (!key.scopes.grants(need)).then(|| need.clone())
+            (!key.scopes().grants(need)).then(|| need.clone())
         }
-        Required::Scopes(list) => list.iter().find(|s| !key.scopes.grants(s)).cloned(),
+        Required::Scopes(list) => list.iter().find(|s| !key.scopes().grants(s)).cloned(),
     };
     match missing {
         Some(required) => Err(Denied::InsufficientScope { required }),

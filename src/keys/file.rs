@@ -1,10 +1,13 @@
-//! The key table file: YAML, one entry per key, hashes only. Parsed strictly (unknown fields
-//! are errors) and validated whole, so a half-written or hand-mangled file is refused, never
-//! half-applied.
+//! The key table file, hashes only, in one of two shapes: YAML (`keys:` list; for people and
+//! tables up to tens of thousands of keys) or JSON Lines (one key object per line; for large
+//! tables: a million keys load in about a second). The shape is told by the first line. Parsed
+//! strictly (unknown fields are errors) and validated whole, so a half-written or hand-mangled
+//! file is refused, never half-applied.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -12,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::scope::KeyType;
-use super::{Environment, InjectedHeaders, KeyHash, KeyRecord, KeyTable, Scope, ScopeSet};
+use super::{Access, AccessHeaders, Environment, KeyHash, KeyRecord, KeyTable, KeyTimes, Profile, Scope, ScopeSet};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,14 +86,95 @@ pub fn load(path: &Path) -> Result<KeyTable, TableError> {
     parse(&text, &path.display().to_string())
 }
 
+/// The two shapes a table file can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Yaml,
+    JsonLines,
+}
+
+/// JSON Lines when the first line that is not blank or a `#` comment is a JSON object.
+pub fn shape_of(text: &str) -> Shape {
+    let first = text.lines().map(str::trim_start).find(|l| !l.is_empty() && !l.starts_with('#'));
+    match first {
+        Some(l) if l.starts_with('{') => Shape::JsonLines,
+        _ => Shape::Yaml,
+    }
+}
+
 pub fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
     let err = |problems| TableError { source: source.to_string(), problems };
     if text.trim().is_empty() {
         // An empty file is far more often a truncated write than an intent to lock everyone out.
         return Err(err(vec!["file is empty (write `keys: []` to serve with no keys)".into()]));
     }
-    let raw: RawTable = serde_yaml::from_str(text).map_err(|e| err(vec![yaml_error(&e)]))?;
-    build(raw).map_err(err)
+    match shape_of(text) {
+        Shape::Yaml => {
+            let raw: RawTable = serde_yaml::from_str(text).map_err(|e| err(vec![yaml_error(&e)]))?;
+            let mut b = Builder::with_capacity(raw.keys.len());
+            for (i, k) in raw.keys.into_iter().enumerate() {
+                b.push(format!("keys[{i}] (id {:?})", k.id), k);
+            }
+            b.finish().map_err(err)
+        }
+        Shape::JsonLines => {
+            if !text.ends_with('\n') {
+                // Every line ends in a newline: a missing one is the sign of a cut-off write.
+                return Err(err(vec!["the last line has no newline: the file looks truncated".into()]));
+            }
+            let mut b = Builder::with_capacity(text.len() / 160);
+            let mut problems = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                let l = line.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                match serde_json::from_str::<RawKey>(l) {
+                    Ok(k) => b.push_lazy(n + 1, k),
+                    Err(e) => problems.push(format!("line {}: {e}", n + 1)),
+                }
+            }
+            match (problems.is_empty(), b.finish()) {
+                (true, Ok(t)) => Ok(t),
+                (_, Ok(_)) => Err(err(problems)),
+                (_, Err(more)) => {
+                    problems.extend(more);
+                    Err(err(problems))
+                }
+            }
+        }
+    }
+}
+
+/// Writes a table in the given shape (what `keygate keys` writes back).
+pub fn render(table: &RawTable, shape: Shape) -> anyhow::Result<String> {
+    let header = "# keygate key table: SHA-256 hashes only, never keys. Managed by `keygate keys`.\n";
+    Ok(match shape {
+        Shape::Yaml => format!("{header}{}", serde_yaml::to_string(table)?),
+        Shape::JsonLines => {
+            let mut out = String::from(header);
+            for k in &table.keys {
+                out.push_str(&serde_json::to_string(k)?);
+                out.push('\n');
+            }
+            out
+        }
+    })
+}
+
+/// Reads a whole table into its raw entries (for the key CLI), in either shape.
+pub fn parse_raw(text: &str) -> Result<RawTable, String> {
+    match shape_of(text) {
+        Shape::Yaml if text.trim().is_empty() => Ok(RawTable::default()),
+        Shape::Yaml => serde_yaml::from_str(text).map_err(|e| yaml_error(&e)),
+        Shape::JsonLines => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(n, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", n + 1)))
+            .collect::<Result<Vec<RawKey>, String>>()
+            .map(|keys| RawTable { keys }),
+    }
 }
 
 fn yaml_error(e: &serde_yaml::Error) -> String {
@@ -101,27 +185,166 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
 }
 
 pub fn build(raw: RawTable) -> Result<KeyTable, Vec<String>> {
-    let mut problems = Vec::new();
-    let mut ids = HashSet::new();
-    let mut hashes = HashSet::new();
-    let mut records = Vec::with_capacity(raw.keys.len());
+    let mut b = Builder::with_capacity(raw.keys.len());
     for (i, k) in raw.keys.into_iter().enumerate() {
-        let at = format!("keys[{i}] (id {:?})", k.id);
-        if !ids.insert(k.id.clone()) {
-            problems.push(format!("{at}: duplicate id"));
-        }
-        if !hashes.insert(k.hash.to_ascii_lowercase()) {
-            problems.push(format!("{at}: duplicate hash (the same key is listed twice)"));
-        }
-        match record(k) {
-            Ok(r) => records.push(r),
-            Err(errs) => problems.extend(errs.into_iter().map(|e| format!("{at}: {e}"))),
+        b.push(format!("keys[{i}] (id {:?})", k.id), k);
+    }
+    b.finish()
+}
+
+/// Where an entry came from, for error messages; lines are formatted only if there is an error.
+enum At {
+    Text(String),
+    Line(usize),
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Text(s) => f.write_str(s),
+            At::Line(n) => write!(f, "line {n}"),
         }
     }
-    if problems.is_empty() {
-        Ok(KeyTable::from_records(records))
-    } else {
-        Err(problems)
+}
+
+/// Builds a table entry by entry, interning what keys share (access profiles, clinic lists),
+/// and collecting every problem rather than stopping at the first.
+struct Builder {
+    records: Vec<KeyRecord>,
+    at: Vec<At>,
+    problems: Vec<String>,
+    profiles: HashMap<Access, Arc<Profile>>,
+    clinic_lists: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Builder {
+    fn with_capacity(n: usize) -> Builder {
+        Builder {
+            records: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            problems: Vec::new(),
+            profiles: HashMap::new(),
+            clinic_lists: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, at: String, k: RawKey) {
+        self.add(At::Text(at), k);
+    }
+
+    fn push_lazy(&mut self, line: usize, k: RawKey) {
+        self.add(At::Line(line), k);
+    }
+
+    fn add(&mut self, at: At, k: RawKey) {
+        match self.record(k) {
+            Ok(r) => {
+                self.records.push(r);
+                self.at.push(at);
+            }
+            Err(errs) => self.problems.extend(errs.into_iter().map(|e| format!("{at}: {e}"))),
+        }
+    }
+
+    fn finish(mut self) -> Result<KeyTable, Vec<String>> {
+        let mut ids: HashSet<&str> = HashSet::with_capacity(self.records.len());
+        for (r, at) in self.records.iter().zip(&self.at) {
+            if !ids.insert(&r.id) {
+                self.problems.push(format!("{at}: duplicate id {:?}", r.id));
+            }
+        }
+        drop(ids);
+        let table = KeyTable::from_records(std::mem::take(&mut self.records));
+        let dups = table.duplicate_hashes();
+        for i in dups {
+            self.problems.push(format!("{}: duplicate hash (the same key is listed twice)", self.at[i]));
+        }
+        if self.problems.is_empty() {
+            Ok(table)
+        } else {
+            Err(self.problems)
+        }
+    }
+
+    fn record(&mut self, k: RawKey) -> Result<KeyRecord, Vec<String>> {
+        let mut errs = Vec::new();
+        if !valid_id(&k.id) {
+            errs.push("id must be 1-64 characters of [A-Za-z0-9_-]".to_string());
+        }
+        let hash = KeyHash::from_hex(&k.hash).unwrap_or_else(|e| {
+            errs.push(e);
+            KeyHash([0; 32])
+        });
+        let scopes: Vec<Scope> = match (&k.scopes, k.key_type) {
+            (Some(_), Some(_)) => {
+                errs.push("give either `type` or `scopes`, not both".into());
+                Vec::new()
+            }
+            (Some(list), None) => list.iter().filter_map(|s| Scope::parse(s).map_err(|e| errs.push(e)).ok()).collect(),
+            (None, Some(t)) => t.scopes(),
+            (None, None) => ScopeSet::default_read().iter().cloned().collect(),
+        };
+        if k.scopes.as_ref().is_some_and(|s| s.is_empty()) {
+            errs.push("scopes is empty: the key could reach nothing (omit it for the default read scopes)".into());
+        }
+        if let Some(clinics) = &k.clinics {
+            if clinics.is_empty() {
+                errs.push("clinics is empty: omit it for every clinic, or list at least one".into());
+            }
+            for c in clinics.iter().filter(|c| !valid_clinic(c)) {
+                errs.push(format!("clinic {c:?} must be 1-128 characters of [A-Za-z0-9_.-]"));
+            }
+        }
+        if let (Some(nb), Some(exp)) = (k.not_before, k.expires_at) {
+            if nb >= exp {
+                errs.push("not_before is not before expires_at".into());
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let access = Access {
+            environment: k.environment,
+            scopes: ScopeSet::new(scopes),
+            allowed_ips: k.allowed_ips,
+            rate_limit_tier: k.rate_limit,
+        };
+        let profile = match self.profiles.get(&access) {
+            Some(p) => Arc::clone(p),
+            None => {
+                let headers = AccessHeaders {
+                    scopes: header(&access.scopes.header_value()),
+                    environment: HeaderValue::from_static(access.environment.as_str()),
+                };
+                let key = Access {
+                    environment: access.environment,
+                    scopes: access.scopes.clone(),
+                    allowed_ips: access.allowed_ips.clone(),
+                    rate_limit_tier: access.rate_limit_tier.clone(),
+                };
+                let p = Arc::new(Profile { access, headers });
+                self.profiles.insert(key, Arc::clone(&p));
+                p
+            }
+        };
+        let clinics = k.clinics.map(|list| {
+            let joined = list.join(",");
+            match self.clinic_lists.get(joined.as_str()) {
+                Some(shared) => Arc::clone(shared),
+                None => {
+                    let shared: Arc<str> = Arc::from(joined.as_str());
+                    self.clinic_lists.insert(joined.into_boxed_str(), Arc::clone(&shared));
+                    shared
+                }
+            }
+        });
+        let times = KeyTimes {
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            not_before: k.not_before,
+            revoked_at: k.revoked_at,
+        };
+        Ok(KeyRecord::new(hash, Arc::from(k.id), profile, clinics, times))
     }
 }
 
@@ -135,68 +358,7 @@ fn valid_clinic(c: &str) -> bool {
         && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-fn record(k: RawKey) -> Result<KeyRecord, Vec<String>> {
-    let mut errs = Vec::new();
-    if !valid_id(&k.id) {
-        errs.push("id must be 1-64 characters of [A-Za-z0-9_-]".to_string());
-    }
-    let hash = KeyHash::from_hex(&k.hash).unwrap_or_else(|e| {
-        errs.push(e);
-        KeyHash([0; 32])
-    });
-    let scopes: Vec<Scope> = match (&k.scopes, k.key_type) {
-        (Some(_), Some(_)) => {
-            errs.push("give either `type` or `scopes`, not both".into());
-            Vec::new()
-        }
-        (Some(list), None) => list.iter().filter_map(|s| Scope::parse(s).map_err(|e| errs.push(e)).ok()).collect(),
-        (None, Some(t)) => t.scopes(),
-        (None, None) => ScopeSet::default_read().iter().cloned().collect(),
-    };
-    if k.scopes.as_ref().is_some_and(|s| s.is_empty()) {
-        errs.push("scopes is empty: the key could reach nothing (omit it for the default read scopes)".into());
-    }
-    if let Some(clinics) = &k.clinics {
-        if clinics.is_empty() {
-            errs.push("clinics is empty: omit it for every clinic, or list at least one".into());
-        }
-        for c in clinics.iter().filter(|c| !valid_clinic(c)) {
-            errs.push(format!("clinic {c:?} must be 1-128 characters of [A-Za-z0-9_.-]"));
-        }
-    }
-    if let (Some(nb), Some(exp)) = (k.not_before, k.expires_at) {
-        if nb >= exp {
-            errs.push("not_before is not before expires_at".into());
-        }
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let scopes = ScopeSet::new(scopes);
-    let headers = InjectedHeaders {
-        allowed_clinics: header(&k.clinics.as_ref().map_or_else(|| "*".to_string(), |c| c.join(","))),
-        scopes: header(&scopes.header_value()),
-        key_id: header(&k.id),
-        environment: HeaderValue::from_static(k.environment.as_str()),
-    };
-    Ok(KeyRecord {
-        id: k.id,
-        hash,
-        label: k.label,
-        environment: k.environment,
-        scopes,
-        clinics: k.clinics,
-        allowed_ips: k.allowed_ips,
-        created_at: k.created_at,
-        expires_at: k.expires_at,
-        not_before: k.not_before,
-        revoked_at: k.revoked_at,
-        rate_limit_tier: k.rate_limit,
-        headers,
-    })
-}
-
-/// Ids, clinics and scopes were validated to a header-safe charset above.
+/// Scopes were validated to a header-safe charset above.
 fn header(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("validated to a header-safe charset")
 }
@@ -223,9 +385,9 @@ mod tests {
         )
         .unwrap();
         let r = t.lookup(&KeyHash::from_hex(&h('a')).unwrap()).unwrap();
-        assert_eq!(r.headers.allowed_clinics, "c1,c2");
-        assert_eq!(r.headers.scopes, "interactions:read metrics:read campaigns:read clinics:read");
-        assert_eq!(r.headers.environment, "live");
+        assert_eq!(r.clinics.as_deref(), Some("c1,c2"));
+        assert_eq!(r.profile.headers.scopes, "interactions:read metrics:read campaigns:read clinics:read");
+        assert_eq!(r.profile.headers.environment, "live");
     }
 
     #[test]
@@ -241,11 +403,16 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let text = format!(
-            "keys:\n  - id: k1\n    hash: {a}\n    environment: live\n    scopes: [bad]\n  - id: k1\n    hash: {a}\n    environment: test\n  - id: k3\n    hash: nothex\n    environment: live\n",
-            a = h('a')
+            "keys:\n  - id: k1\n    hash: {a}\n    environment: live\n  - id: k1\n    hash: {a}\n    environment: test\n  - id: k3\n    hash: nothex\n    environment: live\n  - id: k4\n    hash: {b}\n    environment: live\n    scopes: [bad]\n",
+            a = h('a'),
+            b = h('b')
         );
         let e = parse(&text, "t").unwrap_err();
-        assert_eq!(e.problems.len(), 4, "{e}");
+        let msg = e.to_string();
+        assert_eq!(e.problems.len(), 4, "{msg}");
+        for want in ["keys[1] (id \"k1\"): duplicate id", "keys[1] (id \"k1\"): duplicate hash", "keys[2]", "keys[3]"] {
+            assert!(msg.contains(want), "{want} in {msg}");
+        }
     }
 
     #[test]
@@ -258,5 +425,67 @@ mod tests {
     fn truncated_file_is_refused() {
         let full = format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'));
         assert!(parse(&full[..full.len() - 10], "t").is_err());
+    }
+
+    fn jsonl(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    #[test]
+    fn json_lines_tables_load_and_report_lines() {
+        let good = jsonl(&[
+            "# comment".into(),
+            format!(r#"{{"id":"k1","hash":"{}","environment":"live","clinics":["c1"]}}"#, h('a')),
+            format!(r#"{{"id":"k2","hash":"{}","environment":"test","type":"full"}}"#, h('b')),
+        ]);
+        assert_eq!(shape_of(&good), Shape::JsonLines);
+        let t = parse(&good, "t").unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(t.lookup(&KeyHash::from_hex(&h('b')).unwrap()).unwrap().scopes().grants("x:write"));
+
+        let bad = jsonl(&[
+            format!(r#"{{"id":"k1","hash":"{}","environment":"live"}}"#, h('a')),
+            format!(r#"{{"id":"k1","hash":"{}","environment":"live","scope":[]}}"#, h('c')),
+            format!(r#"{{"id":"k1","hash":"{}","environment":"live"}}"#, h('a')),
+        ]);
+        let msg = parse(&bad, "t").unwrap_err().to_string();
+        assert!(msg.contains("line 2: unknown field `scope`"), "{msg}");
+        assert!(msg.contains("line 3: duplicate id"), "{msg}");
+        assert!(msg.contains("line 3: duplicate hash"), "{msg}");
+    }
+
+    #[test]
+    fn a_json_lines_table_cut_mid_line_is_refused() {
+        let full = format!("{{\"id\":\"k1\",\"hash\":\"{}\",\"environment\":\"live\"}}\n", h('a'));
+        assert!(parse(&full[..full.len() - 1], "t").is_err());
+        assert!(parse(&full[..full.len() - 5], "t").is_err());
+    }
+
+    #[test]
+    fn keys_with_the_same_access_share_one_profile() {
+        let t = parse(
+            &format!(
+                "keys:\n  - id: k1\n    hash: {}\n    environment: live\n    clinics: [c1]\n  - id: k2\n    hash: {}\n    environment: live\n    clinics: [c1]\n",
+                h('a'),
+                h('b')
+            ),
+            "t",
+        )
+        .unwrap();
+        let a = t.lookup(&KeyHash::from_hex(&h('a')).unwrap()).unwrap();
+        let b = t.lookup(&KeyHash::from_hex(&h('b')).unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&a.profile, &b.profile));
+        assert!(Arc::ptr_eq(a.clinics.as_ref().unwrap(), b.clinics.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn rendering_round_trips_in_both_shapes() {
+        let raw = parse_raw(&format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'))).unwrap();
+        for shape in [Shape::Yaml, Shape::JsonLines] {
+            let text = render(&raw, shape).unwrap();
+            assert_eq!(shape_of(&text), shape);
+            assert_eq!(parse(&text, "t").unwrap().len(), 1);
+            assert_eq!(parse_raw(&text).unwrap().keys[0].id, "k1");
+        }
     }
 }

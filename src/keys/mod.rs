@@ -13,6 +13,7 @@ pub mod table;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -57,42 +58,112 @@ impl FromStr for Environment {
     }
 }
 
-/// One key as the proxy needs it. Holds no secret: only the public id and the hash.
-/// Header values are built once at load so the request path only clones them.
-#[derive(Clone)]
-pub struct KeyRecord {
-    pub id: String,
-    pub hash: KeyHash,
-    pub label: String,
+/// What many keys share: environment, scopes, IPs and tier, with their header values built
+/// once. Interned at load, so a million keys with a handful of access profiles hold a handful
+/// of these.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Access {
     pub environment: Environment,
     pub scopes: ScopeSet,
-    /// `None` means every clinic.
-    pub clinics: Option<Vec<String>>,
     pub allowed_ips: Vec<IpNet>,
+    pub rate_limit_tier: Option<String>,
+}
+
+/// The per-access header values, precomputed.
+#[derive(Debug)]
+pub struct AccessHeaders {
+    pub scopes: HeaderValue,
+    pub environment: HeaderValue,
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub access: Access,
+    pub headers: AccessHeaders,
+}
+
+/// No timestamp: `i64::MIN` in the packed times.
+const NONE: i64 = i64::MIN;
+
+/// One key as the proxy holds it: 104 bytes plus its id and (unless shared) its clinic list.
+/// No secret, no label (that lives in the file, for people). Kept small because a fleet table
+/// can hold millions of these.
+pub struct KeyRecord {
+    pub hash: KeyHash,
+    /// Shared so that a request's audit line can keep it past the table swap, for a refcount.
+    pub id: Arc<str>,
+    pub profile: Arc<Profile>,
+    /// Comma-joined clinic ids (exactly the `X-Allowed-Clinics` value); `None` = every clinic.
+    /// Interned: keys with the same list share one allocation.
+    pub clinics: Option<Arc<str>>,
+    /// created, expires, not_before, revoked: Unix nanoseconds or `NONE`.
+    times: [i64; 4],
+}
+
+fn to_nanos(t: Option<OffsetDateTime>) -> i64 {
+    t.map_or(NONE, |t| i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX))
+}
+
+fn from_nanos(n: i64) -> Option<OffsetDateTime> {
+    (n != NONE).then(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok()).flatten()
+}
+
+/// The times of a key, as given in the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTimes {
     pub created_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub not_before: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
-    pub rate_limit_tier: Option<String>,
-    pub headers: InjectedHeaders,
-}
-
-/// The identity headers forwarded upstream for this key, precomputed.
-#[derive(Clone, Debug)]
-pub struct InjectedHeaders {
-    pub allowed_clinics: HeaderValue,
-    pub scopes: HeaderValue,
-    pub key_id: HeaderValue,
-    pub environment: HeaderValue,
 }
 
 impl KeyRecord {
-    /// Clinic restriction check; `None` list means unrestricted.
+    pub fn new(hash: KeyHash, id: Arc<str>, profile: Arc<Profile>, clinics: Option<Arc<str>>, t: KeyTimes) -> Self {
+        let times = [to_nanos(t.created_at), to_nanos(t.expires_at), to_nanos(t.not_before), to_nanos(t.revoked_at)];
+        KeyRecord { hash, id, profile, clinics, times }
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.profile.access.environment
+    }
+
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.profile.access.scopes
+    }
+
+    pub fn allowed_ips(&self) -> &[IpNet] {
+        &self.profile.access.allowed_ips
+    }
+
+    pub fn rate_limit_tier(&self) -> Option<&str> {
+        self.profile.access.rate_limit_tier.as_deref()
+    }
+
+    pub fn times(&self) -> KeyTimes {
+        KeyTimes {
+            created_at: from_nanos(self.times[0]),
+            expires_at: from_nanos(self.times[1]),
+            not_before: from_nanos(self.times[2]),
+            revoked_at: from_nanos(self.times[3]),
+        }
+    }
+
+    /// The instants that decide validity, as Unix nanoseconds (`i64::MIN` = none).
+    pub(crate) fn expires_revoked_not_before(&self) -> (i64, i64, i64) {
+        (self.times[1], self.times[3], self.times[2])
+    }
+
+    /// Clinic restriction check; no list means unrestricted. Lists are short: a scan of the
+    /// joined header value beats a per-key set.
     pub fn allows_clinic(&self, clinic: &str) -> bool {
         match &self.clinics {
             None => true,
-            Some(list) => list.iter().any(|c| c == clinic),
+            Some(list) => list.split(',').any(|c| c == clinic),
         }
+    }
+
+    pub fn clinic_list(&self) -> Option<Vec<&str>> {
+        self.clinics.as_ref().map(|c| c.split(',').collect())
     }
 }
 
@@ -102,9 +173,8 @@ impl fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRecord")
             .field("id", &self.id)
-            .field("label", &self.label)
-            .field("environment", &self.environment)
-            .field("scopes", &self.scopes)
+            .field("environment", &self.environment())
+            .field("scopes", self.scopes())
             .field("clinics", &self.clinics)
             .field("hash", &"<redacted>")
             .finish_non_exhaustive()
@@ -129,6 +199,13 @@ impl fmt::Display for Secret<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_stays_small() {
+        // A fleet table holds millions: this is the budget the memory figures in the README
+        // rest on.
+        assert_eq!(std::mem::size_of::<KeyRecord>(), 104);
+    }
 
     #[test]
     fn secret_debug_and_display_are_redacted() {

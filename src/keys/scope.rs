@@ -74,7 +74,7 @@ impl KeyType {
     }
 }
 
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct ScopeSet(Vec<Scope>);
 
 impl ScopeSet {

@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::file::{RawTable, TableError};
+use super::file::{self, RawTable, Shape, TableError};
 
 pub struct FileStore {
     path: PathBuf,
@@ -49,10 +49,23 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RawTable::default()),
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
-        let raw: RawTable = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let raw = file::parse_raw(&text).map_err(err)?;
         // Validate as the proxy will, so the CLI never starts from a table the proxy refuses.
-        super::file::parse(&text, &self.path.display().to_string())?;
+        if !text.trim().is_empty() {
+            file::parse(&text, &self.path.display().to_string())?;
+        }
         Ok(raw)
+    }
+
+    /// The shape to write: the file's own, or for a new file its extension's (`.jsonl`).
+    fn shape(&self) -> Shape {
+        match fs::read_to_string(&self.path) {
+            Ok(text) if !text.trim().is_empty() => file::shape_of(&text),
+            _ => match self.path.extension().and_then(|e| e.to_str()) {
+                Some("jsonl" | "ndjson") => Shape::JsonLines,
+                _ => Shape::Yaml,
+            },
+        }
     }
 }
 
@@ -63,11 +76,8 @@ impl Locked<'_> {
 
     /// Validates `table` as the proxy would, then replaces the file atomically.
     pub fn write(&self, table: &RawTable) -> anyhow::Result<()> {
-        let text = format!(
-            "# keygate key table: SHA-256 hashes only, never keys. Managed by `keygate keys`.\n{}",
-            serde_yaml::to_string(table)?
-        );
-        super::file::parse(&text, "new table")?;
+        let text = file::render(table, self.store.shape())?;
+        file::parse(&text, "new table")?;
         let path = &self.store.path;
         let tmp = self.store.sibling(&format!(".tmp-{}", std::process::id()));
         {

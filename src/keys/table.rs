@@ -1,7 +1,9 @@
-//! The in-memory key index: SHA-256 of the key → record. Built whole, then swapped in whole.
+//! The in-memory key index: SHA-256 of the key → record. Records sit in one dense vector and an
+//! open-addressing index of `u32`s points into it (4 bytes a slot instead of a hash map's
+//! 40-byte entries). The SHA-256 digest is already uniform, so its first 8 bytes are the hash:
+//! no hasher runs on the request path. Built whole, then swapped in whole.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -31,11 +33,14 @@ impl KeyState {
 impl KeyRecord {
     /// Revocation wins over expiry: a revoked key says so even after it would have expired.
     pub fn state_at(&self, now: OffsetDateTime) -> KeyState {
-        if self.revoked_at.is_some_and(|t| t <= now) {
+        let now = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        let (expires, revoked, not_before) = self.expires_revoked_not_before();
+        let set = |t: i64| t != i64::MIN;
+        if set(revoked) && revoked <= now {
             KeyState::Revoked
-        } else if self.expires_at.is_some_and(|t| t <= now) {
+        } else if set(expires) && expires <= now {
             KeyState::Expired
-        } else if self.not_before.is_some_and(|t| t > now) {
+        } else if set(not_before) && not_before > now {
             KeyState::NotYetValid
         } else {
             KeyState::Active
@@ -45,43 +50,93 @@ impl KeyRecord {
 
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    by_hash: HashMap<KeyHash, Arc<KeyRecord>>,
-    /// Id → hash, for the admin API and reload housekeeping (never the request path).
-    by_id: HashMap<String, KeyHash>,
+    records: Vec<KeyRecord>,
+    /// 0 = empty, else index + 1 into `records`. Length is a power of two, at most 3/4 full.
+    slots: Vec<u32>,
+}
+
+fn home(hash: &KeyHash, mask: usize) -> usize {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.0[..8]);
+    (u64::from_le_bytes(first) as usize) & mask
 }
 
 impl KeyTable {
     /// Callers guarantee unique hashes (the loaders validate that).
     pub fn from_records(records: Vec<KeyRecord>) -> KeyTable {
-        let by_id = records.iter().map(|r| (r.id.clone(), r.hash)).collect();
-        let by_hash = records.into_iter().map(|r| (r.hash, Arc::new(r))).collect();
-        KeyTable { by_hash, by_id }
+        assert!(records.len() < u32::MAX as usize, "more keys than the index can address");
+        let size = (records.len() * 4 / 3 + 1).next_power_of_two().max(8);
+        let mask = size - 1;
+        let mut slots = vec![0u32; size];
+        for (i, r) in records.iter().enumerate() {
+            let mut at = home(&r.hash, mask);
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = i as u32 + 1;
+        }
+        KeyTable { records, slots }
     }
 
     /// The index is keyed by a SHA-256 digest, so probe timing reveals nothing about the secret
-    /// itself; the final equality is still checked in constant time.
-    pub fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
-        self.by_hash.get(hash).filter(|r| r.hash.ct_eq(hash))
+    /// itself; each candidate is still compared in constant time.
+    pub fn lookup(&self, hash: &KeyHash) -> Option<&KeyRecord> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = home(hash, mask);
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            let r = &self.records[slot as usize - 1];
+            if r.hash.ct_eq(hash) {
+                return Some(r);
+            }
+            at = (at + 1) & mask;
+        }
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<KeyRecord>> {
-        self.by_id.get(id).and_then(|h| self.by_hash.get(h))
+    /// Indices of records whose hash an earlier record already has (the loader reports them).
+    pub fn duplicate_hashes(&self) -> Vec<usize> {
+        let mut dups = Vec::new();
+        if self.records.is_empty() {
+            return dups;
+        }
+        let mask = self.slots.len() - 1;
+        for (i, r) in self.records.iter().enumerate() {
+            let mut at = home(&r.hash, mask);
+            loop {
+                let j = self.slots[at] as usize - 1;
+                if self.records[j].hash == r.hash {
+                    if j != i {
+                        dups.push(i);
+                    }
+                    break;
+                }
+                at = (at + 1) & mask;
+            }
+        }
+        dups
     }
 
-    pub fn contains_id(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
+    /// For the admin API and housekeeping, never the request path: a scan.
+    pub fn by_id(&self, id: &str) -> Option<&KeyRecord> {
+        self.records.iter().find(|r| &*r.id == id)
     }
 
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.records.is_empty()
     }
 
-    pub fn records(&self) -> impl Iterator<Item = &Arc<KeyRecord>> {
-        self.by_hash.values()
+    pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.records.iter()
     }
 
     /// Key counts by environment and state, for the key-table gauge.
@@ -92,8 +147,8 @@ impl KeyTable {
                 out.insert((env, st), 0);
             }
         }
-        for r in self.by_hash.values() {
-            *out.entry((r.environment, r.state_at(now))).or_default() += 1;
+        for r in &self.records {
+            *out.entry((r.environment(), r.state_at(now))).or_default() += 1;
         }
         out
     }
