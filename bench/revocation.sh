@@ -44,5 +44,5 @@ for i in $(seq "$N"); do
   lat+=($(( $(now_ms) - t0 )))
 done
 printf '%s\n' "${lat[@]}" | sort -n | awk -v n="$N" '{a[NR]=$1} END {
-  printf "revocation latency over %d revocations (ms): p50=%d p90=%d p99=%d max=%d\n",
-    n, a[int(n*0.5+0.5)], a[int(n*0.9+0.5)], a[int(n*0.99+0.5)>n?n:int(n*0.99+0.5)], a[n] }'
+  i50 = int(n*0.50+0.5); i90 = int(n*0.90+0.5); i99 = int(n*0.99+0.5); if (i99 > n) i99 = n
+  printf "revocation latency over %d revocations (ms): p50=%d p90=%d p99=%d max=%d\n", n, a[i50], a[i90], a[i99], a[n] }'

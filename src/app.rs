@@ -88,8 +88,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let health = Arc::new(Health::default());
 
     let path = config.keys.file.clone();
+    let started = std::time::Instant::now();
     let initial: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
-    tracing::info!(keys = initial.len(), file = %config.keys.file.display(), "key table loaded");
+    let took_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(keys = initial.len(), took_ms, file = %config.keys.file.display(), "key table loaded");
     metrics.table_loaded(&initial, OffsetDateTime::now_utc());
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(initial));
     health.table_loaded.store(true, Ordering::Release);

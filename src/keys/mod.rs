@@ -94,7 +94,6 @@ pub struct KeyRecord {
     pub id: Arc<str>,
     pub profile: Arc<Profile>,
     /// Comma-joined clinic ids (exactly the `X-Allowed-Clinics` value); `None` = every clinic.
-    /// Interned: keys with the same list share one allocation.
     pub clinics: Option<Arc<str>>,
     /// created, expires, not_before, revoked: Unix nanoseconds or `NONE`.
     times: [i64; 4],
