@@ -126,6 +126,17 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Import keys issued elsewhere from a TSV of `key<TAB>clinics<TAB>scopes` (clinics
+    /// comma-separated or empty for all, scopes space-separated or empty for the default).
+    /// The keys are hashed on the way in; the file itself is not kept. Ids are derived.
+    Import {
+        /// The TSV file (plaintext keys: delete it afterwards).
+        #[arg(long)]
+        tsv: PathBuf,
+        /// Label given to every imported key.
+        #[arg(long, default_value = "imported")]
+        label: String,
+    },
     /// Change a key's label, scopes, clinics, IPs, expiry or tier.
     Update {
         id: String,

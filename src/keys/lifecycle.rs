@@ -58,7 +58,7 @@ impl Catalogue {
         Catalogue { known }
     }
 
-    fn check(&self, scopes: &[String]) -> Result<(), LifecycleError> {
+    pub fn check(&self, scopes: &[String]) -> Result<(), LifecycleError> {
         for s in scopes {
             Scope::parse(s).map_err(LifecycleError::Invalid)?;
             if !self.known.contains(s) {
@@ -215,6 +215,42 @@ pub fn rotate(
     };
     t.keys.push(new);
     Ok(Created { id: new_id, secret })
+}
+
+/// Adds a key issued elsewhere (its secret given, not generated): hashed on the way in, with
+/// its id derived as for keys made here. The environment comes from the key's prefix.
+pub fn import(
+    t: &mut RawTable,
+    secret: &str,
+    spec: KeySpec,
+    format: &super::KeyFormat,
+    now: OffsetDateTime,
+) -> Result<String, LifecycleError> {
+    let environment = format
+        .check(secret)
+        .map_err(|e| LifecycleError::Invalid(format!("the key is not in the configured format ({e:?})")))?;
+    let id = key_id(secret);
+    let key = RawKey {
+        id: id.clone(),
+        hash: KeyHash::of(secret).to_hex(),
+        label: spec.label,
+        environment,
+        key_type: spec.key_type,
+        scopes: spec.scopes,
+        clinics: spec.clinics,
+        allowed_ips: spec.allowed_ips,
+        created_at: Some(now),
+        expires_at: spec.expires_at,
+        not_before: None,
+        revoked_at: None,
+        rate_limit: spec.rate_limit,
+        revoke_reason: None,
+        rotated_from: None,
+        rotated_to: None,
+        updated_at: None,
+    };
+    t.keys.push(key);
+    Ok(id)
 }
 
 /// Changes to an existing key; `None` leaves a field as it is.

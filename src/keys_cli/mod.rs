@@ -25,6 +25,7 @@ use crate::policy::Required;
 struct KeysContext {
     store: FileStore,
     environment: Option<Environment>,
+    format: crate::keys::KeyFormat,
     prefixes: Vec<(String, Environment)>,
     catalogue: Catalogue,
     admin: Option<SocketAddr>,
@@ -41,6 +42,9 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
         return Ok(KeysContext {
             store: FileStore::new(table.expect("checked above")),
             environment: None,
+            // Without a config, imported keys are checked for shape but not for a checksum:
+            // keys issued elsewhere rarely carry keygate's.
+            format: crate::keys::KeyFormat { checksum: false, ..crate::keys::KeyFormat::default() },
             prefixes: crate::keys::KeyFormat::default().prefixes,
             catalogue: Catalogue::default(),
             admin: None,
@@ -55,7 +59,8 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
     Ok(KeysContext {
         store: FileStore::new(table.unwrap_or(keys.file)),
         environment: Some(environment),
-        prefixes: keys.format.prefixes,
+        prefixes: keys.format.prefixes.clone(),
+        format: keys.format,
         catalogue: Catalogue::new(route_scopes.collect::<Vec<_>>()),
         admin: Some(admin_listen),
         admin_token,
@@ -165,6 +170,28 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                     fmt_time(Some(now + grace))
                 );
             }
+        }
+        KeysCommand::Import { tsv, label } => {
+            let text = std::fs::read_to_string(&tsv).with_context(|| format!("{}", tsv.display()))?;
+            let lock = ctx.store.lock()?;
+            let mut t = lock.read()?;
+            let before = t.keys.len();
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let mut f = line.split('\t');
+                let (secret, clinics, scopes) = (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
+                let list = |s: &str, sep: char| {
+                    let v: Vec<String> = s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
+                    (!v.is_empty()).then_some(v)
+                };
+                let spec = KeySpec { label: label.clone(), clinics: list(clinics, ','), scopes: list(scopes, ' '), ..KeySpec::default() };
+                if let Some(sc) = &spec.scopes {
+                    ctx.catalogue.check(sc).map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
+                }
+                lifecycle::import(&mut t, secret, spec, &ctx.format, now)
+                    .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
+            }
+            lock.write(&t)?;
+            println!("Imported {} keys into {} (hashes only).", t.keys.len() - before, ctx.store.path().display());
         }
         KeysCommand::Update {
             id,

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# keygate beside nginx and HAProxy doing the same key check (../shared/bench/peers.sh).
+# Builds keygate in release mode; inside the harness's candidate command, turns the harness's
+# TSV into a keygate key table with keygate's own CLI (`keys import`), then serves it with full
+# policy on: route and scope check, clinic header injection, metrics and the JSON audit log.
+#   bench/peers.sh                       # 10,000 keys, 5 rounds x 10 s
+#   NKEYS=1000000 ROUNDS=3 bench/peers.sh
+# Every knob of the harness (NKEYS, ROUNDS, DURATION, INVALID_FRAC, ...) passes through.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HARNESS=${HARNESS:-$PWD/../shared/bench/peers.sh}
+[ -x "$HARNESS" ] || [ -f "$HARNESS" ] || { echo "harness not found: $HARNESS" >&2; exit 1; }
+cargo build --release --locked --quiet
+KG=$PWD/target/release/keygate
+dir=${KG_BENCH_DIR:-/tmp/keygate-bench}
+mkdir -p "$dir"
+cat >"$dir/config.yaml" <<CFG
+# The harness's candidate contract: 127.0.0.1:18085 in front of 127.0.0.1:18081.
+environment: live
+listen: 127.0.0.1:18085
+admin_listen: 127.0.0.1:18086
+upstream:
+  url: http://127.0.0.1:18081
+keys:
+  file: $dir/keys.jsonl
+  # The harness issues keys without keygate's checksum (dpl_live_ + 32 base62).
+  checksum: false
+limits:
+  max_connections: 4096
+log:
+  format: json
+  level: info
+CFG
+# The audit log (one JSON line per request) goes to the harness's log file, as in production.
+CANDIDATE_CMD="rm -f $dir/keys.jsonl && $KG keys --table $dir/keys.jsonl import --tsv $dir/keys.tsv --label bench >/dev/null && rm -f $dir/keys.tsv && exec $KG serve --config $dir/config.yaml"
+export CANDIDATE_NAME=keygate CANDIDATE_KEYS="$dir/keys.tsv" CANDIDATE_CMD
+exec bash "$HARNESS"
