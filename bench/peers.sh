@@ -27,6 +27,14 @@ keys:
   checksum: false
 limits:
   max_connections: 4096
+# The harness's request path and its header-echo check path, both needing interactions:read
+# with the clinic id (if any) taken from the query, as the shipped clinic API routes do.
+routes:
+  - path: /api/v1/interactions
+    resource: interactions
+    clinic: {query_param: clinic_id}
+  - path: /__echo_headers
+    resource: interactions
 log:
   format: json
   level: info

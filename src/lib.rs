@@ -12,6 +12,7 @@ pub mod error;
 pub mod forward;
 pub mod keys;
 pub mod keys_cli;
+pub mod logbuf;
 pub mod metrics;
 pub mod path;
 pub mod pipeline;

@@ -178,12 +178,19 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             let before = t.keys.len();
             for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let mut f = line.split('\t');
-                let (secret, clinics, scopes) = (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
+                let (secret, clinics, scopes) =
+                    (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
                 let list = |s: &str, sep: char| {
-                    let v: Vec<String> = s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
+                    let v: Vec<String> =
+                        s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
                     (!v.is_empty()).then_some(v)
                 };
-                let spec = KeySpec { label: label.clone(), clinics: list(clinics, ','), scopes: list(scopes, ' '), ..KeySpec::default() };
+                let spec = KeySpec {
+                    label: label.clone(),
+                    clinics: list(clinics, ','),
+                    scopes: list(scopes, ' '),
+                    ..KeySpec::default()
+                };
                 if let Some(sc) = &spec.scopes {
                     ctx.catalogue.check(sc).map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
                 }
