@@ -4,7 +4,7 @@
 //! write syscall per batch instead of one per request keeps the audit log cheap.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,9 @@ struct Shared {
     wake: Condvar,
     dropped: AtomicU64,
     limit: usize,
+    /// Set by the guard at exit: drain once more, then stop. (The global subscriber keeps a
+    /// writer alive forever, so the thread cannot wait to be the last owner.)
+    closing: AtomicBool,
 }
 
 /// The `MakeWriter` for tracing-subscriber: each event is one `write` of a whole line.
@@ -31,6 +34,7 @@ impl BatchWriter {
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
             limit,
+            closing: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -38,15 +42,16 @@ impl BatchWriter {
             .spawn(move || {
                 let mut spare = Vec::with_capacity(64 * 1024);
                 loop {
+                    let closing = s.closing.load(Ordering::Acquire);
                     {
                         let mut buf = s.buf.lock().unwrap_or_else(|p| p.into_inner());
-                        if buf.is_empty() {
+                        if buf.is_empty() && !closing {
                             buf = s.wake.wait_timeout(buf, interval).unwrap_or_else(|p| p.into_inner()).0;
                         }
                         std::mem::swap(&mut *buf, &mut spare);
                     }
                     if spare.is_empty() {
-                        if Arc::strong_count(&s) == 1 {
+                        if closing {
                             return;
                         }
                         continue;
@@ -57,7 +62,9 @@ impl BatchWriter {
                     if dropped > 0 {
                         let _ = writeln!(out, "{{\"level\":\"WARN\",\"message\":\"log buffer full: {dropped} lines dropped\",\"target\":\"keygate::log\"}}");
                     }
-                    std::thread::sleep(interval.min(Duration::from_millis(20)));
+                    if !closing {
+                        std::thread::sleep(interval.min(Duration::from_millis(20)));
+                    }
                 }
             })
             .expect("spawn the log writer thread");
@@ -97,18 +104,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        // Wake the writer so it drains once more, then let it see it is alone and stop.
+        self.0.closing.store(true, Ordering::Release);
         self.0.wake.notify_one();
-        let shared = std::mem::replace(
-            &mut self.0,
-            Arc::new(Shared {
-                buf: Mutex::new(Vec::new()),
-                wake: Condvar::new(),
-                dropped: AtomicU64::new(0),
-                limit: 0,
-            }),
-        );
-        drop(shared);
         if let Some(t) = self.1.take() {
             let _ = t.join();
         }
@@ -134,12 +131,13 @@ mod tests {
     #[test]
     fn lines_arrive_in_order_and_everything_is_flushed_on_drop() {
         let sink = Sink::default();
-        let (mut w, guard) = BatchWriter::start(sink.clone(), 1 << 20, Duration::from_millis(5));
+        let (mut w, guard) = BatchWriter::start(sink.clone(), 1 << 20, Duration::from_secs(3600));
         for i in 0..1000 {
             w.write_all(format!("line {i}\n").as_bytes()).unwrap();
         }
-        drop(w);
+        // The writer stays alive (as the global subscriber's does): the guard alone must finish.
         drop(guard);
+        drop(w);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1000);

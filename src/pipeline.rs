@@ -124,15 +124,15 @@ impl Pipeline {
         let facts = RequestFacts { method, path: &path, query: parts.uri.query(), client_ip: trail.client_ip };
         let grant = policy::authorise(&cfg.routes, key, &facts).map_err(|r| {
             if let Some(route) = r.route {
-                trail.route = &route.pattern;
+                trail.route = &route.spec.pattern;
             }
             ApiError::from(r.denied)
         })?;
-        trail.route = &grant.route.pattern;
+        trail.route = &grant.route.spec.pattern;
         match grant.decision {
             Decision::EmptyResult => {
                 trail.outcome = "EMPTY_RESULT";
-                let mut resp = Response::new(Either::Left(Full::new(grant.route.empty_body.clone())));
+                let mut resp = Response::new(Either::Left(Full::new(grant.route.spec.empty_body.clone())));
                 resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 Ok(resp)

@@ -39,15 +39,11 @@ pub enum Required {
     Scopes(Vec<String>),
 }
 
+/// A configured route, compiled for matching.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub pattern: String,
+    pub spec: RouteSpec,
     segs: Vec<Seg>,
-    pub methods: Vec<Method>,
-    pub required: Required,
-    pub clinic: Option<ClinicSource>,
-    pub foreign_clinic: ForeignClinic,
-    pub empty_body: Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -193,15 +189,7 @@ impl RouteTable {
                     if s.methods.is_empty() {
                         errs.push(format!("route {:?}: methods is empty", s.pattern));
                     }
-                    routes.push(Route {
-                        pattern: s.pattern,
-                        segs,
-                        methods: s.methods,
-                        required: s.required,
-                        clinic: s.clinic,
-                        foreign_clinic: s.foreign_clinic,
-                        empty_body: s.empty_body,
-                    })
+                    routes.push(Route { spec: s, segs })
                 }
                 Err(e) => errs.push(e),
             }
@@ -246,12 +234,12 @@ pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<
     let mut path_matched: Option<&Route> = None;
     let mut hit = None;
     for r in &table.routes {
-        let want = match &r.clinic {
+        let want = match &r.spec.clinic {
             Some(ClinicSource::PathParam(p)) => Some(p.as_str()),
             _ => None,
         };
         if let Some(clinic) = matches(&r.segs, req.path, want) {
-            if r.methods.contains(req.method) {
+            if r.spec.methods.contains(req.method) {
                 hit = Some((r, clinic));
                 break;
             }
@@ -261,18 +249,18 @@ pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<
     let (route, path_clinic) = match (hit, path_matched) {
         (Some(h), _) => h,
         (None, Some(r)) => {
-            let allow: Vec<&str> = r.methods.iter().map(Method::as_str).collect();
+            let allow: Vec<&str> = r.spec.methods.iter().map(Method::as_str).collect();
             return Err(refuse(Denied::MethodNotAllowed { allow: allow.join(", ") }, Some(r)));
         }
         (None, None) => return Err(refuse(Denied::RouteNotFound, None)),
     };
-    check_scopes(&route.required, req.method, key).map_err(|d| refuse(d, Some(route)))?;
-    let allowed = match (&route.clinic, path_clinic) {
+    check_scopes(&route.spec.required, req.method, key).map_err(|d| refuse(d, Some(route)))?;
+    let allowed = match (&route.spec.clinic, path_clinic) {
         (Some(ClinicSource::PathParam(_)), Some(c)) => key.allows_clinic(c),
         (Some(ClinicSource::QueryParam(name)), _) => query_clinics_allowed(req.query, name, key),
         _ => true,
     };
-    let decision = match (allowed, route.foreign_clinic) {
+    let decision = match (allowed, route.spec.foreign_clinic) {
         (true, _) => Decision::Forward,
         (false, ForeignClinic::EmptyResult) => Decision::EmptyResult,
         (false, ForeignClinic::Deny) => return Err(refuse(Denied::ClinicNotAllowed, Some(route))),
@@ -308,4 +296,141 @@ fn query_clinics_allowed(query: Option<&str>, name: &str, key: &KeyRecord) -> bo
     form_urlencoded::parse(q.as_bytes())
         .filter(|(k, _)| k == name)
         .all(|(_, v)| v.split(',').map(str::trim).filter(|c| !c.is_empty()).all(|c| key.allows_clinic(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::file;
+
+    fn route(pattern: &str, resource: &str, clinic: Option<ClinicSource>, foreign: ForeignClinic) -> RouteSpec {
+        RouteSpec {
+            pattern: pattern.into(),
+            methods: vec![Method::GET, Method::HEAD, Method::POST],
+            required: Required::Resource { read: format!("{resource}:read"), write: format!("{resource}:write") },
+            clinic,
+            foreign_clinic: foreign,
+            empty_body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::new(
+            vec![
+                route(
+                    "/c/{clinic_id}/i",
+                    "interactions",
+                    Some(ClinicSource::PathParam("clinic_id".into())),
+                    ForeignClinic::EmptyResult,
+                ),
+                route("/i", "interactions", Some(ClinicSource::QueryParam("clinic_id".into())), ForeignClinic::Deny),
+                route("/files/{*rest}", "campaigns", None, ForeignClinic::EmptyResult),
+                route("/", "clinics", None, ForeignClinic::EmptyResult),
+            ],
+            vec![("/health".into(), vec![Method::GET])],
+        )
+        .unwrap()
+    }
+
+    /// One key from a one-line table entry, e.g. "scopes: [interactions:read]".
+    fn key(extra: &str) -> crate::keys::KeyTable {
+        let text = format!("keys:\n  - id: k\n    hash: {}\n    environment: live\n    {extra}\n", "a".repeat(64));
+        file::parse(&text, "t").unwrap()
+    }
+
+    fn decide(extra: &str, method: Method, path: &str, query: Option<&str>) -> Result<Decision, Denied> {
+        let t = key(extra);
+        let k = t.records().next().unwrap();
+        let routes = table();
+        let facts = RequestFacts { method: &method, path, query, client_ip: "10.1.2.3".parse().unwrap() };
+        authorise(&routes, k, &facts).map(|g| g.decision).map_err(|r| r.denied)
+    }
+
+    #[test]
+    fn no_route_is_not_found() {
+        assert_eq!(decide("type: full", Method::GET, "/nope", None), Err(Denied::RouteNotFound));
+    }
+
+    #[test]
+    fn trailing_slash_is_another_path() {
+        assert_eq!(decide("type: full", Method::GET, "/i/", None), Err(Denied::RouteNotFound));
+    }
+
+    #[test]
+    fn rest_needs_at_least_one_segment() {
+        assert_eq!(decide("type: full", Method::GET, "/files/a/b", None), Ok(Decision::Forward));
+        assert_eq!(decide("type: full", Method::GET, "/files", None), Err(Denied::RouteNotFound));
+    }
+
+    #[test]
+    fn root_route_matches_only_root() {
+        assert_eq!(decide("type: full", Method::GET, "/", None), Ok(Decision::Forward));
+    }
+
+    #[test]
+    fn method_outside_the_route_is_405_with_allow() {
+        let r = decide("type: full", Method::DELETE, "/i", None);
+        assert_eq!(r, Err(Denied::MethodNotAllowed { allow: "GET, HEAD, POST".into() }));
+    }
+
+    #[test]
+    fn reads_need_read_and_writes_need_write() {
+        assert_eq!(decide("type: read_only", Method::HEAD, "/i", None), Ok(Decision::Forward));
+        assert_eq!(
+            decide("type: read_only", Method::POST, "/i", None),
+            Err(Denied::InsufficientScope { required: "interactions:write".into() })
+        );
+        assert_eq!(decide("type: write", Method::POST, "/i", None), Ok(Decision::Forward));
+    }
+
+    #[test]
+    fn ip_allow_list_is_checked_first() {
+        assert_eq!(decide("allowed_ips: [192.168.0.0/16]", Method::GET, "/nope", None), Err(Denied::IpNotAllowed));
+        assert_eq!(decide("allowed_ips: [10.0.0.0/8]", Method::GET, "/i", None), Ok(Decision::Forward));
+    }
+
+    #[test]
+    fn foreign_clinic_in_path_is_an_empty_result() {
+        assert_eq!(decide("clinics: [c1]", Method::GET, "/c/c1/i", None), Ok(Decision::Forward));
+        assert_eq!(decide("clinics: [c1]", Method::GET, "/c/c2/i", None), Ok(Decision::EmptyResult));
+    }
+
+    #[test]
+    fn foreign_clinic_in_query_on_a_deny_route_is_refused() {
+        assert_eq!(decide("clinics: [c1]", Method::GET, "/i", Some("clinic_id=c1")), Ok(Decision::Forward));
+        assert_eq!(decide("clinics: [c1]", Method::GET, "/i", Some("clinic_id=c2")), Err(Denied::ClinicNotAllowed));
+    }
+
+    #[test]
+    fn every_query_value_must_be_allowed() {
+        for q in ["clinic_id=c1&clinic_id=c2", "clinic_id=c1,c2", "clinic%5Fid=c2", "clinic_id=c1%2Cc2"] {
+            assert_eq!(decide("clinics: [c1]", Method::GET, "/i", Some(q)), Err(Denied::ClinicNotAllowed), "{q}");
+        }
+    }
+
+    #[test]
+    fn no_clinic_named_is_forwarded_for_the_upstream_to_filter() {
+        assert_eq!(decide("clinics: [c1]", Method::GET, "/i", Some("page=2")), Ok(Decision::Forward));
+    }
+
+    #[test]
+    fn unrestricted_keys_pass_any_clinic() {
+        assert_eq!(decide("type: read_only", Method::GET, "/c/anything/i", None), Ok(Decision::Forward));
+    }
+
+    #[test]
+    fn public_routes_match_their_methods_only() {
+        let t = table();
+        assert!(t.public_route(&Method::GET, "/health").is_some());
+        assert!(t.public_route(&Method::POST, "/health").is_none());
+        assert!(t.public_route(&Method::GET, "/health/x").is_none());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for p in ["nope", "/a/{}", "/a/{*rest}/b", "/a//b", "/a/%2e", "/a/{bad-name}"] {
+            let spec = route(p, "x", None, ForeignClinic::EmptyResult);
+            assert!(RouteTable::new(vec![spec], vec![]).is_err(), "{p}");
+        }
+    }
 }

@@ -129,10 +129,18 @@ pub fn create(
 ) -> Result<Created, LifecycleError> {
     check_spec(&spec, cat, now)?;
     let secret = generate(prefix);
-    let id = key_id(&secret);
-    let key = RawKey {
-        id: id.clone(),
-        hash: KeyHash::of(&secret).to_hex(),
+    let key = entry(&secret, spec, environment, now);
+    validate_entry(&key)?;
+    let id = key.id.clone();
+    t.keys.push(key);
+    Ok(Created { id, secret })
+}
+
+/// A fresh table entry for `secret`: hash and derived id, the spec's access, created now.
+fn entry(secret: &str, spec: KeySpec, environment: Environment, now: OffsetDateTime) -> RawKey {
+    RawKey {
+        id: key_id(secret),
+        hash: KeyHash::of(secret).to_hex(),
         label: spec.label,
         environment,
         key_type: spec.key_type,
@@ -148,10 +156,7 @@ pub fn create(
         rotated_from: None,
         rotated_to: None,
         updated_at: None,
-    };
-    validate_entry(&key)?;
-    t.keys.push(key);
-    Ok(Created { id, secret })
+    }
 }
 
 /// Checks one entry exactly as the proxy's loader will (clinic charset, empty lists, …).
@@ -229,26 +234,8 @@ pub fn import(
     let environment = format
         .check(secret)
         .map_err(|e| LifecycleError::Invalid(format!("the key is not in the configured format ({e:?})")))?;
-    let id = key_id(secret);
-    let key = RawKey {
-        id: id.clone(),
-        hash: KeyHash::of(secret).to_hex(),
-        label: spec.label,
-        environment,
-        key_type: spec.key_type,
-        scopes: spec.scopes,
-        clinics: spec.clinics,
-        allowed_ips: spec.allowed_ips,
-        created_at: Some(now),
-        expires_at: spec.expires_at,
-        not_before: None,
-        revoked_at: None,
-        rate_limit: spec.rate_limit,
-        revoke_reason: None,
-        rotated_from: None,
-        rotated_to: None,
-        updated_at: None,
-    };
+    let key = entry(secret, spec, environment, now);
+    let id = key.id.clone();
     t.keys.push(key);
     Ok(id)
 }

@@ -52,7 +52,7 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
         });
     };
     let Config { keys, environment, routes, admin_listen, admin_token, .. } = cfg;
-    let route_scopes = routes.routes().iter().flat_map(|r| match &r.required {
+    let route_scopes = routes.routes().iter().flat_map(|r| match &r.spec.required {
         Required::Resource { read, write } => vec![read.clone(), write.clone()],
         Required::Scopes(list) => list.clone(),
     });

@@ -279,3 +279,75 @@ async fn a_silent_socket_is_closed_at_the_header_deadline_not_the_idle_timeout()
 
     assert!(closed.is_ok(), "a connection that never sends a byte holds a slot only until the header deadline");
 }
+
+/// The process as shipped: `keygate serve`, then SIGTERM → a clean exit (status 0) with the
+/// log flushed, well within the drain timeout.
+#[tokio::test]
+async fn the_binary_exits_cleanly_on_sigterm() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_bin");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.yaml"), table_yaml(&[&key])).unwrap();
+    let port = dead_addr().await.port();
+    let admin = dead_addr().await.port();
+    let cfg = format!(
+        "environment: live\nlisten: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\nupstream:\n  url: http://{}\nkeys:\n  file: {}\n",
+        up.addr,
+        dir.path().join("keys.yaml").display()
+    );
+    std::fs::write(dir.path().join("config.yaml"), cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v1/clinics");
+    eventually(Duration::from_secs(10), async || {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let req = http::Request::get(&url)
+            .header("authorization", key.bearer())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        matches!(client.request(req).await, Ok(r) if r.status() == 200)
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    assert_eq!(send_signal(child.id(), 15), 0);
+    let status = tokio::task::spawn_blocking(move || {
+        // Bounded: a keygate that never exits fails the test instead of hanging CI.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("keygate did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (status, err)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}; stderr: {}", status.0, status.1);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(status.1.contains("\"code\":\"OK\""), "the audit line was flushed at exit: {}", status.1);
+    assert!(status.1.contains("keygate stopped"), "{}", status.1);
+    assert!(!status.1.contains(&key.secret));
+}
+
+/// `kill(pid, sig)` without a libc dependency: the `kill` command.
+fn send_signal(pid: u32, sig: i32) -> i32 {
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .code()
+        .unwrap_or(-1)
+}
