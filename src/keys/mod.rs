@@ -82,10 +82,10 @@ pub struct Profile {
     pub headers: AccessHeaders,
 }
 
-/// No timestamp: `i64::MIN` in the packed times.
-const NONE: i64 = i64::MIN;
+/// No timestamp, in the packed times.
+const NONE: u32 = 0;
 
-/// One key as the proxy holds it: 104 bytes plus its id and (unless shared) its clinic list.
+/// One key as the proxy holds it: 88 bytes plus its id and its clinic list.
 /// No secret, no label (that lives in the file, for people). Kept small because a fleet table
 /// can hold millions of these.
 pub struct KeyRecord {
@@ -95,16 +95,22 @@ pub struct KeyRecord {
     pub profile: Arc<Profile>,
     /// Comma-joined clinic ids (exactly the `X-Allowed-Clinics` value); `None` = every clinic.
     pub clinics: Option<Arc<str>>,
-    /// created, expires, not_before, revoked: Unix nanoseconds or `NONE`.
-    times: [i64; 4],
+    /// created, expires, not_before, revoked: Unix seconds (to 2106) or `NONE`. Whole seconds
+    /// keep the record small; sub-second instants are rounded to the safe side (expiry and
+    /// revocation earlier, not-before later).
+    times: [u32; 4],
 }
 
-fn to_nanos(t: Option<OffsetDateTime>) -> i64 {
-    t.map_or(NONE, |t| i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX))
+/// Unix seconds, rounded down (`up` rounds up), clamped to 1..=u32::MAX.
+fn to_secs(t: Option<OffsetDateTime>, up: bool) -> u32 {
+    t.map_or(NONE, |t| {
+        let s = t.unix_timestamp() + i64::from(up && t.nanosecond() > 0);
+        u32::try_from(s.max(1)).unwrap_or(u32::MAX)
+    })
 }
 
-fn from_nanos(n: i64) -> Option<OffsetDateTime> {
-    (n != NONE).then(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok()).flatten()
+fn from_secs(s: u32) -> Option<OffsetDateTime> {
+    (s != NONE).then(|| OffsetDateTime::from_unix_timestamp(i64::from(s)).ok()).flatten()
 }
 
 /// The times of a key, as given in the table.
@@ -118,7 +124,12 @@ pub struct KeyTimes {
 
 impl KeyRecord {
     pub fn new(hash: KeyHash, id: Arc<str>, profile: Arc<Profile>, clinics: Option<Arc<str>>, t: KeyTimes) -> Self {
-        let times = [to_nanos(t.created_at), to_nanos(t.expires_at), to_nanos(t.not_before), to_nanos(t.revoked_at)];
+        let times = [
+            to_secs(t.created_at, false),
+            to_secs(t.expires_at, false),
+            to_secs(t.not_before, true),
+            to_secs(t.revoked_at, false),
+        ];
         KeyRecord { hash, id, profile, clinics, times }
     }
 
@@ -140,15 +151,15 @@ impl KeyRecord {
 
     pub fn times(&self) -> KeyTimes {
         KeyTimes {
-            created_at: from_nanos(self.times[0]),
-            expires_at: from_nanos(self.times[1]),
-            not_before: from_nanos(self.times[2]),
-            revoked_at: from_nanos(self.times[3]),
+            created_at: from_secs(self.times[0]),
+            expires_at: from_secs(self.times[1]),
+            not_before: from_secs(self.times[2]),
+            revoked_at: from_secs(self.times[3]),
         }
     }
 
-    /// The instants that decide validity, as Unix nanoseconds (`i64::MIN` = none).
-    pub(crate) fn expires_revoked_not_before(&self) -> (i64, i64, i64) {
+    /// The instants that decide validity, as Unix seconds (0 = none).
+    pub(crate) fn expires_revoked_not_before(&self) -> (u32, u32, u32) {
         (self.times[1], self.times[3], self.times[2])
     }
 
@@ -203,7 +214,7 @@ mod tests {
     fn a_record_stays_small() {
         // A fleet table holds millions: this is the budget the memory figures in the README
         // rest on.
-        assert_eq!(std::mem::size_of::<KeyRecord>(), 104);
+        assert_eq!(std::mem::size_of::<KeyRecord>(), 88);
     }
 
     #[test]
@@ -211,5 +222,20 @@ mod tests {
         let s = Secret("dpl_live_abcdefghijklmnopqrstuvwxyz012345");
         assert!(!format!("{s:?}").contains("abcdef"));
         assert!(!format!("{s}").contains("abcdef"));
+    }
+
+    #[test]
+    fn sub_second_times_round_to_the_safe_side() {
+        use time::macros::datetime;
+        let t = KeyTimes {
+            created_at: None,
+            expires_at: Some(datetime!(2026-06-01 12:00:00.7 UTC)),
+            not_before: Some(datetime!(2026-06-01 11:00:00.3 UTC)),
+            revoked_at: None,
+        };
+        let times = [0, to_secs(t.expires_at, false), to_secs(t.not_before, true), 0];
+        assert_eq!(from_secs(times[1]), Some(datetime!(2026-06-01 12:00:00 UTC)), "expiry earlier");
+        assert_eq!(from_secs(times[2]), Some(datetime!(2026-06-01 11:00:01 UTC)), "not_before later");
+        assert_eq!(to_secs(None, false), NONE);
     }
 }

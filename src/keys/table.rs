@@ -33,9 +33,11 @@ impl KeyState {
 impl KeyRecord {
     /// Revocation wins over expiry: a revoked key says so even after it would have expired.
     pub fn state_at(&self, now: OffsetDateTime) -> KeyState {
-        let now = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        // Whole seconds: at 11:59:59.5 a key expiring at 12:00:00 is still valid.
+        let now = now.unix_timestamp();
         let (expires, revoked, not_before) = self.expires_revoked_not_before();
-        let set = |t: i64| t != i64::MIN;
+        let (expires, revoked, not_before) = (i64::from(expires), i64::from(revoked), i64::from(not_before));
+        let set = |t: i64| t != 0;
         if set(revoked) && revoked <= now {
             KeyState::Revoked
         } else if set(expires) && expires <= now {
