@@ -91,6 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     let initial: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
     let took_ms = started.elapsed().as_millis() as u64;
+    crate::alloc::return_free_memory();
     tracing::info!(keys = initial.len(), took_ms, file = %config.keys.file.display(), "key table loaded");
     metrics.table_loaded(&initial, OffsetDateTime::now_utc());
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(initial));
@@ -122,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
             let table = t.load();
             m.table_loaded(&table, OffsetDateTime::now_utc());
+            crate::alloc::return_free_memory();
             let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
             u.retain(|id| ids.contains(id));
         }

@@ -11,11 +11,6 @@ use keygate::keys::{file, KeyHash};
 
 /// Logs (the audit line above all) go through `logbuf`: batched, bounded, never blocking a
 /// request. The guard flushes on exit.
-// Many small, short-lived allocations per request (headers, URIs, log lines): mimalloc's
-// thread-local free lists serve them faster than glibc's malloc.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_tracing(format: LogFormat, level: &str) -> keygate::logbuf::FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

@@ -84,10 +84,84 @@ impl fmt::Display for TableError {
 
 impl std::error::Error for TableError {}
 
+/// Loads a table file. JSON Lines are streamed line by line, so a large table never sits in
+/// memory twice (as text and as records).
 pub fn load(path: &Path) -> Result<KeyTable, TableError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| TableError { source: path.display().to_string(), problems: vec![format!("cannot read: {e}")] })?;
-    parse(&text, &path.display().to_string())
+    use std::io::{Read, Seek};
+    let source = path.display().to_string();
+    let cannot = |e: std::io::Error| TableError { source: source.clone(), problems: vec![format!("cannot read: {e}")] };
+    let mut f = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(cannot)?);
+    let size = f.get_ref().metadata().map_err(cannot)?.len();
+    let mut head = String::new();
+    (&mut f).take(64 * 1024).read_to_string(&mut head).map_err(cannot)?;
+    if shape_of(&head) == Shape::Yaml || head.trim().is_empty() {
+        let mut text = head;
+        f.read_to_string(&mut text).map_err(cannot)?;
+        return parse(&text, &source);
+    }
+    f.seek(std::io::SeekFrom::Start(0)).map_err(cannot)?;
+    let mut lines = JsonLines::new(usize::try_from(size / 160).unwrap_or(0));
+    // Whole lines out of 4 MiB chunks: bounded memory, one UTF-8 check per chunk.
+    let mut chunk: Vec<u8> = Vec::with_capacity(4 << 20);
+    let mut n = 0;
+    loop {
+        let kept = chunk.len();
+        chunk.resize(kept + (4 << 20), 0);
+        let got = f.read(&mut chunk[kept..]).map_err(cannot)?;
+        chunk.truncate(kept + got);
+        let end = if got == 0 { chunk.len() } else { chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
+        let text = std::str::from_utf8(&chunk[..end]).map_err(|e| TableError {
+            source: source.clone(),
+            problems: vec![format!("after line {n}: not UTF-8: {e}")],
+        })?;
+        for line in text.split_inclusive('\n') {
+            n += 1;
+            if !line.ends_with('\n') {
+                // Every line ends in a newline: a missing one is the sign of a cut-off write.
+                lines.problems.push(format!("line {n}: no newline at the end: the file looks truncated"));
+            }
+            lines.add(n, line);
+        }
+        chunk.drain(..end);
+        if got == 0 {
+            break;
+        }
+    }
+    lines.finish().map_err(|problems| TableError { source, problems })
+}
+
+/// Builds a table from JSON Lines, one line at a time.
+struct JsonLines {
+    builder: Builder,
+    problems: Vec<String>,
+}
+
+impl JsonLines {
+    fn new(capacity: usize) -> JsonLines {
+        JsonLines { builder: Builder::with_capacity(capacity), problems: Vec::new() }
+    }
+
+    fn add(&mut self, n: usize, line: &str) {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            return;
+        }
+        match serde_json::from_str::<RawKey>(l) {
+            Ok(k) => self.builder.push_lazy(n, k),
+            Err(e) => self.problems.push(format!("line {n}: {e}")),
+        }
+    }
+
+    fn finish(mut self) -> Result<KeyTable, Vec<String>> {
+        match (self.problems.is_empty(), self.builder.finish()) {
+            (true, Ok(t)) => Ok(t),
+            (_, Ok(_)) => Err(self.problems),
+            (_, Err(more)) => {
+                self.problems.extend(more);
+                Err(self.problems)
+            }
+        }
+    }
 }
 
 /// The two shapes a table file can have.
@@ -126,26 +200,11 @@ pub fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
                 // Every line ends in a newline: a missing one is the sign of a cut-off write.
                 return Err(err(vec!["the last line has no newline: the file looks truncated".into()]));
             }
-            let mut b = Builder::with_capacity(text.len() / 160);
-            let mut problems = Vec::new();
+            let mut lines = JsonLines::new(text.len() / 160);
             for (n, line) in text.lines().enumerate() {
-                let l = line.trim();
-                if l.is_empty() || l.starts_with('#') {
-                    continue;
-                }
-                match serde_json::from_str::<RawKey>(l) {
-                    Ok(k) => b.push_lazy(n + 1, k),
-                    Err(e) => problems.push(format!("line {}: {e}", n + 1)),
-                }
+                lines.add(n + 1, line);
             }
-            match (problems.is_empty(), b.finish()) {
-                (true, Ok(t)) => Ok(t),
-                (_, Ok(_)) => Err(err(problems)),
-                (_, Err(more)) => {
-                    problems.extend(more);
-                    Err(err(problems))
-                }
-            }
+            lines.finish().map_err(err)
         }
     }
 }
@@ -497,5 +556,27 @@ mod tests {
             assert_eq!(parse(&text, "t").unwrap().len(), 1);
             assert_eq!(parse_raw(&text).unwrap().keys[0].id, "k1");
         }
+    }
+
+    #[test]
+    fn loading_a_file_streams_json_lines_and_agrees_with_parse() {
+        let dir = std::env::temp_dir().join(format!("kg-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = jsonl(&[
+            "# header".into(),
+            format!(r#"{{"id":"k1","hash":"{}","environment":"live"}}"#, h('a')),
+            format!(r#"{{"id":"k2","hash":"{}","environment":"live"}}"#, h('b')),
+        ]);
+        let p = dir.join("t.jsonl");
+        std::fs::write(&p, &good).unwrap();
+        assert_eq!(load(&p).unwrap().len(), 2);
+        std::fs::write(&p, &good[..good.len() - 1]).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
+        std::fs::write(&p, format!("{good}{{\"id\":\"k3\",\"hash\":\"nothex\",\"environment\":\"live\"}}\n")).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("line 4"));
+        let y = dir.join("t.yaml");
+        std::fs::write(&y, format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'))).unwrap();
+        assert_eq!(load(&y).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
