@@ -121,11 +121,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let reload_task = tokio::spawn(reloader.run(move |ev| match ev {
         ReloadEvent::Loaded { keys, took } => {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
-            let table = t.load();
-            m.table_loaded(&table, OffsetDateTime::now_utc());
-            crate::alloc::return_free_memory();
-            let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
-            u.retain(|id| ids.contains(id));
+            // Housekeeping walks the whole table: off the request threads, which on one CPU
+            // would otherwise stall for milliseconds at a million keys.
+            let (m, t, u) = (Arc::clone(&m), Arc::clone(&t), Arc::clone(&u));
+            tokio::task::spawn_blocking(move || {
+                let table = t.load_full();
+                m.table_loaded(&table, OffsetDateTime::now_utc());
+                if !u.is_empty() {
+                    let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
+                    u.retain(|id| ids.contains(id));
+                }
+                crate::alloc::return_free_memory();
+            });
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
@@ -137,7 +144,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
-            m.key_census(&t.load(), OffsetDateTime::now_utc());
+            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
+            let _ = tokio::task::spawn_blocking(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
         }
     });
 

@@ -63,6 +63,10 @@ impl UsageBook {
         UsageView { last_used_at: last, requests: RequestsByClass { c1: n(0), c2: n(1), c3: n(2), c4: n(3), c5: n(4) } }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Drops entries of keys no longer in the table (after a reload).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.by_id.retain(|id, _| keep(id));
