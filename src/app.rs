@@ -124,7 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             // Housekeeping walks the whole table: off the request threads, which on one CPU
             // would otherwise stall for milliseconds at a million keys.
             let (m, t, u) = (Arc::clone(&m), Arc::clone(&t), Arc::clone(&u));
-            tokio::task::spawn_blocking(move || {
+            tokio::spawn(crate::background::run(move || {
                 let table = t.load_full();
                 m.table_loaded(&table, OffsetDateTime::now_utc());
                 if !u.is_empty() {
@@ -132,7 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     u.retain(|id| ids.contains(id));
                 }
                 crate::alloc::return_free_memory();
-            });
+            }));
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
@@ -145,7 +145,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         loop {
             tick.tick().await;
             let (m, t) = (Arc::clone(&m), Arc::clone(&t));
-            let _ = tokio::task::spawn_blocking(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+            let _ = crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
         }
     });
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod alloc;
 pub mod app;
 pub mod authn;
+pub mod background;
 pub mod cli;
 pub mod client_ip;
 pub mod config;

@@ -70,17 +70,33 @@ impl Reloader {
     }
 
     pub async fn reload_now(&self) -> ReloadEvent {
-        let path = self.path.clone();
+        let (path, shared) = (self.path.clone(), Arc::clone(&self.table));
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || file::load(&path)).await;
+        let result = crate::background::run(move || {
+            let table = file::load(&path)?;
+            let keys = table.len();
+            let old = shared.swap(Arc::new(table));
+            let took = started.elapsed();
+            retire(old);
+            Ok::<_, file::TableError>((keys, took))
+        })
+        .await;
         match result {
-            Ok(Ok(table)) => {
-                let keys = table.len();
-                self.table.store(Arc::new(table));
-                ReloadEvent::Loaded { keys, took: started.elapsed() }
-            }
+            Ok(Ok((keys, took))) => ReloadEvent::Loaded { keys, took },
             Ok(Err(e)) => ReloadEvent::Failed { error: e.to_string() },
             Err(e) => ReloadEvent::Failed { error: format!("loader task failed: {e}") },
         }
     }
+}
+
+/// Frees a replaced table here, on the background thread: a million records take tens of
+/// milliseconds to free, which must not land on whichever request drops the last reference.
+/// Requests hold a snapshot only for their own duration, so the wait is short; it is bounded
+/// in case one is stuck.
+fn retire(old: Arc<KeyTable>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(old);
 }
