@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 // Build-time maps hash operator-written data, not request data: a fast non-keyed hasher is
@@ -431,12 +431,6 @@ fn valid_clinic(c: &str) -> bool {
 /// Scopes were validated to a header-safe charset above.
 fn header(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("validated to a header-safe charset")
-}
-
-/// Where the table lives; shared by the proxy's reloader and the key CLI.
-#[derive(Debug, Clone)]
-pub struct FileSource {
-    pub path: PathBuf,
 }
 
 #[cfg(test)]
