@@ -342,7 +342,7 @@ fn keys(c: &mut Check, k: &raw::RawKeys) -> Keys {
     }
     Keys {
         file: PathBuf::from(&k.file),
-        reload_interval: c.duration("keys.reload_interval", &k.reload_interval, Duration::from_secs(1)),
+        reload_interval: c.duration("keys.reload_interval", &k.reload_interval, Duration::from_millis(250)),
         format: KeyFormat::new(prefixes, min, max, k.checksum.unwrap_or(true)),
     }
 }

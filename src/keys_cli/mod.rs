@@ -153,7 +153,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             let mut t = lock.read()?;
             lifecycle::revoke(&mut t, &id, reason, now)?;
             lock.write(&t)?;
-            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) once it reloads the table (within ~1 s by default).");
+            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) once it reloads the table (within ~0.3 s with the default reload_interval).");
         }
         KeysCommand::Rotate { id, grace, json } => {
             let grace = humantime::parse_duration(&grace).map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?;
