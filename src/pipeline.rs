@@ -249,6 +249,20 @@ fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
     if let Some(host) = h.get(&X_FORWARDED_HOST).or_else(|| h.get(header::HOST)).cloned() {
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
+    // RFC 7239: a `Forwarded` list kept from a trusted proxy gains our hop too, so both
+    // headers tell the same story (from an untrusted peer it was removed by sanitising).
+    let forwarded: Vec<&str> = h.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).collect();
+    if !forwarded.is_empty() {
+        let node = match conn.peer.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        };
+        let proto = if conn.tls { "https" } else { "http" };
+        let value = format!("{}, for={node};proto={proto}", forwarded.join(", "));
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -251,6 +251,20 @@ async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
 }
 
 #[tokio::test]
+async fn a_trusted_proxys_forwarded_header_gains_keygates_hop() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_forwarded");
+    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+
+    let r = kg
+        .get("/api/v1/clinics", &[("authorization", &key.bearer()), ("Forwarded", "for=203.0.113.9;proto=https")])
+        .await;
+
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().one("forwarded"), "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http");
+}
+
+#[tokio::test]
 async fn several_x_forwarded_for_lines_from_a_trusted_proxy_are_all_kept_in_order() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_xff_lines");
