@@ -56,7 +56,16 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("authenticate (format, hash, lookup, state), {n} keys"), |b| {
             b.iter(|| {
                 j = (j + 1) % secrets.len();
-                black_box(keygate::authn::authenticate(&secrets[j], &format, Environment::Live, &t, now).is_ok())
+                black_box(
+                    keygate::authn::authenticate(
+                        keygate::keys::Secret::new(&secrets[j]),
+                        &format,
+                        Environment::Live,
+                        &t,
+                        now,
+                    )
+                    .is_ok(),
+                )
             })
         });
     }

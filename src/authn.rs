@@ -6,7 +6,7 @@ use http::{header, HeaderMap};
 use time::OffsetDateTime;
 
 use crate::keys::table::KeyState;
-use crate::keys::{Environment, KeyFormat, KeyHash, KeyRecord, KeyTable};
+use crate::keys::{Environment, KeyFormat, KeyHash, KeyRecord, KeyTable, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthnError {
@@ -29,7 +29,7 @@ fn is_b64token(t: &str) -> bool {
 }
 
 /// The bearer token, borrowed from the request headers.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthnError> {
+pub fn bearer_token(headers: &HeaderMap) -> Result<Secret<'_>, AuthnError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthnError::Missing)?;
     if values.next().is_some() {
@@ -48,18 +48,19 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthnError> {
     if !is_b64token(token) {
         return Err(AuthnError::Malformed("Malformed bearer token"));
     }
-    Ok(token)
+    Ok(Secret::new(token))
 }
 
 /// Format and environment are checked before the table is touched: garbage and keys meant for
 /// the other environment never cost a hash or a probe.
 pub fn authenticate<'t>(
-    token: &str,
+    token: Secret<'_>,
     format: &KeyFormat,
     proxy_env: Environment,
     table: &'t KeyTable,
     now: OffsetDateTime,
 ) -> Result<&'t KeyRecord, AuthnError> {
+    let token = token.expose();
     let key_env = format.check(token).map_err(|_| AuthnError::BadFormat)?;
     if key_env != proxy_env {
         return Err(AuthnError::WrongEnvironment { key: key_env, proxy: proxy_env });
@@ -103,24 +104,24 @@ mod tests {
 
     fn auth(t: &KeyTable, token: &str, now: OffsetDateTime) -> Result<String, AuthnError> {
         let format = KeyFormat { checksum: false, ..KeyFormat::default() };
-        authenticate(token, &format, Environment::Live, t, now).map(|r| r.id.to_string())
+        authenticate(Secret::new(token), &format, Environment::Live, t, now).map(|r| r.id.to_string())
     }
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
     #[test]
     fn missing_header() {
-        assert_eq!(bearer_token(&headers(&[])), Err(AuthnError::Missing));
+        assert_eq!(bearer_token(&headers(&[])).err(), Some(AuthnError::Missing));
     }
 
     #[test]
     fn two_headers_are_refused() {
-        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(AuthnError::Multiple));
+        assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])).err(), Some(AuthnError::Multiple));
     }
 
     #[test]
     fn scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(&headers(&["bEaReR abc"])), Ok("abc"));
+        assert_eq!(bearer_token(&headers(&["bEaReR abc"])).map(|s| s.expose()), Ok("abc"));
     }
 
     #[test]
@@ -151,7 +152,7 @@ mod tests {
         let key = crate::keys::generate::generate("dpl_live_");
         let typo = format!("{}{}", &key[..key.len() - 1], if key.ends_with('A') { 'B' } else { 'A' });
         let t = table("");
-        let r = authenticate(&typo, &KeyFormat::default(), Environment::Live, &t, NOW);
+        let r = authenticate(Secret::new(&typo), &KeyFormat::default(), Environment::Live, &t, NOW);
         assert_eq!(r.map(|k| k.id.to_string()), Err(AuthnError::BadFormat));
     }
 

@@ -191,8 +191,21 @@ impl fmt::Debug for KeyRecord {
     }
 }
 
-/// A presented bearer token. Its `Debug` and `Display` never show the secret.
-pub struct Secret<'a>(pub &'a str);
+/// A presented bearer token, as it travels from the header to the hash. Its `Debug` and
+/// `Display` never show the secret, so a careless log line cannot leak it.
+#[derive(Clone, Copy)]
+pub struct Secret<'a>(&'a str);
+
+impl<'a> Secret<'a> {
+    pub fn new(token: &'a str) -> Secret<'a> {
+        Secret(token)
+    }
+
+    /// The token itself, for the format check and the hash only.
+    pub fn expose(&self) -> &'a str {
+        self.0
+    }
+}
 
 impl fmt::Debug for Secret<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -219,7 +232,7 @@ mod tests {
 
     #[test]
     fn secret_debug_and_display_are_redacted() {
-        let s = Secret("dpl_live_abcdefghijklmnopqrstuvwxyz012345");
+        let s = Secret::new("dpl_live_abcdefghijklmnopqrstuvwxyz012345");
         assert!(!format!("{s:?}").contains("abcdef"));
         assert!(!format!("{s}").contains("abcdef"));
     }
