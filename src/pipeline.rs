@@ -51,6 +51,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// What the audit line and the metrics need to know about a request, filled in as it goes.
 struct Trail<'a> {
+    /// One clock reading per request: validity and usage see the same instant.
+    now: OffsetDateTime,
     route: &'a str,
     key_id: Option<Arc<str>>,
     client_ip: IpAddr,
@@ -64,8 +66,14 @@ impl Pipeline {
         let _in_flight = self.metrics.in_flight();
         let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
         let method = req.method().clone();
-        let mut trail =
-            Trail { route: NO_ROUTE, key_id: None, client_ip: conn.peer.ip(), upstream_seconds: None, outcome: "OK" };
+        let mut trail = Trail {
+            now: OffsetDateTime::now_utc(),
+            route: NO_ROUTE,
+            key_id: None,
+            client_ip: conn.peer.ip(),
+            upstream_seconds: None,
+            outcome: "OK",
+        };
         let result = self.run(req, conn, &rid, &mut trail).await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -80,7 +88,7 @@ impl Pipeline {
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.request(trail.outcome, trail.route, elapsed);
         if let Some(id) = &trail.key_id {
-            let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            let now_ms = i64::try_from(trail.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             self.usage.record(id, resp.status().as_u16(), now_ms);
         }
         audit(&trail, &rid, &method, resp.status(), elapsed);
@@ -118,7 +126,7 @@ impl Pipeline {
         let token = authn::bearer_token(&parts.headers)?;
         // One snapshot for the whole request; a swap during it affects the next request.
         let table = self.keys.load_full();
-        let key = authn::authenticate(token, &cfg.keys.format, cfg.environment, &table, OffsetDateTime::now_utc())?;
+        let key = authn::authenticate(token, &cfg.keys.format, cfg.environment, &table, trail.now)?;
         trail.key_id = Some(Arc::clone(&key.id));
 
         let facts = RequestFacts { method, path: &path, query: parts.uri.query(), client_ip: trail.client_ip };
