@@ -81,6 +81,17 @@ async fn until_stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// After every successful load, at start and on reload: count the table, forget usage of keys
+/// that left it, and hand the parse buffers back to the OS. Walks the whole table.
+fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook) {
+    metrics.table_loaded(table, OffsetDateTime::now_utc());
+    if !usage.is_empty() {
+        let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
+        usage.retain(|id| ids.contains(id));
+    }
+    crate::alloc::return_free_memory();
+}
+
 /// Loads the key table (refusing to start without one), binds both listeners and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
@@ -91,9 +102,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     let initial: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
     let took_ms = started.elapsed().as_millis() as u64;
-    crate::alloc::return_free_memory();
     tracing::info!(keys = initial.len(), took_ms, file = %config.keys.file.display(), "key table loaded");
-    metrics.table_loaded(&initial, OffsetDateTime::now_utc());
+    let usage = Arc::new(UsageBook::default());
+    after_load(&metrics, &initial, &usage);
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(initial));
     health.table_loaded.store(true, Ordering::Release);
 
@@ -109,7 +120,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let usage = Arc::new(UsageBook::default());
     let reload = Arc::new(Notify::new());
     let reloader = Reloader {
         path: config.keys.file.clone(),
@@ -124,15 +134,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             // Housekeeping walks the whole table: off the request threads, which on one CPU
             // would otherwise stall for milliseconds at a million keys.
             let (m, t, u) = (Arc::clone(&m), Arc::clone(&t), Arc::clone(&u));
-            tokio::spawn(crate::background::run(move || {
-                let table = t.load_full();
-                m.table_loaded(&table, OffsetDateTime::now_utc());
-                if !u.is_empty() {
-                    let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
-                    u.retain(|id| ids.contains(id));
-                }
-                crate::alloc::return_free_memory();
-            }));
+            tokio::spawn(crate::background::run(move || after_load(&m, &t.load_full(), &u)));
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");

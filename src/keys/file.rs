@@ -147,7 +147,7 @@ impl JsonLines {
             return;
         }
         match serde_json::from_str::<RawKey>(l) {
-            Ok(k) => self.builder.push_lazy(n, k),
+            Ok(k) => self.builder.add(At::Line(n), k),
             Err(e) => self.problems.push(format!("line {n}: {e}")),
         }
     }
@@ -189,11 +189,7 @@ pub fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
     match shape_of(text) {
         Shape::Yaml => {
             let raw: RawTable = serde_yaml::from_str(text).map_err(|e| err(vec![yaml_error(&e)]))?;
-            let mut b = Builder::with_capacity(raw.keys.len());
-            for (i, k) in raw.keys.into_iter().enumerate() {
-                b.push(format!("keys[{i}] (id {:?})", k.id), k);
-            }
-            b.finish().map_err(err)
+            build(raw).map_err(err)
         }
         Shape::JsonLines => {
             if !text.ends_with('\n') {
@@ -250,7 +246,7 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
 pub fn build(raw: RawTable) -> Result<KeyTable, Vec<String>> {
     let mut b = Builder::with_capacity(raw.keys.len());
     for (i, k) in raw.keys.into_iter().enumerate() {
-        b.push(format!("keys[{i}] (id {:?})", k.id), k);
+        b.add(At::Text(format!("keys[{i}] (id {:?})", k.id)), k);
     }
     b.finish()
 }
@@ -290,14 +286,6 @@ impl Builder {
             profiles: FxHashMap::default(),
             scratch: String::new(),
         }
-    }
-
-    fn push(&mut self, at: String, k: RawKey) {
-        self.add(At::Text(at), k);
-    }
-
-    fn push_lazy(&mut self, line: usize, k: RawKey) {
-        self.add(At::Line(line), k);
     }
 
     fn add(&mut self, at: At, k: RawKey) {

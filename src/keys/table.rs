@@ -30,23 +30,28 @@ impl KeyState {
     pub const ALL: [KeyState; 4] = [KeyState::Active, KeyState::Expired, KeyState::Revoked, KeyState::NotYetValid];
 }
 
-impl KeyRecord {
-    /// Revocation wins over expiry: a revoked key says so even after it would have expired.
-    pub fn state_at(&self, now: OffsetDateTime) -> KeyState {
-        // Whole seconds: at 11:59:59.5 a key expiring at 12:00:00 is still valid.
-        let now = now.unix_timestamp();
-        let (expires, revoked, not_before) = self.expires_revoked_not_before();
-        let (expires, revoked, not_before) = (i64::from(expires), i64::from(revoked), i64::from(not_before));
-        let set = |t: i64| t != 0;
-        if set(revoked) && revoked <= now {
+impl KeyState {
+    /// The one validity rule, over Unix seconds. Revocation wins over expiry: a revoked key
+    /// says so even after it would have expired.
+    pub fn at(expires: Option<i64>, revoked: Option<i64>, not_before: Option<i64>, now: i64) -> KeyState {
+        if revoked.is_some_and(|t| t <= now) {
             KeyState::Revoked
-        } else if set(expires) && expires <= now {
+        } else if expires.is_some_and(|t| t <= now) {
             KeyState::Expired
-        } else if set(not_before) && not_before > now {
+        } else if not_before.is_some_and(|t| t > now) {
             KeyState::NotYetValid
         } else {
             KeyState::Active
         }
+    }
+}
+
+impl KeyRecord {
+    pub fn state_at(&self, now: OffsetDateTime) -> KeyState {
+        // Whole seconds: at 11:59:59.5 a key expiring at 12:00:00 is still valid.
+        let (expires, revoked, not_before) = self.expires_revoked_not_before();
+        let set = |t: u32| (t != 0).then_some(i64::from(t));
+        KeyState::at(set(expires), set(revoked), set(not_before), now.unix_timestamp())
     }
 }
 

@@ -18,6 +18,7 @@ use crate::keys::file::RawKey;
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Update};
 use crate::keys::scope::KeyType;
 use crate::keys::store::FileStore;
+use crate::keys::table::KeyState;
 use crate::keys::Environment;
 use crate::policy::Required;
 
@@ -108,7 +109,7 @@ fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
 }
 
 fn fmt_time(t: Option<OffsetDateTime>) -> String {
-    t.and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| "-".into())
+    ts(t).unwrap_or_else(|| "-".into())
 }
 
 pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -277,16 +278,14 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
     Ok(())
 }
 
+/// The state the proxy would give this entry now (the same rule, `KeyState::at`).
 fn state_of(k: &RawKey, now: OffsetDateTime) -> &'static str {
-    if k.revoked_at.is_some_and(|t| t <= now) {
-        "revoked"
-    } else if k.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else if k.not_before.is_some_and(|t| t > now) {
-        "not_yet_valid"
-    } else {
-        "active"
-    }
+    let secs = |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp());
+    KeyState::at(secs(k.expires_at), secs(k.revoked_at), secs(k.not_before), now.unix_timestamp()).as_str()
+}
+
+fn ts(t: Option<OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| t.format(&Rfc3339).ok())
 }
 
 fn access(k: &RawKey) -> String {
@@ -310,14 +309,14 @@ fn public_json(k: &RawKey, now: OffsetDateTime) -> serde_json::Value {
         "clinics": k.clinics,
         "allowed_ips": k.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "rate_limit": k.rate_limit,
-        "created_at": k.created_at.and_then(|t| t.format(&Rfc3339).ok()),
-        "expires_at": k.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
-        "not_before": k.not_before.and_then(|t| t.format(&Rfc3339).ok()),
-        "revoked_at": k.revoked_at.and_then(|t| t.format(&Rfc3339).ok()),
+        "created_at": ts(k.created_at),
+        "expires_at": ts(k.expires_at),
+        "not_before": ts(k.not_before),
+        "revoked_at": ts(k.revoked_at),
         "revoke_reason": k.revoke_reason,
         "rotated_from": k.rotated_from,
         "rotated_to": k.rotated_to,
-        "updated_at": k.updated_at.and_then(|t| t.format(&Rfc3339).ok()),
+        "updated_at": ts(k.updated_at),
     })
 }
 
