@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod path;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod request_id;
 pub mod sanitize;
 pub mod server;

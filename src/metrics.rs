@@ -1,8 +1,12 @@
 //! Prometheus metrics behind named methods. The struct owns its registry (no globals), label
 //! sets are fixed, and every label value comes from config or code, never from the request.
 
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use time::OffsetDateTime;
 
@@ -11,6 +15,25 @@ use crate::keys::{Environment, KeyTable};
 
 /// Label for requests that matched no configured route.
 pub const NO_ROUTE: &str = "none";
+
+/// The `key_id` label of keys past the per-key label cap.
+pub const OTHER_KEYS: &str = "_other";
+
+/// Every outcome label of `keygate_rate_limit_decisions_total`.
+pub const LIMIT_OUTCOMES: [&str; 3] = ["allowed", "near_limit", "limited"];
+
+/// Rate-limit outcome of one request, for the per-key counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOutcome {
+    Allowed,
+    /// Allowed, with 80% or more of the burst used.
+    NearLimit,
+    Limited,
+}
+
+/// One key's three counters, resolved once and then reused without label hashing.
+#[derive(Clone)]
+struct KeyLimitCounters([IntCounter; 3]);
 
 pub struct Metrics {
     registry: Registry,
@@ -23,13 +46,40 @@ pub struct Metrics {
     last_reload: Gauge,
     connections: IntGauge,
     in_flight: IntGauge,
+    limit_decisions: IntCounterVec,
+    limit_by_key: DashMap<Arc<str>, KeyLimitCounters>,
+    max_key_labels: usize,
+    ip_limit_decisions: IntCounterVec,
+    redis_errors: IntCounterVec,
+    redis_fallback: IntCounterVec,
+    anomalies: IntCounterVec,
+    blocked_ips: IntGauge,
+    alerts: IntCounterVec,
 }
+
+/// The anomaly kinds, pre-registered at zero so that `increase()` works from the first event.
+pub const ANOMALY_KINDS: [&str; 8] = [
+    "invalid_key_burst",
+    "new_network",
+    "rate_spike",
+    "scope_probing",
+    "revoked_key_use",
+    "expired_key_use",
+    "environment_mismatch",
+    "rotated_key_in_use",
+];
 
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_key_label_cap(1000)
+    }
+
+    /// `max_key_labels`: how many distinct keys get their own `key_id` label; the rest are
+    /// counted under `_other`, so a huge table cannot blow up the scrape.
+    pub fn with_key_label_cap(max_key_labels: usize) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -86,6 +136,70 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("keygate_build_info", "Always 1; labels carry the version."), &["version"])
                 .unwrap();
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "keygate_rate_limit_decisions_total",
+                "Rate-limit decisions for authenticated requests by key id, tier and outcome \
+                 (allowed, near_limit = allowed with at least 80% of the burst used, limited = answered 429).",
+            ),
+            &["key_id", "tier", "outcome"],
+        )
+        .unwrap();
+        let ip_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "keygate_ip_rate_limit_decisions_total",
+                "Per-client-IP rate-limit decisions for requests that did not authenticate, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "keygate_rate_limit_redis_errors_total",
+                "Failed Redis rate-limit calls by kind (timeout, connection, response).",
+            ),
+            &["kind"],
+        )
+        .unwrap();
+        let redis_fallback = IntCounterVec::new(
+            Opts::new(
+                "keygate_rate_limit_redis_fallback_total",
+                "Decisions made without Redis, by policy (fail_open = local limiter, fail_closed = refused).",
+            ),
+            &["policy"],
+        )
+        .unwrap();
+        let anomalies = IntCounterVec::new(
+            Opts::new("keygate_anomalies_total", "Anomalies detected on the request path, by kind."),
+            &["kind"],
+        )
+        .unwrap();
+        let blocked_ips =
+            IntGauge::new("keygate_blocked_client_ips", "Client IPs currently blocked after an invalid-key burst.")
+                .unwrap();
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "keygate_alerts_total",
+                "Anomaly alerts by webhook result (sent, failed, suppressed = within cool-down, dropped = queue full).",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        for k in ANOMALY_KINDS {
+            anomalies.with_label_values(&[k]);
+        }
+        for r in ["sent", "failed", "suppressed", "dropped"] {
+            alerts.with_label_values(&[r]);
+        }
+        for o in ["allowed", "limited"] {
+            ip_limit_decisions.with_label_values(&[o]);
+        }
+        for k in ["timeout", "connection", "response"] {
+            redis_errors.with_label_values(&[k]);
+        }
+        for p in ["fail_open", "fail_closed"] {
+            redis_fallback.with_label_values(&[p]);
+        }
         for r in ["ok", "failed"] {
             reloads.with_label_values(&[r]);
         }
@@ -103,6 +217,13 @@ impl Metrics {
             Box::new(connections.clone()),
             Box::new(in_flight.clone()),
             Box::new(build),
+            Box::new(limit_decisions.clone()),
+            Box::new(ip_limit_decisions.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(redis_fallback.clone()),
+            Box::new(anomalies.clone()),
+            Box::new(blocked_ips.clone()),
+            Box::new(alerts.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -118,7 +239,58 @@ impl Metrics {
             last_reload,
             connections,
             in_flight,
+            limit_decisions,
+            limit_by_key: DashMap::new(),
+            max_key_labels,
+            ip_limit_decisions,
+            redis_errors,
+            redis_fallback,
+            anomalies,
+            blocked_ips,
+            alerts,
         }
+    }
+
+    /// One authenticated request's rate-limit outcome. `key_id` comes from the key table, never
+    /// from the request; past the label cap keys share the `_other` series.
+    pub fn rate_limit(&self, key_id: &Arc<str>, tier: &str, outcome: LimitOutcome) {
+        let i = outcome as usize;
+        if let Some(c) = self.limit_by_key.get(key_id) {
+            c.0[i].inc();
+            return;
+        }
+        let label = if self.limit_by_key.len() < self.max_key_labels { &**key_id } else { OTHER_KEYS };
+        let counters =
+            KeyLimitCounters(LIMIT_OUTCOMES.map(|o| self.limit_decisions.with_label_values(&[label, tier, o])));
+        counters.0[i].inc();
+        if label != OTHER_KEYS {
+            self.limit_by_key.insert(Arc::clone(key_id), counters);
+        }
+    }
+
+    pub fn ip_rate_limit(&self, limited: bool) {
+        self.ip_limit_decisions.with_label_values(&[if limited { "limited" } else { "allowed" }]).inc();
+    }
+
+    pub fn redis_error(&self, kind: &str) {
+        self.redis_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn redis_fallback(&self, policy: &str) {
+        self.redis_fallback.with_label_values(&[policy]).inc();
+    }
+
+    pub fn anomaly(&self, kind: &str) {
+        self.anomalies.with_label_values(&[kind]).inc();
+    }
+
+    pub fn blocked_ips(&self, n: usize) {
+        self.blocked_ips.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// `result`: sent, failed, suppressed or dropped.
+    pub fn alert(&self, result: &str) {
+        self.alerts.with_label_values(&[result]).inc();
     }
 
     pub fn request(&self, code: &str, route: &str, seconds: f64) {
