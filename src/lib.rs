@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod anomaly;
 pub mod app;
 pub mod authn;
 pub mod background;

@@ -57,17 +57,6 @@ pub struct Metrics {
     alerts: IntCounterVec,
 }
 
-/// The anomaly kinds, pre-registered at zero so that `increase()` works from the first event.
-pub const ANOMALY_KINDS: [&str; 8] = [
-    "invalid_key_burst",
-    "new_network",
-    "rate_spike",
-    "scope_probing",
-    "revoked_key_use",
-    "expired_key_use",
-    "environment_mismatch",
-    "rotated_key_in_use",
-];
 
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -185,8 +174,9 @@ impl Metrics {
             &["result"],
         )
         .unwrap();
-        for k in ANOMALY_KINDS {
-            anomalies.with_label_values(&[k]);
+        // Pre-registered at zero so that `increase()` works from the first event.
+        for k in crate::anomaly::Kind::ALL {
+            anomalies.with_label_values(&[k.as_str()]);
         }
         for r in ["sent", "failed", "suppressed", "dropped"] {
             alerts.with_label_values(&[r]);

@@ -31,6 +31,108 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub anomaly: RawAnomaly,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub enabled: Option<bool>,
+    pub backend: Option<String>,
+    pub headers: Option<String>,
+    pub default_tier: Option<String>,
+    pub tiers: Option<BTreeMap<String, RawTier>>,
+    pub per_ip: Option<RawTier>,
+    pub redis: Option<RawRedis>,
+    pub metrics_key_labels: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    /// `100/s`, `6000/m`, `5/10s`.
+    pub rate: String,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
+    pub on_error: Option<String>,
+    pub retry_after_failure: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnomaly {
+    pub enabled: Option<bool>,
+    /// At most one event per kind and subject in this long (log and webhook stay readable).
+    pub event_cooldown: Option<String>,
+    pub invalid_key_burst: Option<RawInvalidKeyBurst>,
+    pub new_network: Option<RawNewNetwork>,
+    pub rate_spike: Option<RawRateSpike>,
+    pub probing: Option<RawProbing>,
+    pub rotated_key_warn_before: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInvalidKeyBurst {
+    pub threshold: Option<u32>,
+    pub window: Option<String>,
+    pub block_for: Option<String>,
+    pub block_status: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNewNetwork {
+    pub enabled: Option<bool>,
+    pub remember: Option<String>,
+    pub ipv4_prefix: Option<u8>,
+    pub ipv6_prefix: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateSpike {
+    pub enabled: Option<bool>,
+    pub factor: Option<f64>,
+    pub min_rate: Option<f64>,
+    pub interval: Option<String>,
+    pub min_history: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbing {
+    pub threshold: Option<u32>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    pub cooldown: Option<String>,
+    pub timeout: Option<String>,
+    pub queue: Option<usize>,
+    pub ca_file: Option<String>,
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

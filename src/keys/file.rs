@@ -275,6 +275,8 @@ struct Builder {
     /// Interning by the raw text of the access fields (cheap to form, no per-key parsing).
     profiles: FxHashMap<String, Arc<Profile>>,
     scratch: String,
+    /// Ids of keys that have a successor (rotated out, in their grace period or past it).
+    rotated: Vec<Arc<str>>,
 }
 
 impl Builder {
@@ -285,12 +287,17 @@ impl Builder {
             problems: Vec::new(),
             profiles: FxHashMap::default(),
             scratch: String::new(),
+            rotated: Vec::new(),
         }
     }
 
     fn add(&mut self, at: At, k: RawKey) {
+        let rotated = k.rotated_to.is_some();
         match self.record(k) {
             Ok(r) => {
+                if rotated {
+                    self.rotated.push(Arc::clone(&r.id));
+                }
                 self.records.push(r);
                 self.at.push(at);
             }
@@ -306,7 +313,8 @@ impl Builder {
             }
         }
         drop(ids);
-        let table = KeyTable::from_records(std::mem::take(&mut self.records));
+        let mut table = KeyTable::from_records(std::mem::take(&mut self.records));
+        table.set_rotated_out(std::mem::take(&mut self.rotated));
         let dups = table.duplicate_hashes();
         for i in dups {
             self.problems.push(format!("{}: duplicate hash (the same key is listed twice)", self.at[i]));

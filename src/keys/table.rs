@@ -4,6 +4,7 @@
 //! no hasher runs on the request path. Built whole, then swapped in whole.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
@@ -60,6 +61,9 @@ pub struct KeyTable {
     records: Vec<KeyRecord>,
     /// 0 = empty, else index + 1 into `records`. Length is a power of two, at most 3/4 full.
     slots: Vec<u32>,
+    /// Keys that have a successor: few at any time, so a set beside the records rather than a
+    /// flag in each of them.
+    rotated_out: rustc_hash::FxHashSet<Arc<str>>,
 }
 
 fn home(hash: &KeyHash, mask: usize) -> usize {
@@ -82,7 +86,16 @@ impl KeyTable {
             }
             slots[at] = i as u32 + 1;
         }
-        KeyTable { records, slots }
+        KeyTable { records, slots, rotated_out: Default::default() }
+    }
+
+    pub fn set_rotated_out(&mut self, ids: Vec<Arc<str>>) {
+        self.rotated_out = ids.into_iter().collect();
+    }
+
+    /// Whether the key has been rotated (a successor exists): its expiry is its grace end.
+    pub fn is_rotated_out(&self, id: &str) -> bool {
+        !self.rotated_out.is_empty() && self.rotated_out.contains(id)
     }
 
     /// The index is keyed by a SHA-256 digest, so probe timing reveals nothing about the secret

@@ -7,5 +7,135 @@
 pub mod gcra;
 pub mod local;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
 pub use gcra::{decide, Quota, Verdict};
 pub use local::LocalLimiter;
+
+/// A named limit from config. Keys choose one by name in the key table (`rate_limit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    pub quota: Quota,
+}
+
+/// The configured tiers; a key naming no tier, or one that is not configured, gets the default.
+#[derive(Debug, Clone)]
+pub struct Tiers {
+    list: Vec<Tier>,
+    default: usize,
+}
+
+impl Tiers {
+    /// `default` must name one of `list` (checked by config validation).
+    pub fn new(list: Vec<Tier>, default: &str) -> Option<Tiers> {
+        let default = list.iter().position(|t| t.name == default)?;
+        Some(Tiers { list, default })
+    }
+
+    /// A handful of tiers: a scan beats hashing the name.
+    pub fn resolve(&self, name: Option<&str>) -> &Tier {
+        name.and_then(|n| self.list.iter().find(|t| t.name == n)).unwrap_or(&self.list[self.default])
+    }
+
+    pub fn is_known(&self, name: &str) -> bool {
+        self.list.iter().any(|t| t.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Tier> {
+        self.list.iter()
+    }
+}
+
+/// Per-process limiter state: one TAT per key id (after validation, so `bearer K` and
+/// `Bearer K` share a budget and invalid keys are never charged to a real one), and one per
+/// client network for traffic that did not authenticate.
+pub struct LocalLimits {
+    keys: LocalLimiter<Arc<str>>,
+    ips: LocalLimiter<IpAddr>,
+    epoch: Instant,
+}
+
+impl LocalLimits {
+    /// `max_keys` bounds the key map (the table size is the natural bound; this is the
+    /// backstop); `max_ips` bounds the per-address map.
+    pub fn new(max_keys: usize, max_ips: usize) -> LocalLimits {
+        LocalLimits { keys: LocalLimiter::new(max_keys), ips: LocalLimiter::new(max_ips), epoch: Instant::now() }
+    }
+
+    /// Nanoseconds on this limiter's monotonic clock.
+    pub fn now(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub fn check_key(&self, id: &str, quota: &Quota, now: u64) -> Verdict {
+        self.keys.check(id, quota, now)
+    }
+
+    /// IPv6 clients are limited per /64: one host usually owns the whole prefix.
+    pub fn check_ip(&self, ip: IpAddr, quota: &Quota, now: u64) -> Verdict {
+        self.ips.check(&ip_subject(ip), quota, now)
+    }
+
+    pub fn sweep(&self, now: u64) {
+        self.keys.sweep(now);
+        self.ips.sweep(now);
+    }
+
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.keys.len(), self.ips.len())
+    }
+}
+
+/// The address a per-IP budget is kept for: IPv4 as is, IPv6 by its /64.
+pub fn ip_subject(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tier(name: &str, burst: u32) -> Tier {
+        Tier { name: name.into(), quota: Quota::new(1, Duration::from_secs(1), burst).unwrap() }
+    }
+
+    #[test]
+    fn unknown_or_missing_tier_names_get_the_default() {
+        let t = Tiers::new(vec![tier("default", 5), tier("bulk", 50)], "default").unwrap();
+        assert_eq!(t.resolve(Some("bulk")).quota.burst, 50);
+        assert_eq!(t.resolve(Some("nope")).name, "default");
+        assert_eq!(t.resolve(None).name, "default");
+        assert!(Tiers::new(vec![tier("a", 1)], "b").is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_subject(a), ip_subject(b));
+        assert_ne!(ip_subject(a), ip_subject(c));
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(ip_subject(v4), v4);
+    }
+
+    #[test]
+    fn keys_and_addresses_have_separate_budgets() {
+        let l = LocalLimits::new(10, 10);
+        let q = Quota::new(1, Duration::from_secs(60), 1).unwrap();
+        let now = l.now(Instant::now());
+        assert!(l.check_key("k1", &q, now).allowed);
+        assert!(!l.check_key("k1", &q, now).allowed);
+        assert!(l.check_ip("127.0.0.1".parse().unwrap(), &q, now).allowed);
+    }
+}
