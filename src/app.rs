@@ -24,6 +24,8 @@ use crate::pipeline::{ConnFacts, Pipeline};
 use crate::server::{self, Handler, ServeOptions};
 use crate::tls::TlsState;
 use crate::usage::UsageBook;
+use crate::limit::Limiter;
+use crate::watch::Watch;
 
 impl Handler for Pipeline {
     type Body = crate::pipeline::Body;
@@ -95,7 +97,7 @@ fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook) {
 /// Loads the key table (refusing to start without one), binds both listeners and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_key_label_cap(config.rate_limits.metrics_key_labels));
     let health = Arc::new(Health::default());
 
     let path = config.keys.file.clone();
@@ -157,6 +159,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         forwarder,
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
+        limiter: Limiter::new(&config.rate_limits, Arc::clone(&metrics)),
+        watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), None),
+        epoch: std::time::Instant::now(),
+    });
+    // Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
+    // off the request threads.
+    let p = Arc::clone(&pipeline);
+    let sweep_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let p = Arc::clone(&p);
+            let _ = crate::background::run(move || p.sweep()).await;
+        }
     });
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
@@ -188,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let cut = server::serve(proxy_listener, pipeline, proxy_opts, until_stopped(stop_rx)).await;
         reload_task.abort();
         census_task.abort();
+        sweep_task.abort();
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
         tracing::info!(cut_connections = cut, "keygate stopped");

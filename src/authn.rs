@@ -78,6 +78,23 @@ pub fn authenticate<'t>(
     }
 }
 
+/// The table's id of a key refused as revoked or expired (for reporting who is still using
+/// it); `None` for every other refusal, so nothing the client wrote becomes an id.
+pub fn identify(token: Secret<'_>, why: &AuthnError, table: &KeyTable) -> Option<std::sync::Arc<str>> {
+    match why {
+        AuthnError::Revoked | AuthnError::Expired => {
+            table.lookup(&KeyHash::of(token.expose())).map(|r| std::sync::Arc::clone(&r.id))
+        }
+        AuthnError::Missing
+        | AuthnError::Multiple
+        | AuthnError::Malformed(_)
+        | AuthnError::BadFormat
+        | AuthnError::WrongEnvironment { .. }
+        | AuthnError::Unknown
+        | AuthnError::NotYetValid => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

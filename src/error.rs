@@ -36,6 +36,16 @@ pub enum ApiError {
     UpstreamUnavailable,
     UpstreamTimeout,
     ShuttingDown,
+    /// Over the key's (or, unauthenticated, the address's) budget: retry in whole seconds.
+    RateLimited {
+        retry_after: u64,
+    },
+    /// The address is blocked for a while after an invalid-key burst (configured as 403).
+    IpBlocked {
+        retry_after: u64,
+    },
+    /// Shared limiter unreachable and configured to fail closed.
+    RateLimiterUnavailable,
 }
 
 #[derive(Serialize)]
@@ -70,7 +80,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -90,7 +102,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ApiError::UpstreamTimeout => "UPSTREAM_TIMEOUT",
-            ApiError::ShuttingDown => "SERVICE_UNAVAILABLE",
+            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
+            ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            ApiError::IpBlocked { .. } => "IP_BLOCKED",
         }
     }
 
@@ -114,6 +128,14 @@ impl ApiError {
             ApiError::UpstreamUnavailable => "The upstream service is unavailable".into(),
             ApiError::UpstreamTimeout => "The upstream service did not answer in time".into(),
             ApiError::ShuttingDown => "The service is shutting down; retry on another instance".into(),
+            ApiError::RateLimited { retry_after } => {
+                format!("Rate limit exceeded. Retry after {retry_after} second{}", plural(*retry_after))
+            }
+            ApiError::IpBlocked { retry_after } => format!(
+                "Requests from this address are blocked after repeated invalid API keys. Retry after {retry_after} second{}",
+                plural(*retry_after)
+            ),
+            ApiError::RateLimiterUnavailable => "The rate limiter is unavailable; retry shortly".into(),
         }
     }
 
@@ -135,7 +157,10 @@ impl ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::UpstreamUnavailable
             | ApiError::UpstreamTimeout
-            | ApiError::ShuttingDown => None,
+            | ApiError::ShuttingDown
+            | ApiError::RateLimited { .. }
+            | ApiError::IpBlocked { .. }
+            | ApiError::RateLimiterUnavailable => None,
         }
     }
 
@@ -160,7 +185,21 @@ impl ApiError {
         if let ApiError::ShuttingDown = self {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if let ApiError::RateLimiterUnavailable = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
@@ -216,6 +255,9 @@ mod tests {
             (ApiError::UpstreamUnavailable, 502, "UPSTREAM_UNAVAILABLE"),
             (ApiError::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT"),
             (ApiError::ShuttingDown, 503, "SERVICE_UNAVAILABLE"),
+            (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
+            (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
+            (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");
@@ -238,6 +280,17 @@ mod tests {
                 "timestamp": "2026-01-01T00:00:00Z"
             })
         );
+    }
+
+    #[test]
+    fn refusals_for_a_while_say_how_long_in_retry_after() {
+        let r = ApiError::RateLimited { retry_after: 3 }.to_response("r", "t");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["error"]["message"], "Rate limit exceeded. Retry after 3 seconds");
+        let r = ApiError::IpBlocked { retry_after: 60 }.to_response("r", "t");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "60");
+        assert_eq!(ApiError::RateLimiterUnavailable.to_response("r", "t").headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

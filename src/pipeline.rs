@@ -1,5 +1,6 @@
-//! One request, top to bottom: request id → sanitise → normalise path → public route? →
-//! authenticate → authorise → forward → respond. The decisions are made by pure modules; this
+//! One request, top to bottom: request id → sanitise → normalise path → blocked address? →
+//! public route? → authenticate → limit → authorise → forward → respond. The key's budget is
+//! charged before authorisation, so a key probing routes it may not use spends budget too. The decisions are made by pure modules; this
 //! is the one place that turns them into a response, writes the audit line and counts metrics.
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,14 +14,17 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
+use crate::anomaly::Now;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::limit::{self, Applied, Limiter};
 use crate::forward::{upstream_body, ForwardError, Forwarder};
 use crate::keys::reload::SharedTable;
 use crate::keys::KeyRecord;
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::{self, Decision, RequestFacts};
 use crate::usage::UsageBook;
+use crate::watch::Watch;
 use crate::{authn, client_ip, path, request_id, sanitize};
 
 pub type Body = Either<Full<Bytes>, Incoming>;
@@ -38,6 +42,10 @@ pub struct Pipeline {
     pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
     pub usage: Arc<UsageBook>,
+    pub limiter: Limiter,
+    pub watch: Watch,
+    /// Zero of the monotonic clock the limiter and the detectors count in.
+    pub epoch: Instant,
 }
 
 static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
@@ -53,6 +61,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 struct Trail<'a> {
     /// One clock reading per request: validity and usage see the same instant.
     now: OffsetDateTime,
+    /// The same instant for windows and budgets.
+    clock: Now,
+    /// The key's rate-limit decision, for the response headers.
+    limit: Option<Applied<'a>>,
     route: &'a str,
     key_id: Option<Arc<str>>,
     client_ip: IpAddr,
@@ -61,13 +73,25 @@ struct Trail<'a> {
 }
 
 impl Pipeline {
+    /// Housekeeping for the limiter and the detectors.
+    pub fn sweep(&self) {
+        let now = OffsetDateTime::now_utc();
+        let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.limiter.sweep(mono);
+        self.watch.sweep(Now { mono, unix: now.unix_timestamp() });
+    }
+
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnFacts) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
         let method = req.method().clone();
+        let now = OffsetDateTime::now_utc();
+        let mono = u64::try_from(started.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let mut trail = Trail {
-            now: OffsetDateTime::now_utc(),
+            now,
+            clock: Now { mono, unix: now.unix_timestamp() },
+            limit: None,
             route: NO_ROUTE,
             key_id: None,
             client_ip: conn.peer.ip(),
@@ -85,6 +109,9 @@ impl Pipeline {
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        if let Some(applied) = &trail.limit {
+            self.limiter.headers(resp.headers_mut(), applied);
+        }
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.request(trail.outcome, trail.route, elapsed);
         if let Some(id) = &trail.key_id {
@@ -115,6 +142,8 @@ impl Pipeline {
             .map_err(|why| ApiError::InvalidRequest(why.into()))?;
         let path = path::normalize(parts.uri.path()).map_err(|e| ApiError::InvalidRequest(e.reason().into()))?;
         let method = sanitized.method_override.as_ref().unwrap_or(&parts.method);
+        let rid_str = rid.to_str().unwrap_or("");
+        self.watch.blocked(trail.client_ip, trail.clock)?;
 
         if let Some(public) = cfg.routes.public_route(method, &path) {
             trail.route = &public.pattern;
@@ -123,18 +152,39 @@ impl Pipeline {
             return self.forward(parts, body, uri, None, conn, rid, trail).await;
         }
 
-        let token = authn::bearer_token(&parts.headers)?;
         // One snapshot for the whole request; a swap during it affects the next request.
         let table = self.keys.load_full();
-        let key = authn::authenticate(token, &cfg.keys.format, cfg.environment, &table, trail.now)?;
+        let token = authn::bearer_token(&parts.headers);
+        let authenticated =
+            token.and_then(|t| authn::authenticate(t, &cfg.keys.format, cfg.environment, &table, trail.now));
+        let key = match authenticated {
+            Ok(key) => key,
+            Err(e) => {
+                // The table's id of a revoked or expired key, for the anomaly report.
+                let known = token.ok().and_then(|t| authn::identify(t, &e, &table));
+                self.watch.authn_failed(&e, known.as_ref(), trail.client_ip, trail.clock, rid_str);
+                trail.key_id = known;
+                self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
+                return Err(e.into());
+            }
+        };
         trail.key_id = Some(Arc::clone(&key.id));
+        self.watch.authenticated(key, &table, trail.client_ip, trail.clock, rid_str);
+        if let Some(applied) = self.limiter.key(key, trail.clock.mono).await? {
+            trail.limit = Some(applied);
+            if !applied.verdict.allowed {
+                return Err(limit::refusal(&applied));
+            }
+        }
 
         let facts = RequestFacts { method, path: &path, query: parts.uri.query(), client_ip: trail.client_ip };
         let grant = policy::authorise(&cfg.routes, key, &facts).map_err(|r| {
             if let Some(route) = r.route {
                 trail.route = &route.spec.pattern;
             }
-            ApiError::from(r.denied)
+            let e = ApiError::from(r.denied);
+            self.watch.refused(&key.id, &e, trail.clock, rid_str);
+            e
         })?;
         trail.route = &grant.route.spec.pattern;
         match grant.decision {

@@ -3,6 +3,7 @@
 //! `keygate check-config` runs exactly this.
 
 mod defaults;
+mod protection;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use crate::keys::{Environment, KeyFormat};
 use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable};
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
+
+pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend, Webhook};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +37,9 @@ pub struct Config {
     pub headers: HeaderPolicy,
     pub routes: RouteTable,
     pub log: Log,
+    pub rate_limits: RateLimits,
+    pub anomaly: crate::anomaly::Settings,
+    pub webhook: Option<Webhook>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.
@@ -279,6 +285,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
     }
 
+    let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
+    let anomaly = protection::anomaly(&mut c, &raw.anomaly);
+    let webhook = protection::webhook(&mut c, &raw.alerts);
+
     if !c.0.is_empty() {
         return Err(c.0);
     }
@@ -297,6 +307,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         headers,
         routes,
         log,
+        rate_limits,
+        anomaly,
+        webhook,
     })
 }
 

@@ -46,12 +46,14 @@ fn rid(r: &Resp) -> String {
 }
 
 /// The audit line keygate wrote for the request with this id.
+/// The decision line of a request (anomaly events share its target and request id).
 fn audit_line(request_id: &str) -> String {
     logs()
         .lines()
         .find(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .is_ok_and(|v| v["target"] == "keygate::audit" && v["request_id"] == request_id)
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["target"] == "keygate::audit" && v["request_id"] == request_id && v["message"] == "decision"
+            })
         })
         .unwrap_or_else(|| panic!("no audit line for request {request_id}"))
         .to_string()

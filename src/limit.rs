@@ -1,0 +1,116 @@
+//! The limit step of the request path: which tier a key is on, its budget (this replica's, or
+//! the fleet's in Redis), the per-address budget for traffic that did not authenticate, and the
+//! `RateLimit` headers that tell a client where it stands. Counts every decision.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{LimitHeaders, RateLimits};
+use crate::error::ApiError;
+use crate::keys::KeyRecord;
+use crate::metrics::{LimitOutcome, Metrics};
+use crate::ratelimit::{LocalLimits, Tier, Verdict};
+
+/// A key's decision, kept for the response headers (429s carry them too).
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    pub tier: &'a Tier,
+    pub verdict: Verdict,
+}
+
+pub struct Limiter {
+    cfg: RateLimits,
+    local: LocalLimits,
+    metrics: Arc<Metrics>,
+    /// `RateLimit-Policy` per tier, built once.
+    policies: Vec<HeaderValue>,
+}
+
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Whole seconds, rounded up: a client told `0` would retry at once and be refused again.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Limiter {
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Limiter {
+        let policies = cfg
+            .tiers
+            .iter()
+            .map(|t| {
+                let v = format!("\"{}\";q={};w={}", t.name, t.quota.burst, t.quota.window_secs());
+                HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
+            })
+            .collect();
+        Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), metrics, policies }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// Charges one request to the key's budget. `None` when limiting is off.
+    pub async fn key(&self, key: &KeyRecord, now: u64) -> Result<Option<Applied<'_>>, ApiError> {
+        if !self.cfg.enabled {
+            return Ok(None);
+        }
+        let tier = self.cfg.tiers.resolve(key.rate_limit_tier());
+        let verdict = self.local.check_key(&key.id, &tier.quota, now);
+        let outcome = match (verdict.allowed, verdict.near_limit()) {
+            (false, _) => LimitOutcome::Limited,
+            (true, true) => LimitOutcome::NearLimit,
+            (true, false) => LimitOutcome::Allowed,
+        };
+        self.metrics.rate_limit(&key.id, &tier.name, outcome);
+        Ok(Some(Applied { tier, verdict }))
+    }
+
+    /// Charges a request that did not authenticate to its address's budget. `Err` when over.
+    pub fn unauthenticated(&self, ip: IpAddr, now: u64) -> Result<(), ApiError> {
+        let Some(q) = self.cfg.per_ip.as_ref().filter(|_| self.cfg.enabled) else { return Ok(()) };
+        let v = self.local.check_ip(ip, q, now);
+        self.metrics.ip_rate_limit(!v.allowed);
+        if v.allowed {
+            Ok(())
+        } else {
+            Err(ApiError::RateLimited { retry_after: ceil_secs(v.retry_after).max(1) })
+        }
+    }
+
+    /// The configured rate-limit headers for a key's decision.
+    pub fn headers(&self, h: &mut HeaderMap, a: &Applied<'_>) {
+        let v = &a.verdict;
+        let reset = ceil_secs(v.reset);
+        match self.cfg.headers {
+            LimitHeaders::Ietf => {
+                let i = self.cfg.tiers.iter().position(|t| std::ptr::eq(t, a.tier)).unwrap_or(0);
+                h.insert(RATELIMIT_POLICY.clone(), self.policies[i].clone());
+                let value = format!("\"{}\";r={};t={}", a.tier.name, v.remaining, reset);
+                h.insert(RATELIMIT.clone(), HeaderValue::from_str(&value).expect("ascii"));
+            }
+            LimitHeaders::XRateLimit => {
+                h.insert(X_LIMIT.clone(), HeaderValue::from(v.limit));
+                h.insert(X_REMAINING.clone(), HeaderValue::from(v.remaining));
+                h.insert(X_RESET.clone(), HeaderValue::from(reset));
+            }
+            LimitHeaders::None => {}
+        }
+    }
+
+    pub fn sweep(&self, now: u64) {
+        self.local.sweep(now);
+    }
+}
+
+/// The 429 for a refused key decision.
+pub fn refusal(a: &Applied<'_>) -> ApiError {
+    ApiError::RateLimited { retry_after: ceil_secs(a.verdict.retry_after).max(1) }
+}
