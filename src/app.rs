@@ -19,12 +19,12 @@ use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
 use crate::keys::{file, KeyTable};
+use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::pipeline::{ConnFacts, Pipeline};
 use crate::server::{self, Handler, ServeOptions};
 use crate::tls::TlsState;
 use crate::usage::UsageBook;
-use crate::limit::Limiter;
 use crate::watch::Watch;
 
 impl Handler for Pipeline {

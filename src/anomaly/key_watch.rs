@@ -80,7 +80,11 @@ impl KeyWatch {
                 found[0] = Some(Anomaly {
                     kind: Kind::NewNetwork,
                     subject: Subject::Key(Arc::clone(id)),
-                    detail: format!("first request from {} within the last {}", display_net(ip, cfg), hum(cfg.remember)),
+                    detail: format!(
+                        "first request from {} within the last {}",
+                        display_net(ip, cfg),
+                        hum(cfg.remember)
+                    ),
                 });
             }
         }

@@ -158,7 +158,11 @@ impl Default for Settings {
                 block_for: None,
                 block_status: BlockStatus::TooManyRequests,
             },
-            new_network: Some(NewNetwork { remember: Duration::from_secs(24 * 3600), ipv4_prefix: 24, ipv6_prefix: 48 }),
+            new_network: Some(NewNetwork {
+                remember: Duration::from_secs(24 * 3600),
+                ipv4_prefix: 24,
+                ipv6_prefix: 48,
+            }),
             rate_spike: Some(RateSpike {
                 factor: 10.0,
                 min_rate: 5.0,

@@ -91,7 +91,9 @@ fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
 }
 
 fn valid_tier_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn quota(c: &mut Check, field: &str, t: &RawTier) -> Option<Quota> {
@@ -127,8 +129,11 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
     let default = r.default_tier.clone().unwrap_or_else(|| "default".into());
     let tiers = Tiers::new(list, &default).unwrap_or_else(|| {
         c.0.push(format!("rate_limits.default_tier: {default:?} is not one of rate_limits.tiers"));
-        Tiers::new(vec![Tier { name: default.clone(), quota: Quota::new(1, Duration::from_secs(1), 1).unwrap() }], &default)
-            .expect("one tier")
+        Tiers::new(
+            vec![Tier { name: default.clone(), quota: Quota::new(1, Duration::from_secs(1), 1).unwrap() }],
+            &default,
+        )
+        .expect("one tier")
     });
     let per_ip = r.per_ip.as_ref().and_then(|t| quota(c, "rate_limits.per_ip", t));
     let headers = match r.headers.as_deref() {
@@ -230,7 +235,9 @@ pub(super) fn anomaly(c: &mut Check, r: &RawAnomaly) -> anomaly::Settings {
         min_history: rs.and_then(|s| s.min_history).unwrap_or(ds.min_history),
     });
     if let Some(s) = &rate_spike {
-        if !(s.factor > 1.0) || !(s.min_rate >= 0.0) || s.interval.is_zero() {
+        // Written so that NaN fails too.
+        let sane = s.factor > 1.0 && s.min_rate >= 0.0 && !s.interval.is_zero();
+        if !sane {
             c.0.push("anomaly.rate_spike: factor must be above 1, min_rate at least 0, interval above 0".into());
         }
     }
@@ -277,11 +284,7 @@ pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<Webhook> {
         timeout: c.duration("alerts.webhook.timeout", &w.timeout, Duration::from_secs(5)),
         queue: queue.max(1),
         ca_file: w.ca_file.as_ref().map(PathBuf::from),
-        instance: w
-            .instance
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "keygate".into()),
+        instance: w.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "keygate".into()),
     })
 }
 

@@ -2,8 +2,10 @@
 
 mod support;
 
+mod anomaly;
 mod authz;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
+mod ratelimit;
 mod tls;
