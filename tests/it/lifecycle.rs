@@ -219,7 +219,9 @@ async fn requests_during_repeated_table_swaps_see_one_whole_table_or_the_other()
     let up = Upstream::spawn().await;
     let a = TestKey::live("k_a").with("    clinics: [clinic_a]\n");
     let b = TestKey::live("k_b").with("    clinics: [clinic_b]\n");
-    let kg = std::sync::Arc::new(spawn_proxy(up.addr, &[&a], "").await);
+    // Load, not limits, is under test here.
+    let unlimited = "rate_limits:\n  tiers:\n    default: {rate: 100000/s, burst: 100000}\n";
+    let kg = std::sync::Arc::new(spawn_proxy(up.addr, &[&a], unlimited).await);
     let (v1, v2) = (table_yaml(&[&a]), table_yaml(&[&b]));
 
     let writer = {
