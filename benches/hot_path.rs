@@ -90,6 +90,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| keygate::path::normalize(black_box("/api//v1/./clinics/%63linic_1/../clinic_1/interactions")).is_ok())
     });
 
+    let limits = keygate::ratelimit::LocalLimits::new(1_000_000, 1000);
+    let quota = keygate::ratelimit::Quota::new(1_000_000, std::time::Duration::from_secs(1), 1_000_000).unwrap();
+    let ids: Vec<std::sync::Arc<str>> = (0..10_000).map(|i| format!("key_{i:05}").into()).collect();
+    let (mut n, mut tick) = (0, 0u64);
+    c.bench_function("limiter decision (local GCRA), 10k active keys", |b| {
+        b.iter(|| {
+            n = (n + 1) % ids.len();
+            tick += 1_000;
+            black_box(limits.check_key(&ids[n], &quota, tick).allowed)
+        })
+    });
+    let watch = keygate::anomaly::KeyWatch::new(&keygate::anomaly::Settings::default());
+    let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    c.bench_function("anomaly detectors per request (network + rate baseline), 10k keys", |b| {
+        b.iter(|| {
+            n = (n + 1) % ids.len();
+            tick += 1_000;
+            black_box(watch.seen(&ids[n], ip, keygate::anomaly::Now { mono: tick, unix: 1_800_000_000 }))
+        })
+    });
+
     let policy = HeaderPolicy::new(&[], false);
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("api.example.com"));
