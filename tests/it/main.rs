@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alerts;
 mod authz;
 mod hygiene;
 mod keys_cli;
