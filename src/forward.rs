@@ -50,16 +50,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(cfg: &Upstream) -> anyhow::Result<Forwarder> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let tls = client_tls(cfg.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = connector(cfg.ca_file.as_deref(), cfg.connect_timeout, "upstream.ca_file")?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle)
@@ -79,6 +70,26 @@ impl Forwarder {
     }
 }
 
+/// A connector for `http://` and `https://` URLs that trusts `ca_file` (else the webpki roots).
+/// The alert webhook uses it too, so both verify servers alike; `setting` names the CA option
+/// in errors.
+pub fn connector(
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+    setting: &str,
+) -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = client_tls(ca_file, setting)?;
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
 /// The body cap surfaces as hyper's body-write error wrapping `LengthLimitError`.
 fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
@@ -91,16 +102,16 @@ fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn client_tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+fn client_tls(ca_file: Option<&std::path::Path>, setting: &str) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("upstream.ca_file {}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 roots.add(cert?)?;
             }
             if roots.is_empty() {
-                anyhow::bail!("upstream.ca_file {}: no certificates found", path.display());
+                anyhow::bail!("{setting} {}: no certificates found", path.display());
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -2,6 +2,7 @@
 //! `server` → `pipeline` (request id → sanitise → path → authn → policy → forward) → `error`.
 
 pub mod admin;
+pub mod alert;
 pub mod alloc;
 pub mod anomaly;
 pub mod app;

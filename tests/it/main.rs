@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alerts;
 mod anomaly;
 mod authz;
 mod hygiene;

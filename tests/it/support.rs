@@ -88,6 +88,8 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Extra response headers (e.g. hop-by-hop ones keygate must strip).
     pub headers: Vec<(&'static str, &'static str)>,
+    /// Status to answer with instead of 200 (a failing webhook, say).
+    pub status: Option<StatusCode>,
 }
 
 pub struct Upstream {
@@ -128,6 +130,9 @@ impl Upstream {
                             let mut r = Response::new(Full::new(Bytes::from_static(UPSTREAM_BODY.as_bytes())));
                             r.headers_mut().insert("content-type", "application/json".parse().unwrap());
                             r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                            if let Some(status) = b.status {
+                                *r.status_mut() = status;
+                            }
                             for (k, v) in &b.headers {
                                 r.headers_mut().append(*k, v.parse().unwrap());
                             }

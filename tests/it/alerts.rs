@@ -1,0 +1,235 @@
+//! Anomaly alerts against a real webhook on loopback: what it receives, what the cool-down
+//! holds back, how failures are counted, and that a stuck webhook never slows `notify`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use keygate::alert::{AlertEvent, AlertSettings, Alerter};
+use keygate::metrics::Metrics;
+use serde_json::json;
+use time::macros::datetime;
+use tokio::net::TcpListener;
+
+use crate::support::{dead_addr, eventually, logs, Behaviour, Upstream};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn settings(url: String) -> AlertSettings {
+    let mut s = AlertSettings::new(url.parse().unwrap(), "pod-7");
+    s.cooldown = Duration::from_secs(60);
+    s.timeout = Duration::from_secs(2);
+    s
+}
+
+fn event(kind: &'static str, subject: &str) -> AlertEvent {
+    AlertEvent {
+        kind,
+        subject: subject.into(),
+        detail: "25 invalid keys in 60 s".into(),
+        at: datetime!(2024-05-01 10:00:00 UTC),
+    }
+}
+
+/// `keygate_alerts_total{result="…"}` as rendered for a scrape.
+fn alerts(m: &Metrics, result: &str) -> u64 {
+    let series = format!("keygate_alerts_total{{result=\"{result}\"}} ");
+    let text = m.render();
+    let line = text.lines().find_map(|l| l.strip_prefix(&series)).unwrap_or_else(|| panic!("no {series}"));
+    line.trim().parse().unwrap()
+}
+
+fn body(seen: &crate::support::Seen) -> serde_json::Value {
+    serde_json::from_slice(&seen.body).unwrap()
+}
+
+#[tokio::test]
+async fn an_alert_reaches_the_webhook_as_slack_compatible_json() {
+    let hook = Upstream::spawn().await;
+    let m = Arc::new(Metrics::new());
+    let alerter = Alerter::spawn(settings(format!("http://{}/services/T000/B000/XXXX", hook.addr)), m.clone()).unwrap();
+
+    alerter.notify(event("invalid_key_burst", "203.0.113.7"));
+    eventually(WAIT, async || alerts(&m, "sent") == 1).await;
+
+    let seen = hook.last();
+    assert_eq!(seen.method, Method::POST);
+    assert_eq!(seen.uri, "/services/T000/B000/XXXX");
+    assert_eq!(seen.one("content-type"), "application/json");
+    assert_eq!(
+        body(&seen),
+        json!({
+            "text": ":rotating_light: keygate (pod-7) anomaly invalid_key_burst — subject 203.0.113.7: 25 invalid keys in 60 s",
+            "kind": "invalid_key_burst",
+            "subject": "203.0.113.7",
+            "detail": "25 invalid keys in 60 s",
+            "instance": "pod-7",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "suppressed_since_last": 0,
+        })
+    );
+    assert_eq!(alerts(&m, "failed"), 0);
+}
+
+#[tokio::test]
+async fn repeats_within_the_cooldown_are_suppressed_and_other_subjects_are_not() {
+    let hook = Upstream::spawn().await;
+    let m = Arc::new(Metrics::new());
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+
+    for _ in 0..3 {
+        alerter.notify(event("invalid_key_burst", "203.0.113.7"));
+    }
+    alerter.notify(event("invalid_key_burst", "198.51.100.9"));
+    eventually(WAIT, async || alerts(&m, "sent") == 2 && alerts(&m, "suppressed") == 2).await;
+
+    let subjects: Vec<_> = hook.requests().iter().map(|s| body(s)["subject"].as_str().unwrap().to_string()).collect();
+    assert_eq!(subjects, ["203.0.113.7", "198.51.100.9"]);
+}
+
+#[tokio::test]
+async fn after_the_cooldown_the_next_alert_reports_how_many_were_suppressed() {
+    let hook = Upstream::spawn().await;
+    let m = Arc::new(Metrics::new());
+    let mut s = settings(format!("http://{}/hook", hook.addr));
+    s.cooldown = Duration::from_secs(1);
+    let alerter = Alerter::spawn(s, m.clone()).unwrap();
+
+    for _ in 0..3 {
+        alerter.notify(event("rate_spike", "k_live_1"));
+    }
+    eventually(WAIT, async || alerts(&m, "sent") == 1 && alerts(&m, "suppressed") == 2).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    alerter.notify(event("rate_spike", "k_live_1"));
+    eventually(WAIT, async || alerts(&m, "sent") == 2).await;
+
+    let seen = hook.requests();
+    assert_eq!(body(&seen[0])["suppressed_since_last"], 0);
+    let last = body(&seen[1]);
+    assert_eq!(last["suppressed_since_last"], 2);
+    assert!(last["text"].as_str().unwrap().ends_with("(2 repeats suppressed since the last alert)"), "{last}");
+}
+
+#[tokio::test]
+async fn a_webhook_answering_5xx_is_retried_twice_then_counted_failed() {
+    let hook = Upstream::spawn_with(Behaviour { status: Some(StatusCode::BAD_GATEWAY), ..Default::default() }).await;
+    let m = Arc::new(Metrics::new());
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+
+    alerter.notify(event("rate_spike", "k_live_1"));
+    eventually(WAIT, async || alerts(&m, "failed") == 1).await;
+    assert_eq!(hook.count(), 3);
+    assert_eq!(alerts(&m, "sent"), 0);
+}
+
+#[tokio::test]
+async fn a_webhook_answering_4xx_is_not_retried() {
+    let hook = Upstream::spawn_with(Behaviour { status: Some(StatusCode::FORBIDDEN), ..Default::default() }).await;
+    let m = Arc::new(Metrics::new());
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+
+    alerter.notify(event("rate_spike", "k_live_1"));
+    // "failed" is counted once the delivery is over, retries included.
+    eventually(WAIT, async || alerts(&m, "failed") == 1).await;
+    assert_eq!(hook.count(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_cannot_slow_notify() {
+    // Accepts connections and holds them open without reading a byte.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let held = Mutex::new(Vec::new());
+        while let Ok((stream, _)) = listener.accept().await {
+            held.lock().unwrap().push(stream);
+        }
+    });
+    let m = Arc::new(Metrics::new());
+    let mut s = settings(format!("http://{addr}/hook"));
+    s.queue = 16;
+    s.timeout = Duration::from_secs(30);
+    let alerter = Alerter::spawn(s, m.clone()).unwrap();
+
+    // Distinct subjects: none is suppressed, so the task is stuck on the first delivery.
+    let events: Vec<_> = (0..1000).map(|i| event("invalid_key_burst", &format!("203.0.113.{i}"))).collect();
+    let started = Instant::now();
+    for e in events {
+        alerter.notify(e);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(50), "1000 notify calls took {took:?}");
+
+    // 16 wait in the queue and at most one is being delivered; the rest were dropped.
+    let dropped = alerts(&m, "dropped");
+    assert!((983..=984).contains(&dropped), "dropped {dropped}");
+    assert_eq!(alerts(&m, "sent") + alerts(&m, "failed"), 0);
+}
+
+#[tokio::test]
+async fn the_webhook_token_never_reaches_the_logs() {
+    logs(); // installs the capturing subscriber
+    let dead = dead_addr().await;
+    let failing = Upstream::spawn_with(Behaviour { status: Some(StatusCode::NOT_FOUND), ..Default::default() }).await;
+    let m = Arc::new(Metrics::new());
+    for host in [dead, failing.addr] {
+        let url = format!("http://hookuser:s3cr3t-pass@{host}/services/T0/B0/s3cr3t-path?token=s3cr3t-query");
+        let alerter = Alerter::spawn(settings(url), m.clone()).unwrap();
+        alerter.notify(event("revoked_key_use", "k_live_1"));
+    }
+    eventually(WAIT, async || alerts(&m, "failed") == 2).await;
+
+    let logs = logs();
+    let line_for = |host: std::net::SocketAddr| {
+        logs.lines()
+            .find(|l| {
+                l.contains("anomaly alert not delivered") && l.contains(&format!("\"webhook\":\"http://{host}\""))
+            })
+            .unwrap_or_else(|| panic!("no warning naming http://{host} in:\n{logs}"))
+            .to_string()
+    };
+    assert!(line_for(dead).contains("\"attempts\":3"), "{}", line_for(dead));
+    assert!(line_for(failing.addr).contains("404"), "{}", line_for(failing.addr));
+    assert_eq!(failing.count(), 1);
+    assert!(!logs.contains("s3cr3t"), "a webhook secret was logged");
+    assert!(!logs.contains("hookuser"), "webhook userinfo was logged");
+}
+
+#[tokio::test]
+async fn dropping_every_alerter_ends_its_task() {
+    let hook = Upstream::spawn().await;
+    let m = Arc::new(Metrics::new());
+    let a = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+    let b = a.clone();
+    drop(a);
+    b.notify(event("rate_spike", "k_live_1"));
+    eventually(WAIT, async || alerts(&m, "sent") == 1).await;
+    drop(b);
+    // The task held the last other reference to the metrics.
+    eventually(WAIT, async || Arc::strong_count(&m) == 1).await;
+}
+
+#[tokio::test]
+async fn spawn_refuses_what_it_cannot_use() {
+    let m = Arc::new(Metrics::new());
+    let err = |s: AlertSettings| Alerter::spawn(s, m.clone()).err().expect("spawn should fail");
+
+    let e = err(settings("ftp://hooks.example/s3cr3t".into()));
+    assert!(e.contains("http or https") && !e.contains("s3cr3t"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let mut s = settings("https://hooks.example/x".into());
+    s.ca_file = Some(ca);
+    let e = err(s);
+    assert!(e.contains("alerts.ca_file") && e.contains("no certificates"), "{e}");
+
+    let mut s = settings("https://hooks.example/x".into());
+    s.ca_file = Some(dir.path().join("missing.pem"));
+    assert!(err(s).contains("missing.pem"));
+
+    let mut s = settings("https://hooks.example/x".into());
+    s.queue = 0;
+    err(s);
+}
