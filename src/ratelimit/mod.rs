@@ -6,6 +6,8 @@
 
 pub mod gcra;
 pub mod local;
+pub mod redis;
 
+pub use self::redis::{RedisLimitError, RedisLimiter, RedisSettings};
 pub use gcra::{decide, Quota, Verdict};
 pub use local::LocalLimiter;
