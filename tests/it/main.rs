@@ -6,4 +6,6 @@ mod authz;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
+mod redis_limit;
+mod relay;
 mod tls;
