@@ -18,8 +18,8 @@ use super::gcra::{Quota, Verdict};
 /// GCRA over microseconds on Redis's clock: the same decision as `gcra::decide`.
 /// KEYS[1] holds the subject's TAT. ARGV[1] = T (emission interval), ARGV[2] = tau (T * burst).
 /// Returns {allowed (0|1), remaining, reset, retry_after}, the last two in microseconds.
-/// Numbers stay below 2^53 (exact in Lua's doubles) and are formatted with %.0f before they are
-/// stored: Lua's own number-to-string conversion keeps only 14 digits.
+/// Numbers stay below 2^53 (exact in Lua's doubles). The TAT is stored formatted with %.0f, so it
+/// is a plain integer whatever number format the server's Lua bridge (or `tostring`) would use.
 const GCRA_LUA: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = tonumber(ARGV[1])
