@@ -9,4 +9,6 @@ mod hygiene;
 mod keys_cli;
 mod lifecycle;
 mod ratelimit;
+mod redis_limit;
+mod relay;
 mod tls;
