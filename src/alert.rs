@@ -103,8 +103,9 @@ impl Alerter {
         if settings.timeout.is_zero() {
             return Err("alert timeout must be more than zero".into());
         }
-        let connector = crate::forward::connector(settings.ca_file.as_deref(), settings.timeout, "alerts.ca_file")
-            .map_err(|e| e.to_string())?;
+        let connector =
+            crate::forward::connector(settings.ca_file.as_deref(), settings.timeout, "alerts.webhook.ca_file")
+                .map_err(|e| e.to_string())?;
         let webhook = Webhook {
             client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(connector),
             target: redacted(&settings.url),
@@ -367,6 +368,21 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     s
+}
+
+/// The detectors' reports, as alerts.
+impl crate::watch::Notify for Alerter {
+    fn notify(&self, a: &crate::anomaly::Anomaly) {
+        Alerter::notify(
+            self,
+            AlertEvent {
+                kind: a.kind.as_str(),
+                subject: a.subject.to_string(),
+                detail: a.detail.clone(),
+                at: time::OffsetDateTime::now_utc(),
+            },
+        );
+    }
 }
 
 #[cfg(test)]

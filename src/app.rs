@@ -153,14 +153,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
+    let alerter: Option<Box<dyn crate::watch::Notify>> = match &config.webhook {
+        Some(settings) => Some(Box::new(
+            crate::alert::Alerter::spawn(settings.clone(), Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let pipeline = Arc::new(Pipeline {
         config: Arc::clone(&config),
         keys: Arc::clone(&table),
         forwarder,
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
-        limiter: Limiter::new(&config.rate_limits, Arc::clone(&metrics)),
-        watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), None),
+        limiter: Limiter::new(&config.rate_limits, Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
+        watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), alerter),
         epoch: std::time::Instant::now(),
     });
     // Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,

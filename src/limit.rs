@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{LimitHeaders, RateLimits};
+use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
 use crate::metrics::{LimitOutcome, Metrics};
-use crate::ratelimit::{LocalLimits, Tier, Verdict};
+use crate::ratelimit::{LocalLimits, RedisLimiter, RedisSettings, Tier, Verdict};
 
 /// A key's decision, kept for the response headers (429s carry them too).
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,8 @@ pub struct Applied<'a> {
 pub struct Limiter {
     cfg: RateLimits,
     local: LocalLimits,
+    /// The fleet's shared budget, and what to do when it cannot be reached.
+    shared: Option<(RedisLimiter, OnRedisError)>,
     metrics: Arc<Metrics>,
     /// `RateLimit-Policy` per tier, built once.
     policies: Vec<HeaderValue>,
@@ -41,7 +43,8 @@ pub fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl Limiter {
-    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Limiter {
+    /// Fails only on a malformed Redis URL; an unreachable Redis is handled per request.
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Result<Limiter, String> {
         let policies = cfg
             .tiers
             .iter()
@@ -50,7 +53,19 @@ impl Limiter {
                 HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
             })
             .collect();
-        Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), metrics, policies }
+        let shared = match &cfg.backend {
+            LimitBackend::Local => None,
+            LimitBackend::Redis(r) => {
+                let settings = RedisSettings {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    timeout: r.timeout,
+                    retry_after_failure: r.retry_after_failure,
+                };
+                Some((RedisLimiter::new(settings)?, r.on_error))
+            }
+        };
+        Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })
     }
 
     pub fn enabled(&self) -> bool {
@@ -63,7 +78,26 @@ impl Limiter {
             return Ok(None);
         }
         let tier = self.cfg.tiers.resolve(key.rate_limit_tier());
-        let verdict = self.local.check_key(&key.id, &tier.quota, now);
+        let verdict = match &self.shared {
+            None => self.local.check_key(&key.id, &tier.quota, now),
+            Some((redis, on_error)) => {
+                // Calls skipped while the circuit is open are fallbacks, not fresh errors.
+                let was_up = redis.is_up();
+                match redis.check(&key.id, &tier.quota).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if was_up {
+                            self.metrics.redis_error(e.kind());
+                        }
+                        self.metrics.redis_fallback(on_error.as_str());
+                        match on_error {
+                            OnRedisError::FailOpen => self.local.check_key(&key.id, &tier.quota, now),
+                            OnRedisError::FailClosed => return Err(ApiError::RateLimiterUnavailable),
+                        }
+                    }
+                }
+            }
+        };
         let outcome = match (verdict.allowed, verdict.near_limit()) {
             (false, _) => LimitOutcome::Limited,
             (true, true) => LimitOutcome::NearLimit,

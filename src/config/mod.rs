@@ -19,7 +19,7 @@ use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
-pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend, Webhook};
+pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,7 +39,7 @@ pub struct Config {
     pub log: Log,
     pub rate_limits: RateLimits,
     pub anomaly: crate::anomaly::Settings,
-    pub webhook: Option<Webhook>,
+    pub webhook: Option<crate::alert::AlertSettings>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.

@@ -8,6 +8,7 @@ use http::Uri;
 
 use super::raw::{RawAlerts, RawAnomaly, RawRateLimits, RawTier};
 use super::Check;
+use crate::alert::AlertSettings;
 use crate::anomaly::{self, BlockStatus};
 use crate::ratelimit::{Quota, Tier, Tiers};
 
@@ -63,16 +64,6 @@ pub enum LimitHeaders {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`.
     XRateLimit,
     None,
-}
-
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    pub url: Uri,
-    pub cooldown: Duration,
-    pub timeout: Duration,
-    pub queue: usize,
-    pub ca_file: Option<PathBuf>,
-    pub instance: String,
 }
 
 /// `100/s`, `6000/m`, `10/h`, `5/10s`: a count over a period.
@@ -264,7 +255,7 @@ pub(super) fn anomaly(c: &mut Check, r: &RawAnomaly) -> anomaly::Settings {
     }
 }
 
-pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<Webhook> {
+pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<AlertSettings> {
     let w = r.webhook.as_ref()?;
     // Never echo the URL: webhook URLs carry their token in the path or query.
     let url = match w.url.parse::<Uri>() {
@@ -278,7 +269,7 @@ pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<Webhook> {
     if queue == 0 {
         c.0.push("alerts.webhook.queue: must be at least 1".into());
     }
-    Some(Webhook {
+    Some(AlertSettings {
         url,
         cooldown: c.duration("alerts.webhook.cooldown", &w.cooldown, Duration::from_secs(600)),
         timeout: c.duration("alerts.webhook.timeout", &w.timeout, Duration::from_secs(5)),

@@ -223,7 +223,7 @@ async fn spawn_refuses_what_it_cannot_use() {
     let mut s = settings("https://hooks.example/x".into());
     s.ca_file = Some(ca);
     let e = err(s);
-    assert!(e.contains("alerts.ca_file") && e.contains("no certificates"), "{e}");
+    assert!(e.contains("alerts.webhook.ca_file") && e.contains("no certificates"), "{e}");
 
     let mut s = settings("https://hooks.example/x".into());
     s.ca_file = Some(dir.path().join("missing.pem"));

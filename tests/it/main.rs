@@ -5,6 +5,7 @@ mod support;
 mod alerts;
 mod anomaly;
 mod authz;
+mod fleet_limit;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;

@@ -18,7 +18,7 @@ fn redis_url() -> String {
 }
 
 /// The Redis under test; fails the test loudly when there is none.
-async fn live_redis() -> String {
+pub async fn live_redis() -> String {
     let url = redis_url();
     let shown = settings(&url, "probe").redacted_url();
     let ping = async {
@@ -52,7 +52,7 @@ fn quota(burst: u32, emission: Duration) -> Quota {
 }
 
 /// Redis's TCP address, for a relay to forward to.
-async fn redis_addr(url: &str) -> SocketAddr {
+pub async fn redis_addr(url: &str) -> SocketAddr {
     let info = redis::Client::open(url).unwrap().get_connection_info().clone();
     let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
         panic!("the relay tests need Redis over plain TCP");
@@ -62,7 +62,7 @@ async fn redis_addr(url: &str) -> SocketAddr {
 }
 
 /// `url` with its host and port replaced by `addr` (credentials and database kept).
-fn via(url: &str, addr: SocketAddr) -> String {
+pub fn via(url: &str, addr: SocketAddr) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);

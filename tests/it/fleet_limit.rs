@@ -1,0 +1,124 @@
+//! The shared budget end to end: two keygate replicas in front of one upstream share one
+//! budget per key through the real Redis; Redis going away mid-run is handled by the
+//! configured policy, counted, and recovered from. Also: anomalies reach the alert webhook.
+
+use std::time::Duration;
+
+use crate::redis_limit::{live_redis, redis_addr, via};
+use crate::relay::Relay;
+use crate::support::*;
+
+const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
+
+fn redis_limits(url: &str, prefix: &str, on_error: &str) -> String {
+    format!(
+        "rate_limits:\n  backend: redis\n  tiers:\n    default: {{rate: 1/m, burst: 6}}\n  redis:\n    url: {url}\n    key_prefix: \"{prefix}\"\n    timeout: 200ms\n    retry_after_failure: 300ms\n    on_error: {on_error}\n"
+    )
+}
+
+fn prefix(test: &str) -> String {
+    format!("keygate-it:{}:{test}:", uuid::Uuid::now_v7())
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_budget_per_key() {
+    let url = live_redis().await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_fleet_shared");
+    let cfg = redis_limits(&url, &prefix("shared"), "fail_open");
+    let kg1 = spawn_proxy(up.addr, &[&key], &cfg).await;
+    let kg2 = spawn_proxy(up.addr, &[&key], &cfg).await;
+    for i in 0..6 {
+        let kg = if i % 2 == 0 { &kg1 } else { &kg2 };
+        let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert!(r.headers["ratelimit"].to_str().unwrap().starts_with(&format!("\"default\";r={};", 5 - i)));
+    }
+    kg1.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    kg2.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(up.count(), 6, "six in all across both replicas, not six each");
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
+    let url = live_redis().await;
+    let relay = Relay::start(redis_addr(&url).await).await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_fleet_open");
+    let kg = spawn_proxy(up.addr, &[&key], &redis_limits(&via(&url, relay.addr()), &prefix("open"), "fail_open")).await;
+    for _ in 0..2 {
+        assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    }
+    relay.cut().await;
+    // The local fallback has the same tier: six more, then 429, all without Redis.
+    for i in 0..6 {
+        let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+        assert_eq!(r.status, 200, "fallback request {i}: {}", r.text());
+    }
+    kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await, 7.0);
+    let errors = kg.metric(r#"keygate_rate_limit_redis_errors_total{kind="connection"}"#).await
+        + kg.metric(r#"keygate_rate_limit_redis_errors_total{kind="timeout"}"#).await;
+    assert!(errors >= 1.0, "the failed call is counted");
+    assert!(errors < 7.0, "calls skipped by the open circuit are fallbacks, not errors ({errors})");
+
+    relay.restore();
+    // After the breaker's pause, the shared budget (two spent of six) decides again.
+    let mut back = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+        if r.status == 200 && r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=3;") {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the shared budget is used again once Redis answers");
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_closed_with_503_when_configured() {
+    let url = live_redis().await;
+    let relay = Relay::start(redis_addr(&url).await).await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_fleet_closed");
+    let kg =
+        spawn_proxy(up.addr, &[&key], &redis_limits(&via(&url, relay.addr()), &prefix("closed"), "fail_closed")).await;
+    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    relay.cut().await;
+    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(up.count(), 1, "nothing unlimited reached the upstream");
+    assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_closed"}"#).await, 1.0);
+}
+
+#[tokio::test]
+async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
+    let hook = Upstream::spawn().await;
+    let up = Upstream::spawn().await;
+    let revoked = TestKey::live("k_alert_revoked").with("    revoked_at: 2026-01-01T00:00:00Z\n");
+    let cfg = format!(
+        "anomaly:\n  event_cooldown: 0s\nalerts:\n  webhook:\n    url: http://{}/hooks/T000/SECRET\n    cooldown: 10m\n    instance: it-pod\n",
+        hook.addr
+    );
+    let kg = spawn_proxy(up.addr, &[&revoked], &cfg).await;
+    for _ in 0..3 {
+        kg.get(INTERACTIONS, &[("authorization", &revoked.bearer())]).await.assert_error(401, "API_KEY_REVOKED");
+    }
+    eventually(Duration::from_secs(3), async || hook.count() >= 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(hook.count(), 1, "three reports, one alert within the cool-down");
+    let post = hook.last();
+    assert_eq!(post.method, http::Method::POST);
+    assert_eq!(post.uri, "/hooks/T000/SECRET");
+    let v: serde_json::Value = serde_json::from_slice(&post.body).unwrap();
+    assert_eq!(v["kind"], "revoked_key_use");
+    assert_eq!(v["subject"], "key k_alert_revoked");
+    assert_eq!(v["instance"], "it-pod");
+    assert!(v["text"].as_str().unwrap().contains("revoked_key_use"), "{v}");
+    assert_eq!(kg.metric(r#"keygate_anomalies_total{kind="revoked_key_use"}"#).await, 3.0, "event_cooldown 0s");
+    assert_eq!(kg.metric(r#"keygate_alerts_total{result="sent"}"#).await, 1.0);
+    assert_eq!(kg.metric(r#"keygate_alerts_total{result="suppressed"}"#).await, 2.0);
+    assert!(!logs().contains("SECRET"), "the webhook's token never reaches the logs");
+}
