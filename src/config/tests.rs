@@ -68,3 +68,62 @@ fn the_kubernetes_configmap_config_is_valid() {
     let text = doc["data"]["config.yaml"].as_str().unwrap();
     parse(text, "configmap").unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn rate_limits_default_to_one_generous_local_tier() {
+    let c = parse(MINIMAL, "c.yaml").unwrap();
+    let rl = &c.rate_limits;
+    assert!(rl.enabled);
+    assert!(matches!(rl.backend, LimitBackend::Local));
+    assert_eq!(rl.headers, LimitHeaders::Ietf);
+    let t = rl.tiers.resolve(None);
+    assert_eq!((t.name.as_str(), t.quota.burst), ("default", 200));
+    assert!(rl.per_ip.is_none(), "the per-address budget is opt-in");
+    assert!(c.anomaly.enabled && c.anomaly.invalid_key_burst.block_for.is_none(), "detect, never block, by default");
+    assert!(c.webhook.is_none());
+}
+
+#[test]
+fn tiers_read_rates_and_default_burst_to_one_second() {
+    let text = format!(
+        "{MINIMAL}rate_limits:\n  default_tier: std\n  tiers:\n    std: {{rate: 50/s}}\n    slow: {{rate: 60/m, burst: 10}}\n  per_ip: {{rate: 5/10s, burst: 3}}\n  headers: x-ratelimit\n"
+    );
+    let c = parse(&text, "c.yaml").unwrap();
+    let rl = &c.rate_limits;
+    assert_eq!(rl.tiers.resolve(None).quota.burst, 50);
+    assert_eq!(rl.tiers.resolve(Some("slow")).quota, crate::ratelimit::Quota::new(1, Duration::from_secs(1), 10).unwrap());
+    assert_eq!(rl.per_ip.unwrap().emission_nanos, 2_000_000_000);
+    assert_eq!(rl.headers, LimitHeaders::XRateLimit);
+}
+
+#[test]
+fn limit_anomaly_and_alert_mistakes_are_each_named() {
+    let text = format!(
+        "{MINIMAL}rate_limits:\n  backend: redis\n  default_tier: gold\n  tiers:\n    Bad Name: {{rate: 10/fortnight}}\n  headers: loud\nanomaly:\n  invalid_key_burst: {{block_status: 500}}\n  rate_spike: {{factor: 0.5}}\nalerts:\n  webhook: {{url: 'ftp://hooks/secret-token'}}\n"
+    );
+    let e = parse(&text, "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    for field in [
+        "rate_limits.tiers.Bad Name: tier names",
+        "rate_limits.tiers.Bad Name.rate:",
+        "rate_limits.default_tier:",
+        "rate_limits.headers:",
+        "rate_limits.redis: required",
+        "anomaly.invalid_key_burst.block_status:",
+        "anomaly.rate_spike:",
+        "alerts.webhook.url:",
+    ] {
+        assert!(msg.contains(field), "missing {field} in {msg}");
+    }
+    assert!(!msg.contains("secret-token"), "webhook URLs are never echoed: {msg}");
+}
+
+#[test]
+fn a_redis_backend_gets_safe_timeouts_and_fails_open_by_default() {
+    let text = format!("{MINIMAL}rate_limits:\n  backend: redis\n  redis:\n    url: redis://127.0.0.1:6379\n");
+    let c = parse(&text, "c.yaml").unwrap();
+    let LimitBackend::Redis(r) = &c.rate_limits.backend else { panic!("redis backend") };
+    assert_eq!(r.timeout, Duration::from_millis(50));
+    assert_eq!(r.on_error, OnRedisError::FailOpen);
+    assert_eq!(r.key_prefix, "keygate:rl:");
+}
