@@ -71,16 +71,17 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
         "    scopes: [interactions:read]\n    clinics: [clinic_001]\n",
     );
     let test = demo_key("demo_test_env", "dpl_test_", "test", "");
+    let tiny = demo_key("demo_rate_limited", "dpl_live_", "live", "    rate_limit: demo_tiny\n");
     let keys_path = dir.join("keys.yaml");
     std::fs::write(
         &keys_path,
         format!(
-            "# DEMO key table written by `keygate demo`: hashes only.\nkeys:\n{}{}{}",
-            all.yaml, one.yaml, test.yaml
+            "# DEMO key table written by `keygate demo`: hashes only.\nkeys:\n{}{}{}{}",
+            all.yaml, one.yaml, test.yaml, tiny.yaml
         ),
     )?;
     let config_text = format!(
-        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nlog:\n  format: text\n",
+        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nrate_limits:\n  tiers:\n    default: {{rate: 100/s, burst: 200}}\n    demo_tiny: {{rate: 1/m, burst: 3}}\n  per_ip: {{rate: 10/s, burst: 50}}\nlog:\n  format: text\n",
         keys_path.display()
     );
     let config_path = dir.join("config.yaml");
@@ -110,6 +111,7 @@ DEMO keys (generated just now, valid only for this demo):
   all clinics, all read scopes   {all}
   clinic_001, interactions:read  {one}
   test environment               {test}
+  3 requests a minute            {tiny}
 
 Try:
   # 200: the upstream sees X-Allowed-Clinics, X-Scopes, X-Api-Key-Id (never the key)
@@ -122,8 +124,10 @@ Try:
   curl -s -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_002/interactions
   # 401 API_KEY_ENVIRONMENT_MISMATCH: a test key on a live proxy
   curl -s -H "Authorization: Bearer {test}" {base}/api/v1/clinics
-  # Prometheus metrics
-  curl -s {admin}/metrics | grep keygate_requests_total
+  # 200, 200, 200, then 429 RATE_LIMIT_EXCEEDED with Retry-After (RateLimit headers on each)
+  for i in 1 2 3 4; do curl -s -i -H "Authorization: Bearer {tiny}" {base}/api/v1/clinics | grep -iE '^(HTTP|ratelimit|retry-after)'; done
+  # Prometheus metrics: decisions, rate limits, anomalies (the test key above was one)
+  curl -s {admin}/metrics | grep -E 'keygate_(requests|rate_limit_decisions|anomalies)_total'
 
 Ctrl-C stops it.
 "#,
@@ -132,6 +136,7 @@ Ctrl-C stops it.
         all = all.secret,
         one = one.secret,
         test = test.secret,
+        tiny = tiny.secret,
     );
     crate::signals::run_until_terminated(&running).await?;
     running.stopped().await;
