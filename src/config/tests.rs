@@ -91,7 +91,10 @@ fn tiers_read_rates_and_default_burst_to_one_second() {
     let c = parse(&text, "c.yaml").unwrap();
     let rl = &c.rate_limits;
     assert_eq!(rl.tiers.resolve(None).quota.burst, 50);
-    assert_eq!(rl.tiers.resolve(Some("slow")).quota, crate::ratelimit::Quota::new(1, Duration::from_secs(1), 10).unwrap());
+    assert_eq!(
+        rl.tiers.resolve(Some("slow")).quota,
+        crate::ratelimit::Quota::new(1, Duration::from_secs(1), 10).unwrap()
+    );
     assert_eq!(rl.per_ip.unwrap().emission_nanos, 2_000_000_000);
     assert_eq!(rl.headers, LimitHeaders::XRateLimit);
 }

@@ -31,6 +31,21 @@ struct KeysContext {
     catalogue: Catalogue,
     admin: Option<SocketAddr>,
     admin_token: Option<AdminToken>,
+    /// The configured rate-limit tiers (none known without a config).
+    tiers: Option<crate::ratelimit::Tiers>,
+}
+
+impl KeysContext {
+    /// A key naming a tier the proxy does not have would silently get the default one.
+    fn check_tier(&self, tier: Option<&str>) -> anyhow::Result<()> {
+        if let (Some(name), Some(tiers)) = (tier, &self.tiers) {
+            if !tiers.is_known(name) {
+                let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+                bail!("--rate-limit {name:?} is not a tier in the config's rate_limits.tiers ({})", known.join(", "));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<KeysContext> {
@@ -50,9 +65,10 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
             catalogue: Catalogue::default(),
             admin: None,
             admin_token: None,
+            tiers: None,
         });
     };
-    let Config { keys, environment, routes, admin_listen, admin_token, .. } = cfg;
+    let Config { keys, environment, routes, admin_listen, admin_token, rate_limits, .. } = cfg;
     let route_scopes = routes.routes().iter().flat_map(|r| match &r.spec.required {
         Required::Resource { read, write } => vec![read.clone(), write.clone()],
         Required::Scopes(list) => list.clone(),
@@ -65,6 +81,7 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
         catalogue: Catalogue::new(route_scopes.collect::<Vec<_>>()),
         admin: Some(admin_listen),
         admin_token,
+        tiers: Some(rate_limits.tiers),
     })
 }
 
@@ -142,6 +159,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 expires_at: parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?,
                 rate_limit,
             };
+            ctx.check_tier(spec.rate_limit.as_deref())?;
             let prefix = prefix_for(&ctx, env)?.to_string();
             let lock = ctx.store.lock()?;
             let mut t = lock.read()?;
@@ -234,6 +252,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 },
                 rate_limit: rate_limit.map(Some),
             };
+            ctx.check_tier(u.rate_limit.as_ref().and_then(|t| t.as_deref()))?;
             let lock = ctx.store.lock()?;
             let mut t = lock.read()?;
             lifecycle::update(&mut t, &id, u, &ctx.catalogue, now)?;

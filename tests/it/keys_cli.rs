@@ -239,3 +239,27 @@ async fn the_admin_key_api_needs_the_token_when_one_is_configured() {
     assert_eq!(kg.admin_get("/metrics").await.status, 200);
     assert!(!logs().contains("s3cret-admin-token"));
 }
+
+#[tokio::test]
+async fn a_rate_limit_tier_must_be_one_the_config_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "environment: live\nupstream:\n  url: http://127.0.0.1:1\nkeys:\n  file: {}\nrate_limits:\n  tiers:\n    default: {{rate: 10/s}}\n    bulk: {{rate: 100/s}}\n",
+            table.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let out = keys(&table, &["create", "--config", c, "--label", "x", "--rate-limit", "gold"]).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("\"gold\" is not a tier") && out.stderr.contains("bulk, default"), "{}", out.stderr);
+    assert!(!table.exists(), "nothing written");
+    let (id, _) = create(&table, &["--config", c, "--label", "x", "--rate-limit", "bulk"]).await;
+    assert!(std::fs::read_to_string(&table).unwrap().contains("rate_limit: bulk"));
+    let out = keys(&table, &["update", "--config", c, &id, "--rate-limit", "platinum"]).await;
+    assert!(!out.ok && out.stderr.contains("\"platinum\" is not a tier"), "{}", out.stderr);
+}
