@@ -12,12 +12,15 @@ use serde::Serialize;
 pub struct Usage {
     last_used_unix_ms: AtomicI64,
     by_class: [AtomicU64; 5],
+    rate_limited: AtomicU64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct UsageView {
     pub last_used_at: Option<String>,
     pub requests: RequestsByClass,
+    /// 429s answered to this key (counted in 4xx too).
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, Default)]
@@ -49,18 +52,25 @@ impl UsageBook {
         usage.last_used_unix_ms.fetch_max(now_unix_ms, Ordering::Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         usage.by_class[class].fetch_add(1, Ordering::Relaxed);
+        if status == 429 {
+            usage.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn view(&self, key_id: &str) -> UsageView {
         let Some(u) = self.by_id.get(key_id).map(|u| Arc::clone(&u)) else {
-            return UsageView { last_used_at: None, requests: RequestsByClass::default() };
+            return UsageView { last_used_at: None, requests: RequestsByClass::default(), rate_limited: 0 };
         };
         let n = |i: usize| u.by_class[i].load(Ordering::Relaxed);
         let ms = u.last_used_unix_ms.load(Ordering::Relaxed);
         let last = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
-        UsageView { last_used_at: last, requests: RequestsByClass { c1: n(0), c2: n(1), c3: n(2), c4: n(3), c5: n(4) } }
+        UsageView {
+            last_used_at: last,
+            requests: RequestsByClass { c1: n(0), c2: n(1), c3: n(2), c4: n(3), c5: n(4) },
+            rate_limited: u.rate_limited.load(Ordering::Relaxed),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -83,8 +93,10 @@ mod tests {
         b.record("k", 200, 2_000);
         b.record("k", 403, 1_000);
         b.record("k", 502, 3_000);
+        b.record("k", 429, 2_500);
         let v = b.view("k");
-        assert_eq!(v.requests, RequestsByClass { c2: 1, c4: 1, c5: 1, ..Default::default() });
+        assert_eq!(v.requests, RequestsByClass { c2: 1, c4: 2, c5: 1, ..Default::default() });
+        assert_eq!(v.rate_limited, 1);
         assert_eq!(v.last_used_at.as_deref(), Some("1970-01-01T00:00:03Z"));
         assert_eq!(b.view("other").last_used_at, None);
         b.retain(|id| id != "k");
