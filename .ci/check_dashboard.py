@@ -13,7 +13,10 @@ Fails (exit 1, one line per finding) unless:
   `promtool check rules` as a recording rule (skipped with a note if promtool is
   not installed).
 
-Usage: check_dashboard.py DASHBOARD.json
+With --prometheus URL, every query is also run against that Prometheus (template
+variables set to ".*"); an empty result is fine, an error is not.
+
+Usage: check_dashboard.py DASHBOARD.json [--prometheus URL]
 """
 
 import json
@@ -23,6 +26,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 
 DS_VAR = "DS_PROMETHEUS"
 DS_UID = "${" + DS_VAR + "}"
@@ -36,7 +42,22 @@ def panels_of(items):
         yield from panels_of(p.get("panels") or [])
 
 
-def main(path):
+def run_queries(prometheus, exprs):
+    """Runs each expr against a live Prometheus; returns the failures."""
+    failures = []
+    for _, ref, where, expr in exprs:
+        url = prometheus.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            body = json.load(e)
+        if body.get("status") != "success":
+            failures.append(f"{where} target {ref}: {body.get('error')}: {expr}")
+    return failures
+
+
+def main(path, prometheus=None):
     errors = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -116,11 +137,12 @@ def main(path):
                     errors.append(f"{where} target {ref}: unknown variable ${name}")
             exprs.append((pid, ref, where, expr))
 
+    def sample(m):
+        name = m.group(1) or m.group(2) or m.group(3)
+        return BUILTIN_VARS.get(name, ".*")
+
     promtool = shutil.which("promtool")
     if exprs and promtool and not errors:
-        def sample(m):
-            name = m.group(1) or m.group(2) or m.group(3)
-            return BUILTIN_VARS.get(name, "sample")
 
         with tempfile.TemporaryDirectory() as tmp:
             rules = os.path.join(tmp, "dashboard-exprs.yaml")
@@ -135,17 +157,27 @@ def main(path):
     elif exprs and not promtool:
         print("note: promtool not installed, PromQL syntax not checked")
 
+    if prometheus and not errors:
+        live = [(pid, ref, where, VAR_RE.sub(sample, expr)) for pid, ref, where, expr in exprs]
+        errors.extend(f"query failed on {prometheus}: {f}" for f in run_queries(prometheus, live))
+
     for e in errors:
         print(f"{path}: {e}")
     if errors:
         return 1
     n_panels = sum(1 for p in panels_of(top) if p.get("type") != "row")
-    print(f"{path}: ok ({n_panels} panels, {len(exprs)} queries, schemaVersion {dash['schemaVersion']})")
+    ran = f", all run on {prometheus} without error" if prometheus else ""
+    print(f"{path}: ok ({n_panels} panels, {len(exprs)} queries{ran}, schemaVersion {dash['schemaVersion']})")
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    prom = None
+    if len(args) == 3 and args[1] == "--prometheus":
+        prom = args[2]
+        args = args[:1]
+    if len(args) != 1:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(args[0], prom))

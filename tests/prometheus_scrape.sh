@@ -17,7 +17,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-repo="$(pwd)"
 SCRAPE_TIMEOUT="${SCRAPE_TIMEOUT:-30}"
 
 say() { printf '[scrape] %s\n' "$*"; }
@@ -238,6 +237,10 @@ while :; do
   sleep 0.5
 done
 say "  ${state#OK }, no evaluation errors"
+# Every query of the Grafana dashboard runs against the real series.
+say "python3 .ci/check_dashboard.py deploy/monitoring/grafana-dashboard.json --prometheus $prom"
+python3 .ci/check_dashboard.py deploy/monitoring/grafana-dashboard.json --prometheus "$prom" \
+  | sed 's/^/[scrape]   /' || fail "a dashboard query failed against the real series"
 firing="$(curl -fsS "$prom/api/v1/alerts" | python3 -c '
 import json, sys
 print(" ".join(sorted({a["labels"]["alertname"] for a in json.load(sys.stdin)["data"]["alerts"]})))')"
