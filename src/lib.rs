@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod jwt;
 pub mod keys;
 pub mod keys_cli;
 pub mod limit;

@@ -451,6 +451,20 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_found_by_its_id_and_nothing_else_is() {
+        let mut text = String::from("keys:\n");
+        for i in 0..2000 {
+            text.push_str(&format!("  - id: key_{i}\n    hash: {:064x}\n    environment: live\n", i + 1));
+        }
+        let t = parse(&text, "t").unwrap();
+        for i in 0..2000 {
+            assert_eq!(&*t.by_id(&format!("key_{i}")).expect("found").id, format!("key_{i}"));
+        }
+        assert!(t.by_id("key_2000").is_none());
+        assert!(t.by_id("").is_none());
+    }
+
+    #[test]
     fn unknown_field_is_an_error_with_a_line_number() {
         let e =
             parse(&format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n    scope: [x]\n", h('a')), "t")

@@ -64,6 +64,17 @@ pub struct KeyTable {
     /// Keys that have a successor: few at any time, so a set beside the records rather than a
     /// flag in each of them.
     rotated_out: rustc_hash::FxHashSet<Arc<str>>,
+    /// (hash of id, record index), sorted: the id index tokens need to find their parent key,
+    /// at 8 bytes a key.
+    ids: Vec<(u32, u32)>,
+}
+
+fn id_hash(id: &str) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(id.as_bytes());
+    let v = h.finish();
+    (v ^ (v >> 32)) as u32
 }
 
 fn home(hash: &KeyHash, mask: usize) -> usize {
@@ -86,7 +97,9 @@ impl KeyTable {
             }
             slots[at] = i as u32 + 1;
         }
-        KeyTable { records, slots, rotated_out: Default::default() }
+        let mut ids: Vec<(u32, u32)> = records.iter().enumerate().map(|(i, r)| (id_hash(&r.id), i as u32)).collect();
+        ids.sort_unstable();
+        KeyTable { records, slots, rotated_out: Default::default(), ids }
     }
 
     pub fn set_rotated_out(&mut self, ids: Vec<Arc<str>>) {
@@ -142,9 +155,15 @@ impl KeyTable {
         dups
     }
 
-    /// For the admin API and housekeeping, never the request path: a scan.
+    /// By key id: a binary search of the id index, then a string compare per candidate.
     pub fn by_id(&self, id: &str) -> Option<&KeyRecord> {
-        self.records.iter().find(|r| &*r.id == id)
+        let h = id_hash(id);
+        let start = self.ids.partition_point(|(x, _)| *x < h);
+        self.ids[start..]
+            .iter()
+            .take_while(|(x, _)| *x == h)
+            .map(|(_, i)| &self.records[*i as usize])
+            .find(|r| &*r.id == id)
     }
 
     pub fn len(&self) -> usize {
