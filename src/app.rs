@@ -47,14 +47,21 @@ pub struct Running {
     pub table: SharedTable,
     reload: Arc<Notify>,
     tls: Option<Arc<TlsState>>,
+    tokens: Option<Arc<crate::tokens::Tokens>>,
     stop: watch::Sender<bool>,
     done: JoinHandle<usize>,
 }
 
 impl Running {
-    /// SIGHUP: re-read the key table and the TLS pair now.
+    /// SIGHUP: re-read the key table, the TLS pair and the JWT signing keys now.
     pub fn reload(&self) {
         self.reload.notify_one();
+        if let Some(tokens) = &self.tokens {
+            match tokens.reload() {
+                Ok(n) => tracing::info!(keys = n, "jwt signing keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "jwt key reload failed; keeping the previous keys"),
+            }
+        }
         if let Some(tls) = &self.tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("tls certificate reloaded"),
@@ -153,6 +160,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
+    let tokens = match &config.jwt {
+        Some(settings) => Some(Arc::new(crate::tokens::Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
     let alerter: Option<Box<dyn crate::watch::Notify>> = match &config.webhook {
         Some(settings) => Some(Box::new(
             crate::alert::Alerter::spawn(settings.clone(), Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
@@ -168,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limiter: Limiter::new(&config.rate_limits, Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
         watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), alerter),
         epoch: std::time::Instant::now(),
+        tokens: tokens.clone(),
     });
     // Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
     // off the request threads.
@@ -216,5 +228,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!(cut_connections = cut, "keygate stopped");
         cut
     });
-    Ok(Running { proxy_addr, admin_addr, metrics, health, table, reload, tls, stop, done })
+    Ok(Running { proxy_addr, admin_addr, metrics, health, table, reload, tls, tokens, stop, done })
 }

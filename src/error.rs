@@ -46,6 +46,9 @@ pub enum ApiError {
     },
     /// Shared limiter unreachable and configured to fail closed.
     RateLimiterUnavailable,
+    /// A bearer JWT that is malformed, badly signed, of an unknown kid, for another audience...
+    InvalidToken,
+    TokenExpired,
 }
 
 #[derive(Serialize)]
@@ -70,7 +73,9 @@ impl ApiError {
             | ApiError::InvalidApiKey
             | ApiError::EnvironmentMismatch { .. }
             | ApiError::Revoked
-            | ApiError::Expired => StatusCode::UNAUTHORIZED,
+            | ApiError::Expired
+            | ApiError::InvalidToken
+            | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::IpNotAllowed | ApiError::InsufficientScope { .. } | ApiError::ClinicNotAllowed => {
                 StatusCode::FORBIDDEN
@@ -105,6 +110,8 @@ impl ApiError {
             ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
+            ApiError::InvalidToken => "INVALID_TOKEN",
+            ApiError::TokenExpired => "TOKEN_EXPIRED",
         }
     }
 
@@ -136,6 +143,8 @@ impl ApiError {
                 plural(*retry_after)
             ),
             ApiError::RateLimiterUnavailable => "The rate limiter is unavailable; retry shortly".into(),
+            ApiError::InvalidToken => "Invalid token".into(),
+            ApiError::TokenExpired => "Token has expired".into(),
         }
     }
 
@@ -145,9 +154,12 @@ impl ApiError {
         match self {
             ApiError::MissingAuthorization => Some("Bearer realm=\"keygate\""),
             ApiError::BadAuthorization(_) => Some("Bearer realm=\"keygate\", error=\"invalid_request\""),
-            ApiError::InvalidApiKey | ApiError::EnvironmentMismatch { .. } | ApiError::Revoked | ApiError::Expired => {
-                Some("Bearer realm=\"keygate\", error=\"invalid_token\"")
-            }
+            ApiError::InvalidApiKey
+            | ApiError::EnvironmentMismatch { .. }
+            | ApiError::Revoked
+            | ApiError::Expired
+            | ApiError::InvalidToken
+            | ApiError::TokenExpired => Some("Bearer realm=\"keygate\", error=\"invalid_token\""),
             ApiError::InvalidRequest(_)
             | ApiError::IpNotAllowed
             | ApiError::RouteNotFound
@@ -258,6 +270,8 @@ mod tests {
             (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
             (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
             (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
+            (ApiError::InvalidToken, 401, "INVALID_TOKEN"),
+            (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

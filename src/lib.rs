@@ -29,5 +29,6 @@ pub mod sanitize;
 pub mod server;
 pub mod signals;
 pub mod tls;
+pub mod tokens;
 pub mod usage;
 pub mod watch;

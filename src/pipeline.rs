@@ -23,6 +23,7 @@ use crate::keys::KeyRecord;
 use crate::limit::{self, Applied, Limiter};
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::{self, Decision, RequestFacts};
+use crate::tokens::Tokens;
 use crate::usage::UsageBook;
 use crate::watch::Watch;
 use crate::{authn, client_ip, path, request_id, sanitize};
@@ -46,6 +47,8 @@ pub struct Pipeline {
     pub watch: Watch,
     /// Zero of the monotonic clock the limiter and the detectors count in.
     pub epoch: Instant,
+    /// JWT issuing and validation, when configured.
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
@@ -56,6 +59,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_KEYGATE_SIGNATURE: HeaderName = HeaderName::from_static("x-keygate-signature");
+static X_KEYGATE_CONTEXT: HeaderName = HeaderName::from_static("x-keygate-context");
 
 /// What the audit line and the metrics need to know about a request, filled in as it goes.
 struct Trail<'a> {
@@ -152,20 +157,49 @@ impl Pipeline {
             return self.forward(parts, body, uri, None, conn, rid, trail).await;
         }
 
+        if let Some(tokens) = &self.tokens {
+            if (method == Method::GET || method == Method::HEAD) && path == tokens.settings.jwks_path {
+                trail.route = &tokens.settings.jwks_path;
+                trail.outcome = "PUBLIC";
+                return Ok(tokens.jwks().map(|b| Either::Left(Full::new(b))));
+            }
+        }
+
         // One snapshot for the whole request; a swap during it affects the next request.
         let table = self.keys.load_full();
         let token = authn::bearer_token(&parts.headers);
-        let authenticated =
-            token.and_then(|t| authn::authenticate(t, &cfg.keys.format, cfg.environment, &table, trail.now));
-        let key = match authenticated {
-            Ok(key) => key,
-            Err(e) => {
-                // The table's id of a revoked or expired key, for the anomaly report.
-                let known = token.ok().and_then(|t| authn::identify(t, &e, &table));
-                self.watch.authn_failed(&e, known.as_ref(), trail.client_ip, trail.clock, rid_str);
-                trail.key_id = known;
-                self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
-                return Err(e.into());
+        let jwt = match (&self.tokens, token) {
+            (Some(tokens), Ok(t)) if crate::jwt::token::looks_like_jwt(t.expose()) => Some((tokens, t)),
+            _ => None,
+        };
+        let derived;
+        let key: &KeyRecord = match jwt {
+            Some((tokens, t)) => match tokens.authenticate(t.expose(), &table, cfg.environment, trail.now) {
+                Ok(k) => {
+                    derived = k;
+                    &derived
+                }
+                Err(r) => {
+                    self.watch.authn_failed(&r.as_authn, r.parent.as_ref(), trail.client_ip, trail.clock, rid_str);
+                    trail.key_id = r.parent;
+                    self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
+                    return Err(r.error);
+                }
+            },
+            None => {
+                let authenticated =
+                    token.and_then(|t| authn::authenticate(t, &cfg.keys.format, cfg.environment, &table, trail.now));
+                match authenticated {
+                    Ok(key) => key,
+                    Err(e) => {
+                        // The table's id of a revoked or expired key, for the anomaly report.
+                        let known = token.ok().and_then(|t| authn::identify(t, &e, &table));
+                        self.watch.authn_failed(&e, known.as_ref(), trail.client_ip, trail.clock, rid_str);
+                        trail.key_id = known;
+                        self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
+                        return Err(e.into());
+                    }
+                }
             }
         };
         trail.key_id = Some(Arc::clone(&key.id));
@@ -174,6 +208,25 @@ impl Pipeline {
             trail.limit = Some(applied);
             if !applied.verdict.allowed {
                 return Err(limit::refusal(&applied));
+            }
+        }
+
+        if let Some((tokens, issue)) = self.tokens.as_ref().and_then(|t| Some((t, t.settings.issue.as_ref()?))) {
+            if path == issue.path {
+                trail.route = &issue.path;
+                if jwt.is_some() {
+                    return Err(ApiError::InvalidRequest("a token cannot be exchanged; present the API key".into()));
+                }
+                if *method != Method::POST {
+                    return Err(ApiError::MethodNotAllowed { allow: "POST".into() });
+                }
+                let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, issue.max_body_bytes))
+                    .await
+                    .map_err(|_| ApiError::PayloadTooLarge { limit: issue.max_body_bytes as u64 })?
+                    .to_bytes();
+                let resp = tokens.exchange(key, &body, trail.now)?;
+                trail.outcome = "TOKEN_ISSUED";
+                return Ok(resp.map(|b| Either::Left(Full::new(b))));
             }
         }
 
@@ -255,6 +308,9 @@ impl Pipeline {
             h.insert(X_API_KEY_ENV.clone(), k.profile.headers.environment.clone());
         }
         forwarding_headers(h, conn);
+        if let Some(signing) = &cfg.upstream_context {
+            self.sign_context(signing, &mut parts.headers, &parts.method, &uri, rid, trail.now);
+        }
         parts.uri = uri;
         // The upstream speaks HTTP/1.1 whatever the client spoke.
         parts.version = http::Version::HTTP_11;
@@ -278,6 +334,56 @@ impl Pipeline {
             Err(ForwardError::Unavailable { kind }) => {
                 self.metrics.upstream_error(kind);
                 Err(ApiError::UpstreamUnavailable)
+            }
+        }
+    }
+}
+
+impl Pipeline {
+    /// The signed upstream context over exactly what is forwarded (see `jwt::context`).
+    fn sign_context(
+        &self,
+        signing: &crate::config::ContextSigning,
+        h: &mut http::HeaderMap,
+        method: &Method,
+        uri: &Uri,
+        rid: &HeaderValue,
+        now: OffsetDateTime,
+    ) {
+        use crate::jwt::context::{self, Facts};
+        let get = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let f = Facts {
+            request_id: rid.to_str().unwrap_or(""),
+            method: method.as_str(),
+            path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            clinics: get(&X_ALLOWED_CLINICS),
+            scopes: get(&X_SCOPES),
+            key_id: get(&X_API_KEY_ID),
+        };
+        let t = now.unix_timestamp();
+        let value = match signing {
+            crate::config::ContextSigning::Hmac { key_id, secret } => {
+                Some((X_KEYGATE_SIGNATURE.clone(), context::hmac_header(key_id, secret, t, &f)))
+            }
+            crate::config::ContextSigning::Jwt { ttl, audience } => self.tokens.as_ref().and_then(|tokens| {
+                let claims = context::ContextClaims {
+                    iss: &tokens.settings.issuer,
+                    aud: audience,
+                    iat: t,
+                    exp: t + ttl.as_secs() as i64,
+                    rid: f.request_id,
+                    method: f.method,
+                    path: f.path_and_query,
+                    clinics: f.clinics,
+                    scopes: f.scopes,
+                    sub: f.key_id,
+                };
+                context::sign_jwt(&tokens.key_set(), &claims).map(|jwt| (X_KEYGATE_CONTEXT.clone(), jwt))
+            }),
+        };
+        if let Some((name, v)) = value {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(name, v);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Unix signals: SIGHUP reloads the key table and TLS pair; SIGTERM/SIGINT start the drain.
+//! Unix signals: SIGHUP reloads the key table, the TLS pair and the JWT keys; SIGTERM/SIGINT start the drain.
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -11,7 +11,7 @@ pub async fn run_until_terminated(running: &Running) -> std::io::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading key table and TLS certificate");
+                tracing::info!("SIGHUP: reloading key table, TLS certificate and JWT signing keys");
                 running.reload();
             }
             _ = term.recv() => break,

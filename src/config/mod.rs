@@ -5,6 +5,7 @@
 mod defaults;
 mod protection;
 pub mod raw;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
+pub use tokens::ContextSigning;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -40,6 +42,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub anomaly: crate::anomaly::Settings,
     pub webhook: Option<crate::alert::AlertSettings>,
+    pub jwt: Option<crate::jwt::Settings>,
+    pub upstream_context: Option<ContextSigning>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.
@@ -288,6 +292,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
     let anomaly = protection::anomaly(&mut c, &raw.anomaly);
     let webhook = protection::webhook(&mut c, &raw.alerts);
+    let jwt = tokens::jwt(&mut c, &raw.jwt);
+    let upstream_context = tokens::upstream_context(&mut c, &raw.upstream_context, jwt.as_ref());
 
     if !c.0.is_empty() {
         return Err(c.0);
@@ -310,6 +316,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         rate_limits,
         anomaly,
         webhook,
+        jwt,
+        upstream_context,
     })
 }
 

@@ -37,6 +37,47 @@ pub struct RawConfig {
     pub anomaly: RawAnomaly,
     #[serde(default)]
     pub alerts: RawAlerts,
+    pub jwt: Option<RawJwt>,
+    pub upstream_context: Option<RawUpstreamContext>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Option<String>,
+    pub keys: Vec<RawJwtKey>,
+    pub issue: Option<RawJwtIssue>,
+    pub jwks_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key_file: Option<String>,
+    pub public_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtIssue {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    pub max_ttl: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamContext {
+    pub sign: String,
+    pub key_id: Option<String>,
+    pub secret_file: Option<String>,
+    pub ttl: Option<String>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

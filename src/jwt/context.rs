@@ -19,10 +19,7 @@ pub struct Facts<'a> {
 
 /// The exact bytes an upstream recomputes.
 pub fn canonical(t: i64, f: &Facts<'_>) -> String {
-    format!(
-        "v1\n{t}\n{}\n{}\n{}\n{}\n{}\n{}",
-        f.request_id, f.method, f.path_and_query, f.clinics, f.scopes, f.key_id
-    )
+    format!("v1\n{t}\n{}\n{}\n{}\n{}\n{}\n{}", f.request_id, f.method, f.path_and_query, f.clinics, f.scopes, f.key_id)
 }
 
 pub fn hmac_header(kid: &str, secret: &[u8], t: i64, f: &Facts<'_>) -> String {
@@ -44,6 +41,14 @@ pub struct ContextClaims<'a> {
     pub clinics: &'a str,
     pub scopes: &'a str,
     pub sub: &'a str,
+}
+
+/// The context as a JWT signed with the token signing key; `None` without one.
+pub fn sign_jwt(keys: &super::KeySet, claims: &ContextClaims<'_>) -> Option<String> {
+    let key = keys.signer()?;
+    let mut header = jsonwebtoken::Header::new(key.alg.jwt());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, key.encoding.as_ref()?).ok()
 }
 
 #[cfg(test)]

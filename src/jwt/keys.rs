@@ -145,7 +145,8 @@ fn load_one(s: &KeySource) -> Result<Key, String> {
             }
             let x = B64.encode(&public);
             let dec = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
-            let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": s.kid, "alg": "EdDSA", "use": "sig"});
+            let jwk =
+                serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": s.kid, "alg": "EdDSA", "use": "sig"});
             (dec, jwk)
         }
         Alg::Es256 => {

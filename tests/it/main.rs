@@ -13,3 +13,4 @@ mod ratelimit;
 mod redis_limit;
 mod relay;
 mod tls;
+mod tokens;

@@ -1,0 +1,150 @@
+//! The token step of the request path: the JWKS document, the token exchange endpoint, and a
+//! bearer JWT turned into the key it stands for (its parent, narrowed to the token's scopes and
+//! clinics) so that routes, clinics, limits, injection and audit treat it like a key.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+use time::OffsetDateTime;
+
+use crate::authn::AuthnError;
+use crate::error::ApiError;
+use crate::jwt::token::{self, Refused};
+use crate::jwt::{KeySet, Narrowing, Settings, TokenError};
+use crate::keys::table::KeyState;
+use crate::keys::{Access, AccessHeaders, Environment, KeyRecord, KeyTable, Profile, Scope, ScopeSet};
+
+pub struct Tokens {
+    pub settings: Settings,
+    keys: ArcSwap<KeySet>,
+}
+
+/// Why a bearer JWT was refused, with what the anomaly detectors need to know.
+pub struct TokenRefusal {
+    pub error: ApiError,
+    /// The refusal as the detectors classify authentication failures.
+    pub as_authn: AuthnError,
+    /// The parent's id when the parent exists (revoked or expired).
+    pub parent: Option<Arc<str>>,
+}
+
+impl Tokens {
+    pub fn new(settings: Settings) -> Result<Tokens, String> {
+        let keys = KeySet::load(&settings.keys)?;
+        Ok(Tokens { settings, keys: ArcSwap::from_pointee(keys) })
+    }
+
+    /// Re-reads the key files (SIGHUP); on failure the current keys stay.
+    pub fn reload(&self) -> Result<usize, String> {
+        let keys = KeySet::load(&self.settings.keys)?;
+        let n = keys.keys.len();
+        self.keys.store(Arc::new(keys));
+        Ok(n)
+    }
+
+    pub fn key_set(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    pub fn jwks(&self) -> Response<Bytes> {
+        let mut r = Response::new(self.keys.load().jwks.clone());
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        r
+    }
+
+    /// A bearer JWT → the key it acts as. The parent's current state decides as it would for
+    /// the key itself: revoked parent → API_KEY_REVOKED, expired → API_KEY_EXPIRED.
+    pub fn authenticate(
+        &self,
+        jwt: &str,
+        table: &KeyTable,
+        proxy_env: Environment,
+        now: OffsetDateTime,
+    ) -> Result<KeyRecord, TokenRefusal> {
+        let invalid = |e: TokenError| match e {
+            TokenError::Invalid => {
+                TokenRefusal { error: ApiError::InvalidToken, as_authn: AuthnError::Unknown, parent: None }
+            }
+            TokenError::Expired => {
+                TokenRefusal { error: ApiError::TokenExpired, as_authn: AuthnError::NotYetValid, parent: None }
+            }
+        };
+        let claims = token::verify(&self.settings, &self.keys.load(), jwt, now.unix_timestamp()).map_err(invalid)?;
+        let parent = table.by_id(&claims.sub).ok_or_else(|| invalid(TokenError::Invalid))?;
+        if claims.env != proxy_env || parent.environment() != proxy_env {
+            return Err(invalid(TokenError::Invalid));
+        }
+        let refused = |error, as_authn| TokenRefusal { error, as_authn, parent: Some(Arc::clone(&parent.id)) };
+        match parent.state_at(now) {
+            KeyState::Active => {}
+            KeyState::Revoked => return Err(refused(ApiError::Revoked, AuthnError::Revoked)),
+            KeyState::Expired => return Err(refused(ApiError::Expired, AuthnError::Expired)),
+            KeyState::NotYetValid => return Err(invalid(TokenError::Invalid)),
+        }
+        // What the token says, within what the parent holds now: narrowing the key narrows
+        // its tokens too.
+        let scopes: Vec<Scope> = claims
+            .scope
+            .split(' ')
+            .filter(|s| parent.scopes().grants(s))
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect();
+        let clinics = match claims.clinics {
+            None => parent.clinics.clone(),
+            Some(list) => {
+                let kept: Vec<&str> = list.iter().map(String::as_str).filter(|c| parent.allows_clinic(c)).collect();
+                if kept.is_empty() {
+                    return Err(refused(ApiError::ClinicNotAllowed, AuthnError::Unknown));
+                }
+                Some(Arc::from(kept.join(",")))
+            }
+        };
+        let access = Access {
+            environment: parent.environment(),
+            scopes: ScopeSet::new(scopes),
+            allowed_ips: parent.allowed_ips().to_vec(),
+            rate_limit_tier: parent.rate_limit_tier().map(String::from),
+        };
+        let headers = AccessHeaders {
+            scopes: HeaderValue::from_str(&access.scopes.header_value()).expect("scopes are validated"),
+            environment: parent.profile.headers.environment.clone(),
+        };
+        let profile = Arc::new(Profile { access, headers });
+        Ok(KeyRecord::new(parent.hash, Arc::clone(&parent.id), profile, clinics, parent.times()))
+    }
+
+    /// `POST` to the issue path with a key: the OAuth 2.0 token response.
+    pub fn exchange(&self, parent: &KeyRecord, body: &[u8], now: OffsetDateTime) -> Result<Response<Bytes>, ApiError> {
+        let issue = self.settings.issue.as_ref().expect("only routed here when issuing is on");
+        let ask: Narrowing = if body.iter().all(u8::is_ascii_whitespace) {
+            Narrowing::default()
+        } else {
+            serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest(format!("token request body: {e}")))?
+        };
+        let keys = self.keys.load();
+        let (jwt, claims) =
+            token::issue(&self.settings, &keys, parent, &ask, now.unix_timestamp(), issue.max_ttl.as_secs()).map_err(
+                |r| match r {
+                    Refused::Scope(s) => ApiError::InsufficientScope { required: s },
+                    Refused::Clinic => ApiError::ClinicNotAllowed,
+                    Refused::Invalid(why) => ApiError::InvalidRequest(why),
+                    Refused::NoSigner => ApiError::InvalidRequest("token issuing has no signing key".into()),
+                },
+            )?;
+        let body = serde_json::json!({
+            "access_token": jwt,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "scope": claims.scope,
+        });
+        let mut r = Response::new(Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")));
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        Ok(r)
+    }
+}
