@@ -111,6 +111,34 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // A token validated next to the key lookup it replaces.
+    let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("jwt.pem");
+    std::fs::write(&pem, keygate::jwt::keys::generate_ed25519_pem()).unwrap();
+    let settings = keygate::jwt::Settings {
+        issuer: "keygate".into(),
+        audience: "api".into(),
+        leeway: std::time::Duration::from_secs(30),
+        keys: vec![keygate::jwt::KeySource {
+            kid: "k1".into(),
+            algorithm: keygate::jwt::Alg::EdDsa,
+            private_key_file: Some(pem),
+            public_key_file: None,
+        }],
+        issue: None,
+        jwks_path: "/.well-known/jwks.json".into(),
+    };
+    let jwt_keys = keygate::jwt::KeySet::load(&settings.keys).unwrap();
+    let (t, _) = table(1, 1);
+    let parent = t.records().next().unwrap();
+    let now_s = OffsetDateTime::now_utc().unix_timestamp();
+    let (jwt, _) = keygate::jwt::token::issue(&settings, &jwt_keys, parent, &Default::default(), now_s, 900).unwrap();
+    c.bench_function("jwt verify (EdDSA signature, kid, iss/aud, time)", |b| {
+        b.iter(|| black_box(keygate::jwt::token::verify(&settings, &jwt_keys, black_box(&jwt), now_s).is_ok()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+
     let policy = HeaderPolicy::new(&[], false);
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("api.example.com"));

@@ -72,6 +72,8 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     );
     let test = demo_key("demo_test_env", "dpl_test_", "test", "");
     let tiny = demo_key("demo_rate_limited", "dpl_live_", "live", "    rate_limit: demo_tiny\n");
+    let jwt_key = dir.join("jwt-ed25519.pem");
+    std::fs::write(&jwt_key, crate::jwt::keys::generate_ed25519_pem())?;
     let keys_path = dir.join("keys.yaml");
     std::fs::write(
         &keys_path,
@@ -81,8 +83,9 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
         ),
     )?;
     let config_text = format!(
-        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nrate_limits:\n  tiers:\n    default: {{rate: 100/s, burst: 200}}\n    demo_tiny: {{rate: 1/m, burst: 3}}\n  per_ip: {{rate: 10/s, burst: 50}}\nlog:\n  format: text\n",
-        keys_path.display()
+        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nrate_limits:\n  tiers:\n    default: {{rate: 100/s, burst: 200}}\n    demo_tiny: {{rate: 1/m, burst: 3}}\n  per_ip: {{rate: 10/s, burst: 50}}\njwt:\n  issuer: keygate-demo\n  audience: clinic-api\n  keys:\n    - {{kid: demo-1, algorithm: EdDSA, private_key_file: {}}}\n  issue: {{max_ttl: 15m}}\nlog:\n  format: text\n",
+        keys_path.display(),
+        jwt_key.display()
     );
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, &config_text)?;
@@ -126,6 +129,11 @@ Try:
   curl -s -H "Authorization: Bearer {test}" {base}/api/v1/clinics
   # 200, 200, 200, then 429 RATE_LIMIT_EXCEEDED with Retry-After (RateLimit headers on each)
   for i in 1 2 3 4; do curl -s -i -H "Authorization: Bearer {tiny}" {base}/api/v1/clinics | grep -iE '^(HTTP|ratelimit|retry-after)'; done
+  # A 5-minute token for clinic_001 only, traded for the key; then use it like the key
+  TOKEN=$(curl -s -X POST -H "Authorization: Bearer {all}" -d '{{"clinics":["clinic_001"],"ttl_seconds":300}}' {base}/auth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/clinics/clinic_001/interactions
+  # The token's public keys
+  curl -s {base}/.well-known/jwks.json
   # Prometheus metrics: decisions, rate limits, anomalies (the test key above was one)
   curl -s {admin}/metrics | grep -E 'keygate_(requests|rate_limit_decisions|anomalies)_total'
 

@@ -84,6 +84,9 @@ impl Pipeline {
         let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.limiter.sweep(mono);
         self.watch.sweep(Now { mono, unix: now.unix_timestamp() });
+        if let Some(t) = &self.tokens {
+            t.sweep(now.unix_timestamp());
+        }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnFacts) -> Response<Body> {

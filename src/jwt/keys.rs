@@ -161,3 +161,48 @@ fn load_one(s: &KeySource) -> Result<Key, String> {
     };
     Ok(Key { kid: s.kid.clone(), alg: s.algorithm, encoding, decoding, jwk })
 }
+
+/// A fresh Ed25519 private key as PKCS#8 PEM (for the demo and benchmarks; in production
+/// `openssl genpkey -algorithm ed25519 -out jwt.pem`).
+pub fn generate_ed25519_pem() -> String {
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("the system RNG works");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_loads_signs_and_publishes_its_jwk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, generate_ed25519_pem()).unwrap();
+        let src =
+            KeySource { kid: "k1".into(), algorithm: Alg::EdDsa, private_key_file: Some(path), public_key_file: None };
+        let set = KeySet::load(&[src]).unwrap();
+        assert_eq!(set.signer().unwrap().kid, "k1");
+        let jwks: serde_json::Value = serde_json::from_slice(&set.jwks).unwrap();
+        assert_eq!(jwks["keys"][0]["kty"], "OKP");
+        assert_eq!(jwks["keys"][0]["x"].as_str().unwrap().len(), 43, "32 bytes, base64url");
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_kind_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, generate_ed25519_pem()).unwrap();
+        let src =
+            KeySource { kid: "k1".into(), algorithm: Alg::Es256, private_key_file: Some(path), public_key_file: None };
+        let e = KeySet::load(&[src]).err().unwrap();
+        assert!(e.contains("not a PKCS#8 P-256 private key"), "{e}");
+    }
+}
