@@ -46,6 +46,9 @@ pub enum ApiError {
     },
     /// Shared limiter unreachable and configured to fail closed.
     RateLimiterUnavailable,
+    /// The key store's view is older than `max_staleness` (or was never loaded): a revocation
+    /// could be missing, so no key is judged.
+    KeyStoreUnavailable,
 }
 
 #[derive(Serialize)]
@@ -80,7 +83,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
+            ApiError::KeyStoreUnavailable => "KEY_STORE_UNAVAILABLE",
         }
     }
 
@@ -136,6 +142,7 @@ impl ApiError {
                 plural(*retry_after)
             ),
             ApiError::RateLimiterUnavailable => "The rate limiter is unavailable; retry shortly".into(),
+            ApiError::KeyStoreUnavailable => "The key store is unavailable; retry shortly".into(),
         }
     }
 
@@ -160,7 +167,8 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::RateLimited { .. }
             | ApiError::IpBlocked { .. }
-            | ApiError::RateLimiterUnavailable => None,
+            | ApiError::RateLimiterUnavailable
+            | ApiError::KeyStoreUnavailable => None,
         }
     }
 
@@ -188,7 +196,7 @@ impl ApiError {
         if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if let ApiError::RateLimiterUnavailable = self {
+        if let ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
@@ -258,6 +266,7 @@ mod tests {
             (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
             (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
             (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
+            (ApiError::KeyStoreUnavailable, 503, "KEY_STORE_UNAVAILABLE"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

@@ -46,6 +46,8 @@ pub struct Pipeline {
     pub watch: Watch,
     /// Zero of the monotonic clock the limiter and the detectors count in.
     pub epoch: Instant,
+    /// For a store that can fall behind (PostgreSQL): whether the table may be trusted now.
+    pub freshness: Option<Arc<crate::keys::freshness::Freshness>>,
 }
 
 static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
@@ -152,6 +154,11 @@ impl Pipeline {
             return self.forward(parts, body, uri, None, conn, rid, trail).await;
         }
 
+        if let Some(f) = &self.freshness {
+            if !f.may_serve(Instant::now()) {
+                return Err(ApiError::KeyStoreUnavailable);
+            }
+        }
         // One snapshot for the whole request; a swap during it affects the next request.
         let table = self.keys.load_full();
         let token = authn::bearer_token(&parts.headers);

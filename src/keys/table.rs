@@ -89,6 +89,22 @@ impl KeyTable {
         KeyTable { records, slots, rotated_out: Default::default() }
     }
 
+    /// This table with `delta`'s records replacing those with the same id and the rest added:
+    /// how a replica applies a batch of changed rows without re-reading the whole store.
+    /// Records are shared, not copied; the index is rebuilt.
+    pub fn with_changes(&self, delta: KeyTable) -> KeyTable {
+        let replaced: rustc_hash::FxHashSet<Arc<str>> = delta.records.iter().map(|r| Arc::clone(&r.id)).collect();
+        let mut records = Vec::with_capacity(self.records.len() + delta.records.len());
+        records.extend(self.records.iter().filter(|r| !replaced.contains(&r.id)).cloned());
+        let mut rotated: Vec<Arc<str>> =
+            self.rotated_out.iter().filter(|id| !replaced.contains(*id)).cloned().collect();
+        rotated.extend(delta.rotated_out);
+        records.extend(delta.records);
+        let mut t = KeyTable::from_records(records);
+        t.set_rotated_out(rotated);
+        t
+    }
+
     pub fn set_rotated_out(&mut self, ids: Vec<Arc<str>>) {
         self.rotated_out = ids.into_iter().collect();
     }
