@@ -62,18 +62,18 @@ mod tests {
     fn past_max_staleness_refuses_unless_told_to_serve() {
         let (refuse, serve) =
             (Freshness::new(Duration::from_secs(1), false), Freshness::new(Duration::from_secs(1), true));
-        let t0 = Instant::now();
-        refuse.mark_current(t0);
-        serve.mark_current(t0);
-        assert!(refuse.may_serve(t0 + Duration::from_millis(1000)));
-        assert!(!refuse.may_serve(t0 + Duration::from_millis(1001)));
-        assert!(serve.may_serve(t0 + Duration::from_secs(3600)));
+        // On the epoch itself: the mark is kept in whole milliseconds, rounded to the older side.
+        refuse.mark_current(refuse.epoch);
+        serve.mark_current(serve.epoch);
+        assert!(refuse.may_serve(refuse.epoch + Duration::from_millis(1000)));
+        assert!(!refuse.may_serve(refuse.epoch + Duration::from_millis(1001)));
+        assert!(serve.may_serve(serve.epoch + Duration::from_secs(3600)));
     }
 
     #[test]
     fn an_older_confirmation_never_moves_the_mark_back() {
         let f = Freshness::new(Duration::from_secs(1), false);
-        let t0 = Instant::now();
+        let t0 = f.epoch;
         f.mark_current(t0 + Duration::from_secs(5));
         f.mark_current(t0);
         assert_eq!(f.age(t0 + Duration::from_secs(6)), Some(Duration::from_secs(1)));

@@ -189,3 +189,41 @@ impl KeyTable {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::file::parse;
+
+    fn table(entries: &[(&str, char, &str)]) -> KeyTable {
+        let mut y = String::from("keys:\n");
+        for (id, h, extra) in entries {
+            y.push_str(&format!(
+                "  - id: {id}\n    hash: {}\n    environment: live\n{extra}",
+                h.to_string().repeat(64)
+            ));
+        }
+        parse(&y, "t").unwrap()
+    }
+
+    fn hash(c: char) -> KeyHash {
+        KeyHash::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn changes_replace_by_id_add_the_rest_and_keep_everything_else() {
+        let old = table(&[("k1", 'a', ""), ("k2", 'b', "    rotated_to: k3\n")]);
+        let delta = table(&[
+            ("k2", 'b', "    rotated_to: k3\n    revoked_at: 2026-01-01T00:00:00Z\n"),
+            ("k3", 'c', "    rotated_from: k2\n"),
+        ]);
+        let t = old.with_changes(delta);
+        assert_eq!(t.len(), 3);
+        assert!(t.lookup(&hash('a')).is_some(), "untouched keys stay");
+        assert!(t.lookup(&hash('b')).unwrap().times().revoked_at.is_some(), "the changed row wins");
+        assert!(t.lookup(&hash('c')).is_some(), "new keys are added");
+        assert!(t.is_rotated_out("k2") && !t.is_rotated_out("k3"));
+        let t = t.with_changes(table(&[("k2", 'b', "")]));
+        assert!(!t.is_rotated_out("k2"), "a replaced row's rotation link comes from the new row");
+    }
+}
