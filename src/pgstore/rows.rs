@@ -16,9 +16,11 @@ fn json_expr() -> &'static str {
         'rotated_to', rotated_to, 'updated_at', updated_at))::text"
 }
 
-/// `SELECT version, <key json>` over the keys whose version is above `$1`, oldest change first.
+/// `SELECT version, <key json>` over the keys whose version is above `$1`. Unordered on
+/// purpose: the reader takes the highest version it saw, and an ORDER BY would make a full load
+/// sort (and build the JSON of) every row before the first one arrives.
 pub fn select_since(schema: &str) -> String {
-    format!("SELECT version, {} FROM {schema}.keys WHERE version > $1 ORDER BY version, id", json_expr())
+    format!("SELECT version, {} FROM {schema}.keys WHERE version > $1", json_expr())
 }
 
 pub fn parse(json: &str) -> Result<RawKey, String> {
