@@ -12,6 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::AdminToken;
+use crate::keys::freshness::Freshness;
 use crate::keys::reload::SharedTable;
 use crate::metrics::Metrics;
 use crate::pipeline::ConnFacts;
@@ -22,11 +23,17 @@ use crate::usage::UsageBook;
 pub struct Health {
     pub table_loaded: AtomicBool,
     pub shutting_down: AtomicBool,
+    /// With the PostgreSQL store: not ready while the table is too old to serve from.
+    pub freshness: Option<Arc<Freshness>>,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.table_loaded.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire)
+        self.table_loaded.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire) && self.fresh()
+    }
+
+    fn fresh(&self) -> bool {
+        self.freshness.as_ref().is_none_or(|f| f.may_serve(std::time::Instant::now()))
     }
 }
 
@@ -101,7 +108,10 @@ impl Handler for Admin {
             "/readyz" if self.health.shutting_down.load(Ordering::Acquire) => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n")
             }
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key table not loaded\n"),
+            "/readyz" if !self.health.table_loaded.load(Ordering::Acquire) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key table not loaded\n")
+            }
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key store stale\n"),
             p if p.starts_with("/admin/keys/") => match self.api.refusal(&req) {
                 None => self.key(&p["/admin/keys/".len()..]),
                 Some(refused) => refused,

@@ -15,8 +15,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminApi, Health};
-use crate::config::Config;
+use crate::config::{Config, KeyStore};
 use crate::forward::Forwarder;
+use crate::keys::freshness::Freshness;
 use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
 use crate::keys::{file, KeyTable};
 use crate::limit::Limiter;
@@ -105,17 +106,31 @@ fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook) {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::with_key_label_cap(config.rate_limits.metrics_key_labels));
-    let health = Arc::new(Health::default());
-
-    let path = config.keys.file.clone();
-    let started = std::time::Instant::now();
-    let initial: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
-    let took_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(keys = initial.len(), took_ms, file = %config.keys.file.display(), "key table loaded");
+    let freshness = match &config.key_store {
+        KeyStore::File(_) => None,
+        KeyStore::Postgres(pg) => {
+            Some(Arc::new(Freshness::new(pg.max_staleness, pg.on_stale == crate::config::OnStale::Serve)))
+        }
+    };
+    let health = Arc::new(Health { freshness: freshness.clone(), ..Health::default() });
     let usage = Arc::new(UsageBook::default());
-    after_load(&metrics, &initial, &usage);
+
+    // The file store refuses to start without a good table. PostgreSQL may be down at start:
+    // keygate then listens, not ready, and the replica loads the table when it can.
+    let initial = match &config.key_store {
+        KeyStore::File(path) => {
+            let path = path.clone();
+            let started = std::time::Instant::now();
+            let t: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
+            let took_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(keys = t.len(), took_ms, file = %config.keys_source(), "key table loaded");
+            after_load(&metrics, &t, &usage);
+            health.table_loaded.store(true, Ordering::Release);
+            t
+        }
+        KeyStore::Postgres(_) => KeyTable::default(),
+    };
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(initial));
-    health.table_loaded.store(true, Ordering::Release);
 
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(TlsState::load(files)?)),
@@ -130,16 +145,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
 
     let reload = Arc::new(Notify::new());
-    let reloader = Reloader {
-        path: config.keys.file.clone(),
-        table: Arc::clone(&table),
-        interval: config.keys.reload_interval,
-        trigger: Arc::clone(&reload),
-    };
-    let (m, t, u) = (Arc::clone(&metrics), Arc::clone(&table), Arc::clone(&usage));
-    let reload_task = tokio::spawn(reloader.run(move |ev| match ev {
+    let (m, t, u, h) = (Arc::clone(&metrics), Arc::clone(&table), Arc::clone(&usage), Arc::clone(&health));
+    let on_event = move |ev| match ev {
         ReloadEvent::Loaded { keys, took } => {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
+            h.table_loaded.store(true, Ordering::Release);
             // Housekeeping walks the whole table: off the request threads, which on one CPU
             // would otherwise stall for milliseconds at a million keys.
             let (m, t, u) = (Arc::clone(&m), Arc::clone(&t), Arc::clone(&u));
@@ -149,7 +159,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
             m.table_reload_failed();
         }
-    }));
+    };
+    let reload_task = match &config.key_store {
+        KeyStore::File(path) => {
+            let reloader = Reloader {
+                path: path.clone(),
+                table: Arc::clone(&table),
+                interval: config.keys.reload_interval,
+                trigger: Arc::clone(&reload),
+            };
+            tokio::spawn(reloader.run(on_event))
+        }
+        KeyStore::Postgres(pg) => {
+            let replica = crate::pgstore::sync::Replica {
+                settings: pg.clone(),
+                table: Arc::clone(&table),
+                freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
+                metrics: Arc::clone(&metrics),
+                trigger: Arc::clone(&reload),
+            };
+            tokio::spawn(replica.run(on_event))
+        }
+    };
     let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
     let census_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -180,6 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), alerter),
         epoch: std::time::Instant::now(),
         tokens: tokens.clone(),
+        freshness,
     });
     // Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
     // off the request threads.

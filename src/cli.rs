@@ -34,8 +34,14 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
     },
-    /// Validate a config file (and the key table it names) and exit: 0 valid, 1 invalid.
+    /// Validate a config file (and the key table file it names) and exit: 0 valid, 1 invalid.
     CheckConfig { config: PathBuf },
+    /// Create or upgrade the PostgreSQL key store's schema (key_store.kind: postgres). Safe to
+    /// run again: applies only what is missing.
+    Migrate {
+        #[arg(long, short, env = "KEYGATE_CONFIG", default_value = "/etc/keygate/config.yaml")]
+        config: PathBuf,
+    },
     /// Manage keys: create, list, show, revoke, rotate, update. Works on the key table named
     /// by the config (or --table); a running proxy picks each change up within seconds.
     Keys {
@@ -126,16 +132,32 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import keys issued elsewhere from a TSV of `key<TAB>clinics<TAB>scopes` (clinics
-    /// comma-separated or empty for all, scopes space-separated or empty for the default).
-    /// The keys are hashed on the way in; the file itself is not kept. Ids are derived.
+    /// Import a key table file (YAML or JSON Lines, hashes only) into the configured store,
+    /// e.g. to move from the file store to PostgreSQL. Keys already present and identical are
+    /// skipped; a different key under an existing id is refused.
+    /// Or, with --tsv, import keys issued elsewhere from a TSV of `key<TAB>clinics<TAB>scopes`
+    /// (clinics comma-separated or empty for all, scopes space-separated or empty for the
+    /// default): hashed on the way in, the file itself is not kept, ids are derived.
     Import {
+        /// A key table file (as `keys export` writes it).
+        #[arg(required_unless_present = "tsv", conflicts_with = "tsv")]
+        file: Option<PathBuf>,
         /// The TSV file (plaintext keys: delete it afterwards).
         #[arg(long)]
-        tsv: PathBuf,
+        tsv: Option<PathBuf>,
         /// Label given to every imported key.
         #[arg(long, default_value = "imported")]
         label: String,
+    },
+    /// Write the whole key table (hashes only) as a key table file, e.g. to move from
+    /// PostgreSQL to the file store or to back it up.
+    Export {
+        /// Where to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// JSON Lines instead of YAML (the shape for large tables).
+        #[arg(long)]
+        jsonl: bool,
     },
     /// Change a key's label, scopes, clinics, IPs, expiry or tier.
     Update {

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// A bearer JWT that is malformed, badly signed, of an unknown kid, for another audience...
     InvalidToken,
     TokenExpired,
+    /// The key store's view is older than `max_staleness` (or was never loaded): a revocation
+    /// could be missing, so no key is judged.
+    KeyStoreUnavailable,
 }
 
 #[derive(Serialize)]
@@ -85,7 +88,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
@@ -112,6 +117,7 @@ impl ApiError {
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::TokenExpired => "TOKEN_EXPIRED",
+            ApiError::KeyStoreUnavailable => "KEY_STORE_UNAVAILABLE",
         }
     }
 
@@ -145,6 +151,7 @@ impl ApiError {
             ApiError::RateLimiterUnavailable => "The rate limiter is unavailable; retry shortly".into(),
             ApiError::InvalidToken => "Invalid token".into(),
             ApiError::TokenExpired => "Token has expired".into(),
+            ApiError::KeyStoreUnavailable => "The key store is unavailable; retry shortly".into(),
         }
     }
 
@@ -172,7 +179,8 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::RateLimited { .. }
             | ApiError::IpBlocked { .. }
-            | ApiError::RateLimiterUnavailable => None,
+            | ApiError::RateLimiterUnavailable
+            | ApiError::KeyStoreUnavailable => None,
         }
     }
 
@@ -200,7 +208,7 @@ impl ApiError {
         if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if let ApiError::RateLimiterUnavailable = self {
+        if let ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
@@ -272,6 +280,7 @@ mod tests {
             (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
             (ApiError::InvalidToken, 401, "INVALID_TOKEN"),
             (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
+            (ApiError::KeyStoreUnavailable, 503, "KEY_STORE_UNAVAILABLE"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

@@ -102,7 +102,7 @@ fn body_limit_hit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn client_tls(ca_file: Option<&std::path::Path>, setting: &str) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn client_tls(ca_file: Option<&std::path::Path>, setting: &str) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {

@@ -21,6 +21,7 @@ pub mod limit;
 pub mod logbuf;
 pub mod metrics;
 pub mod path;
+pub mod pgstore;
 pub mod pipeline;
 pub mod policy;
 pub mod ratelimit;

@@ -60,15 +60,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { config } => {
             let cfg = config::load(&config)?;
-            let table = file::load(&cfg.keys.file)?;
+            let keys = match &cfg.key_store {
+                config::KeyStore::File(path) => {
+                    format!("key table {} with {} keys", path.display(), file::load(path)?.len())
+                }
+                config::KeyStore::Postgres(_) => format!("key store {} (not contacted)", cfg.keys_source()),
+            };
             println!(
-                "{}: ok ({} routes, {} public routes, key table {} with {} keys)",
+                "{}: ok ({} routes, {} public routes, {keys})",
                 config.display(),
                 cfg.routes.routes().len(),
                 cfg.routes.public_routes().len(),
-                cfg.keys.file.display(),
-                table.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let cfg = config::load(&config)?;
+            let config::KeyStore::Postgres(pg) = &cfg.key_store else {
+                anyhow::bail!("{}: key_store.kind is not postgres; the file store has no schema", config.display());
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let applied = rt.block_on(keygate::pgstore::migrate::run(pg))?;
+            if applied.is_empty() {
+                println!("schema {} is up to date (version {})", pg.schema, keygate::pgstore::migrate::latest());
+            } else {
+                println!("schema {}: applied migrations {applied:?}", pg.schema);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { config, table, command } => {

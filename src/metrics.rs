@@ -55,6 +55,59 @@ pub struct Metrics {
     anomalies: IntCounterVec,
     blocked_ips: IntGauge,
     alerts: IntCounterVec,
+    store: StoreMetrics,
+}
+
+/// The PostgreSQL key store's freshness (all zero with the file store).
+struct StoreMetrics {
+    staleness: Gauge,
+    last_sync: Gauge,
+    notification_lag: Gauge,
+    version: IntGauge,
+    connected: IntGauge,
+    sync_failures: IntCounter,
+}
+
+impl StoreMetrics {
+    fn new() -> StoreMetrics {
+        StoreMetrics {
+            staleness: Gauge::new(
+                "keygate_key_store_staleness_seconds",
+                "Seconds since the in-memory key table was last known to hold every change in the key store \
+                 (since start, before the first sync).",
+            )
+            .unwrap(),
+            last_sync: Gauge::new(
+                "keygate_key_store_last_sync_timestamp_seconds",
+                "Unix time of the last successful sync with the key store.",
+            )
+            .unwrap(),
+            notification_lag: Gauge::new(
+                "keygate_key_store_notification_lag_seconds",
+                "Commit-to-receipt time of the last change notification from the key store.",
+            )
+            .unwrap(),
+            version: IntGauge::new("keygate_key_store_version", "The key store change version the table is at.")
+                .unwrap(),
+            connected: IntGauge::new("keygate_key_store_connected", "1 while connected to the key store.").unwrap(),
+            sync_failures: IntCounter::new(
+                "keygate_key_store_sync_failures_total",
+                "Changes from the key store that could not be applied (the last view kept serving).",
+            )
+            .unwrap(),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.staleness.clone()),
+            Box::new(self.last_sync.clone()),
+            Box::new(self.notification_lag.clone()),
+            Box::new(self.version.clone()),
+            Box::new(self.connected.clone()),
+            Box::new(self.sync_failures.clone()),
+        ]
+    }
 }
 
 const LATENCY_BUCKETS: [f64; 14] =
@@ -195,7 +248,8 @@ impl Metrics {
         for k in ["connect", "timeout", "protocol"] {
             upstream_errors.with_label_values(&[k]);
         }
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let store = StoreMetrics::new();
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
@@ -214,6 +268,7 @@ impl Metrics {
             Box::new(blocked_ips.clone()),
             Box::new(alerts.clone()),
         ];
+        collectors.extend(store.collectors());
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
@@ -237,6 +292,7 @@ impl Metrics {
             anomalies,
             blocked_ips,
             alerts,
+            store,
         }
     }
 
@@ -308,6 +364,28 @@ impl Metrics {
             let state: KeyState = state;
             self.keys.with_label_values(&[env.as_str(), state.as_str()]).set(n as i64);
         }
+    }
+
+    pub fn key_store_staleness(&self, age: std::time::Duration) {
+        self.store.staleness.set(age.as_secs_f64());
+    }
+
+    /// The table holds every change up to `version`, as of now.
+    pub fn key_store_synced(&self, version: i64) {
+        self.store.version.set(version);
+        self.store.last_sync.set(OffsetDateTime::now_utc().unix_timestamp() as f64);
+    }
+
+    pub fn key_store_sync_failed(&self) {
+        self.store.sync_failures.inc();
+    }
+
+    pub fn key_store_notification_lag(&self, seconds: f64) {
+        self.store.notification_lag.set(seconds);
+    }
+
+    pub fn key_store_connected(&self, up: bool) {
+        self.store.connected.set(i64::from(up));
     }
 
     pub fn table_reload_failed(&self) {

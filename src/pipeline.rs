@@ -49,6 +49,8 @@ pub struct Pipeline {
     pub epoch: Instant,
     /// JWT issuing and validation, when configured.
     pub tokens: Option<Arc<Tokens>>,
+    /// For a store that can fall behind (PostgreSQL): whether the table may be trusted now.
+    pub freshness: Option<Arc<crate::keys::freshness::Freshness>>,
 }
 
 static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinics");
@@ -168,6 +170,11 @@ impl Pipeline {
             }
         }
 
+        if let Some(f) = &self.freshness {
+            if !f.may_serve(Instant::now()) {
+                return Err(ApiError::KeyStoreUnavailable);
+            }
+        }
         // One snapshot for the whole request; a swap during it affects the next request.
         let table = self.keys.load_full();
         let token = authn::bearer_token(&parts.headers);

@@ -3,6 +3,7 @@
 //! `keygate check-config` runs exactly this.
 
 mod defaults;
+mod key_store;
 mod protection;
 pub mod raw;
 mod tokens;
@@ -20,6 +21,7 @@ use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
+pub use key_store::{valid_schema, DbUrl, KeyStore, OnStale, PgStore};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
 
@@ -32,6 +34,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub upstream: Upstream,
     pub keys: Keys,
+    pub key_store: KeyStore,
     pub limits: Limits,
     pub drain_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -90,7 +93,6 @@ pub struct Upstream {
 
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub file: PathBuf,
     pub reload_interval: Duration,
     pub format: KeyFormat,
 }
@@ -137,6 +139,16 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Where the keys come from, for logs and `check-config` (never a URL: it may hold a password).
+    pub fn keys_source(&self) -> String {
+        match &self.key_store {
+            KeyStore::File(p) => p.display().to_string(),
+            KeyStore::Postgres(pg) => format!("postgres schema {}", pg.schema),
+        }
+    }
+}
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -213,6 +225,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
 
     let upstream = upstream(&mut c, &raw.upstream);
     let keys = keys(&mut c, &raw.keys);
+    let key_store = key_store::key_store(&mut c, raw.key_store.as_ref(), raw.keys.file.as_ref());
 
     let l = &raw.limits;
     let limits = Limits {
@@ -306,6 +319,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         tls,
         upstream,
         keys,
+        key_store,
         limits,
         drain_timeout,
         trusted_proxies,
@@ -362,7 +376,6 @@ fn keys(c: &mut Check, k: &raw::RawKeys) -> Keys {
         c.0.push(format!("keys: min_body_length ({min}) must be at least 16 and at most max_body_length ({max})"));
     }
     Keys {
-        file: PathBuf::from(&k.file),
         reload_interval: c.duration("keys.reload_interval", &k.reload_interval, Duration::from_millis(250)),
         format: KeyFormat::new(prefixes, min, max, k.checksum.unwrap_or(true)),
     }

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     pub upstream: RawUpstream,
     pub keys: RawKeys,
+    pub key_store: Option<RawKeyStore>,
     #[serde(default)]
     pub limits: RawLimits,
     pub drain_timeout: Option<String>,
@@ -197,12 +198,29 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeys {
-    pub file: String,
+    /// Required for the file store; not used with `key_store.kind: postgres`.
+    pub file: Option<String>,
     pub reload_interval: Option<String>,
     pub prefixes: Option<BTreeMap<String, String>>,
     pub min_body_length: Option<usize>,
     pub max_body_length: Option<usize>,
     pub checksum: Option<bool>,
+}
+
+/// Where the key table lives: the file (default) or PostgreSQL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyStore {
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub schema: Option<String>,
+    pub ca_file: Option<String>,
+    pub auto_migrate: Option<bool>,
+    pub sync: Option<String>,
+    pub poll_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub max_staleness: Option<String>,
+    pub on_stale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

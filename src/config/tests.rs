@@ -130,3 +130,46 @@ fn a_redis_backend_gets_safe_timeouts_and_fails_open_by_default() {
     assert_eq!(r.on_error, OnRedisError::FailOpen);
     assert_eq!(r.key_prefix, "keygate:rl:");
 }
+
+const PG_BASE: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys: {}\n";
+
+#[test]
+fn the_file_store_is_the_default_and_needs_its_file() {
+    assert!(matches!(parse(MINIMAL, "c.yaml").unwrap().key_store, KeyStore::File(ref p) if p.ends_with("keys.yaml")));
+    let msg = parse(PG_BASE, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("keys.file: required"), "{msg}");
+    let msg = parse(&format!("{MINIMAL}key_store:\n  schema: x\n"), "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("key_store.schema: only used with kind postgres"), "{msg}");
+}
+
+#[test]
+fn a_postgres_store_gets_safe_defaults() {
+    let c = parse(&format!("{PG_BASE}key_store:\n  kind: postgres\n  url: postgres://kg@db/keys\n"), "c.yaml").unwrap();
+    let KeyStore::Postgres(pg) = c.key_store else { panic!("postgres expected") };
+    assert_eq!(pg.schema, "keygate");
+    assert!(!pg.auto_migrate, "the schema changes only when asked");
+    assert_eq!(pg.on_stale, OnStale::Refuse, "fail closed: a revocation could be missing");
+    assert_eq!(pg.max_staleness, Duration::from_secs(300));
+    assert_eq!((pg.poll_interval, pg.timeout), (Duration::from_secs(2), Duration::from_secs(5)));
+}
+
+#[test]
+fn postgres_store_mistakes_are_all_named_and_the_url_is_never_echoed() {
+    let text = format!(
+        "{MINIMAL}key_store:\n  kind: postgres\n  url: \"mysql://root:hunter2@db\"\n  schema: Bad-Name\n  sync: cache\n  on_stale: maybe\n  poll_interval: 5s\n  max_staleness: 6s\n"
+    );
+    let e = parse(&text, "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    for field in [
+        "keys.file: not used",
+        "key_store.url:",
+        "key_store.schema:",
+        "key_store.sync:",
+        "key_store.on_stale:",
+        "key_store.max_staleness:",
+    ] {
+        assert!(msg.contains(field), "missing {field} in {msg}");
+    }
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert_eq!(e.problems.len(), 6, "{msg}");
+}

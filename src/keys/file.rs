@@ -251,10 +251,33 @@ pub fn build(raw: RawTable) -> Result<KeyTable, Vec<String>> {
     b.finish()
 }
 
+/// Builds a table one entry at a time, validated as a file is (a store's full load streams
+/// rows through this rather than holding them all).
+pub struct TableBuilder {
+    builder: Builder,
+    rows: usize,
+}
+
+impl TableBuilder {
+    pub fn with_capacity(n: usize) -> TableBuilder {
+        TableBuilder { builder: Builder::with_capacity(n), rows: 0 }
+    }
+
+    pub fn add(&mut self, k: RawKey) {
+        self.rows += 1;
+        self.builder.add(At::Row(self.rows), k);
+    }
+
+    pub fn finish(self) -> Result<KeyTable, Vec<String>> {
+        self.builder.finish()
+    }
+}
+
 /// Where an entry came from, for error messages; lines are formatted only if there is an error.
 enum At {
     Text(String),
     Line(usize),
+    Row(usize),
 }
 
 impl fmt::Display for At {
@@ -262,6 +285,7 @@ impl fmt::Display for At {
         match self {
             At::Text(s) => f.write_str(s),
             At::Line(n) => write!(f, "line {n}"),
+            At::Row(n) => write!(f, "row {n}"),
         }
     }
 }

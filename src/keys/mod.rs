@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod format;
+pub mod freshness;
 pub mod generate;
 pub mod hash;
 pub mod lifecycle;
@@ -87,7 +88,8 @@ const NONE: u32 = 0;
 
 /// One key as the proxy holds it: 88 bytes plus its id and its clinic list.
 /// No secret, no label (that lives in the file, for people). Kept small because a fleet table
-/// can hold millions of these.
+/// can hold millions of these. A clone shares everything but the 16 bytes of times.
+#[derive(Clone)]
 pub struct KeyRecord {
     pub hash: KeyHash,
     /// Shared so that a request's audit line can keep it past the table swap, for a refcount.

@@ -93,7 +93,7 @@ impl Reloader {
 /// milliseconds to free, which must not land on whichever request drops the last reference.
 /// Requests hold a snapshot only for their own duration, so the wait is short; it is bounded
 /// in case one is stuck.
-fn retire(old: Arc<KeyTable>) {
+pub(crate) fn retire(old: Arc<KeyTable>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

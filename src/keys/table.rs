@@ -102,6 +102,22 @@ impl KeyTable {
         KeyTable { records, slots, rotated_out: Default::default(), ids }
     }
 
+    /// This table with `delta`'s records replacing those with the same id and the rest added:
+    /// how a replica applies a batch of changed rows without re-reading the whole store.
+    /// Records are shared, not copied; the index is rebuilt.
+    pub fn with_changes(&self, delta: KeyTable) -> KeyTable {
+        let replaced: rustc_hash::FxHashSet<Arc<str>> = delta.records.iter().map(|r| Arc::clone(&r.id)).collect();
+        let mut records = Vec::with_capacity(self.records.len() + delta.records.len());
+        records.extend(self.records.iter().filter(|r| !replaced.contains(&r.id)).cloned());
+        let mut rotated: Vec<Arc<str>> =
+            self.rotated_out.iter().filter(|id| !replaced.contains(*id)).cloned().collect();
+        rotated.extend(delta.rotated_out);
+        records.extend(delta.records);
+        let mut t = KeyTable::from_records(records);
+        t.set_rotated_out(rotated);
+        t
+    }
+
     pub fn set_rotated_out(&mut self, ids: Vec<Arc<str>>) {
         self.rotated_out = ids.into_iter().collect();
     }
@@ -190,5 +206,43 @@ impl KeyTable {
             *out.entry((r.environment(), r.state_at(now))).or_default() += 1;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::file::parse;
+
+    fn table(entries: &[(&str, char, &str)]) -> KeyTable {
+        let mut y = String::from("keys:\n");
+        for (id, h, extra) in entries {
+            y.push_str(&format!(
+                "  - id: {id}\n    hash: {}\n    environment: live\n{extra}",
+                h.to_string().repeat(64)
+            ));
+        }
+        parse(&y, "t").unwrap()
+    }
+
+    fn hash(c: char) -> KeyHash {
+        KeyHash::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn changes_replace_by_id_add_the_rest_and_keep_everything_else() {
+        let old = table(&[("k1", 'a', ""), ("k2", 'b', "    rotated_to: k3\n")]);
+        let delta = table(&[
+            ("k2", 'b', "    rotated_to: k3\n    revoked_at: 2026-01-01T00:00:00Z\n"),
+            ("k3", 'c', "    rotated_from: k2\n"),
+        ]);
+        let t = old.with_changes(delta);
+        assert_eq!(t.len(), 3);
+        assert!(t.lookup(&hash('a')).is_some(), "untouched keys stay");
+        assert!(t.lookup(&hash('b')).unwrap().times().revoked_at.is_some(), "the changed row wins");
+        assert!(t.lookup(&hash('c')).is_some(), "new keys are added");
+        assert!(t.is_rotated_out("k2") && !t.is_rotated_out("k3"));
+        let t = t.with_changes(table(&[("k2", 'b', "")]));
+        assert!(!t.is_rotated_out("k2"), "a replaced row's rotation link comes from the new row");
     }
 }

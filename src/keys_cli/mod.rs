@@ -1,8 +1,9 @@
 //! `keygate keys …`: the key lifecycle from the command line. Reads and writes the key table
-//! through the file store (locked, atomic), runs the pure lifecycle operations, and prints.
+//! through the configured store (file or PostgreSQL), runs the pure lifecycle operations, and prints.
 //! A secret is printed once, by `create` and `rotate`, and never stored.
 
 mod admin_client;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,18 +14,19 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::cli::KeysCommand;
-use crate::config::{AdminToken, Config};
-use crate::keys::file::RawKey;
+use crate::config::{AdminToken, Config, KeyStore};
+use crate::keys::file::{RawKey, RawTable, Shape};
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Update};
 use crate::keys::scope::KeyType;
 use crate::keys::store::FileStore;
 use crate::keys::table::KeyState;
 use crate::keys::Environment;
 use crate::policy::Required;
+use store::TableStore;
 
 /// What the key commands need from the config (or sensible defaults with only `--table`).
 struct KeysContext {
-    store: FileStore,
+    store: TableStore,
     environment: Option<Environment>,
     format: crate::keys::KeyFormat,
     prefixes: Vec<(String, Environment)>,
@@ -56,7 +58,7 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
     };
     let Some(cfg) = config else {
         return Ok(KeysContext {
-            store: FileStore::new(table.expect("checked above")),
+            store: TableStore::File(FileStore::new(table.expect("checked above"))),
             environment: None,
             // Without a config, imported keys are checked for shape but not for a checksum:
             // keys issued elsewhere rarely carry keygate's.
@@ -68,13 +70,17 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
             tiers: None,
         });
     };
-    let Config { keys, environment, routes, admin_listen, admin_token, rate_limits, .. } = cfg;
+    let Config { keys, key_store, environment, routes, admin_listen, admin_token, rate_limits, .. } = cfg;
     let route_scopes = routes.routes().iter().flat_map(|r| match &r.spec.required {
         Required::Resource { read, write } => vec![read.clone(), write.clone()],
         Required::Scopes(list) => list.clone(),
     });
     Ok(KeysContext {
-        store: FileStore::new(table.unwrap_or(keys.file)),
+        // --table names a file, whatever store the config has.
+        store: match (table, key_store) {
+            (Some(path), _) | (None, KeyStore::File(path)) => TableStore::File(FileStore::new(path)),
+            (None, KeyStore::Postgres(pg)) => TableStore::Postgres(pg),
+        },
         environment: Some(environment),
         prefixes: keys.format.prefixes.clone(),
         format: keys.format,
@@ -161,27 +167,20 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             };
             ctx.check_tier(spec.rate_limit.as_deref())?;
             let prefix = prefix_for(&ctx, env)?.to_string();
-            let lock = ctx.store.lock()?;
-            let mut t = lock.read()?;
-            let created = lifecycle::create(&mut t, spec, env, &prefix, &ctx.catalogue, now)?;
-            lock.write(&t)?;
+            let created = ctx.store.modify(|t| Ok(lifecycle::create(t, spec, env, &prefix, &ctx.catalogue, now)?))?;
             print_secret(&created, env, json, "Created");
         }
         KeysCommand::Revoke { id, reason } => {
-            let lock = ctx.store.lock()?;
-            let mut t = lock.read()?;
-            lifecycle::revoke(&mut t, &id, reason, now)?;
-            lock.write(&t)?;
-            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) once it reloads the table (within ~0.3 s with the default reload_interval).");
+            ctx.store.modify(|t| Ok(lifecycle::revoke(t, &id, reason, now)?))?;
+            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) {}.", ctx.store.propagation());
         }
         KeysCommand::Rotate { id, grace, json } => {
             let grace = humantime::parse_duration(&grace).map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?;
-            let lock = ctx.store.lock()?;
-            let mut t = lock.read()?;
-            let env = t.keys.iter().find(|k| k.id == id).map(|k| k.environment).unwrap_or(Environment::Live);
-            let prefix = prefix_for(&ctx, env)?.to_string();
-            let created = lifecycle::rotate(&mut t, &id, grace, &prefix, now)?;
-            lock.write(&t)?;
+            let (created, env) = ctx.store.modify(|t| {
+                let env = t.keys.iter().find(|k| k.id == id).map(|k| k.environment).unwrap_or(Environment::Live);
+                let prefix = prefix_for(&ctx, env)?.to_string();
+                Ok((lifecycle::rotate(t, &id, grace, &prefix, now)?, env))
+            })?;
             print_secret(&created, env, json, "Rotated");
             if !json {
                 println!(
@@ -190,34 +189,59 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 );
             }
         }
-        KeysCommand::Import { tsv, label } => {
+        KeysCommand::Import { file: Some(path), .. } => {
+            // Validated whole, as the proxy would load it, before anything is written.
+            let incoming = FileStore::new(&path).read()?;
+            let (added, same) = ctx.store.modify(|t| import_table(t, incoming))?;
+            println!(
+                "Imported {added} keys from {} into {} ({same} already there, unchanged; hashes only).",
+                path.display(),
+                ctx.store.describe()
+            );
+        }
+        KeysCommand::Import { tsv: Some(tsv), label, .. } => {
             let text = std::fs::read_to_string(&tsv).with_context(|| format!("{}", tsv.display()))?;
-            let lock = ctx.store.lock()?;
-            let mut t = lock.read()?;
-            let before = t.keys.len();
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let mut f = line.split('\t');
-                let (secret, clinics, scopes) =
-                    (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
-                let list = |s: &str, sep: char| {
-                    let v: Vec<String> =
-                        s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
-                    (!v.is_empty()).then_some(v)
-                };
-                let spec = KeySpec {
-                    label: label.clone(),
-                    clinics: list(clinics, ','),
-                    scopes: list(scopes, ' '),
-                    ..KeySpec::default()
-                };
-                if let Some(sc) = &spec.scopes {
-                    ctx.catalogue.check(sc).map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
+            let added = ctx.store.modify(|t| {
+                let before = t.keys.len();
+                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                    let mut f = line.split('\t');
+                    let (secret, clinics, scopes) =
+                        (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
+                    let list = |s: &str, sep: char| {
+                        let v: Vec<String> =
+                            s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
+                        (!v.is_empty()).then_some(v)
+                    };
+                    let spec = KeySpec {
+                        label: label.clone(),
+                        clinics: list(clinics, ','),
+                        scopes: list(scopes, ' '),
+                        ..KeySpec::default()
+                    };
+                    if let Some(sc) = &spec.scopes {
+                        ctx.catalogue
+                            .check(sc)
+                            .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
+                    }
+                    lifecycle::import(t, secret, spec, &ctx.format, now)
+                        .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
                 }
-                lifecycle::import(&mut t, secret, spec, &ctx.format, now)
-                    .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
+                Ok(t.keys.len() - before)
+            })?;
+            println!("Imported {added} keys into {} (hashes only).", ctx.store.describe());
+        }
+        KeysCommand::Import { .. } => bail!("give a key table FILE or --tsv FILE"),
+        KeysCommand::Export { out, jsonl } => {
+            let t = ctx.store.read()?;
+            let shape = if jsonl { Shape::JsonLines } else { Shape::Yaml };
+            let text = crate::keys::file::render(&t, shape)?;
+            match out {
+                Some(path) => {
+                    write_private(&path, &text)?;
+                    eprintln!("Exported {} keys from {} to {}.", t.keys.len(), ctx.store.describe(), path.display());
+                }
+                None => print!("{text}"),
             }
-            lock.write(&t)?;
-            println!("Imported {} keys into {} (hashes only).", t.keys.len() - before, ctx.store.path().display());
         }
         KeysCommand::Update {
             id,
@@ -253,10 +277,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 rate_limit: rate_limit.map(Some),
             };
             ctx.check_tier(u.rate_limit.as_ref().and_then(|t| t.as_deref()))?;
-            let lock = ctx.store.lock()?;
-            let mut t = lock.read()?;
-            lifecycle::update(&mut t, &id, u, &ctx.catalogue, now)?;
-            lock.write(&t)?;
+            ctx.store.modify(|t| Ok(lifecycle::update(t, &id, u, &ctx.catalogue, now)?))?;
             println!("Updated {id}.");
         }
         KeysCommand::List { json, env, label, state } => {
@@ -294,6 +315,41 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             }
         }
     }
+    Ok(())
+}
+
+/// Adds the keys of `incoming` that `t` lacks; returns (added, already there). A different key
+/// under an id `t` has is refused: an import never overwrites.
+fn import_table(t: &mut RawTable, incoming: RawTable) -> anyhow::Result<(usize, usize)> {
+    let have: std::collections::HashMap<String, serde_json::Value> =
+        t.keys.iter().map(|k| (k.id.clone(), serde_json::to_value(k).unwrap_or_default())).collect();
+    let (mut added, mut same, mut clash) = (0, 0, Vec::new());
+    for k in incoming.keys {
+        match have.get(&k.id) {
+            Some(v) if *v == serde_json::to_value(&k)? => same += 1,
+            Some(_) => clash.push(k.id),
+            None => {
+                t.keys.push(k);
+                added += 1;
+            }
+        }
+    }
+    if !clash.is_empty() {
+        bail!("these ids are already in the store with different contents (nothing imported): {}", clash.join(", "));
+    }
+    Ok((added, same))
+}
+
+/// A table file holds only hashes, but it is still the list of every key: owner-only.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(path).with_context(|| format!("{}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }
 

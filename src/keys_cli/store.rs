@@ -1,0 +1,74 @@
+//! The store the key commands work on: the table file (locked, atomic replace) or PostgreSQL
+//! (one locked transaction per change, with audit events). Both run the same closure over the
+//! whole raw table, so every command behaves the same whichever store the config names.
+
+use anyhow::Context;
+
+use crate::config::PgStore;
+use crate::keys::file::RawTable;
+use crate::keys::store::FileStore;
+use crate::pgstore;
+
+pub enum TableStore {
+    File(FileStore),
+    Postgres(PgStore),
+}
+
+impl TableStore {
+    pub fn describe(&self) -> String {
+        match self {
+            TableStore::File(f) => f.path().display().to_string(),
+            TableStore::Postgres(pg) => format!("PostgreSQL schema {}", pg.schema),
+        }
+    }
+
+    /// How soon a running proxy sees a change, for the command's message.
+    pub fn propagation(&self) -> &'static str {
+        match self {
+            TableStore::File(_) => "once it reloads the table (within ~0.3 s with the default reload_interval)",
+            TableStore::Postgres(_) => "as soon as the change notification reaches it (well within a second)",
+        }
+    }
+
+    pub fn read(&self) -> anyhow::Result<RawTable> {
+        match self {
+            TableStore::File(f) => Ok(f.read()?),
+            TableStore::Postgres(pg) => block_on(async {
+                let session = pgstore::connect(pg).await?;
+                pgstore::migrate::check(&session.client, &pg.schema).await?;
+                pgstore::write::read_all(&session.client, &pg.schema).await
+            }),
+        }
+    }
+
+    /// Runs `f` on the current table with every other writer held off, and stores what it
+    /// changed; nothing is stored when `f` fails.
+    pub fn modify<T>(&self, f: impl FnOnce(&mut RawTable) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match self {
+            TableStore::File(store) => {
+                let lock = store.lock()?;
+                let mut t = lock.read()?;
+                let out = f(&mut t)?;
+                lock.write(&t)?;
+                Ok(out)
+            }
+            TableStore::Postgres(pg) => block_on(async {
+                let mut session = pgstore::connect(pg).await?;
+                pgstore::migrate::check(&session.client, &pg.schema).await?;
+                let (out, _written) =
+                    pgstore::write::modify(&mut session.client, &pg.schema, &pgstore::write::actor(), f).await?;
+                Ok(out)
+            }),
+        }
+    }
+}
+
+/// The CLI is synchronous; a PostgreSQL command runs on a runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the database client")?
+        .block_on(f)
+        .context("key store (PostgreSQL)")
+}

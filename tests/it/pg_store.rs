@@ -1,0 +1,436 @@
+//! The PostgreSQL key store end to end, against the real database at KEYGATE_TEST_DATABASE_URL
+//! (default postgres://postgres@127.0.0.1:5432/test). Without one these tests fail, saying so.
+//! Each test works in a schema of its own, dropped at the end, so they run in parallel.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::relay::Relay;
+use crate::support::*;
+
+fn db_url() -> String {
+    std::env::var("KEYGATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A schema of this test's own on the live database; dropped when the test ends, pass or fail.
+struct Db {
+    url: String,
+    schema: String,
+}
+
+impl Db {
+    async fn new() -> Db {
+        let url = db_url();
+        let probe = async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!(
+                "these tests need a live PostgreSQL, and {} is not reachable: {e:?} (set KEYGATE_TEST_DATABASE_URL)",
+                shown(&url)
+            ),
+            Err(_) => panic!(
+                "these tests need a live PostgreSQL, and {} did not answer within 5 s (set KEYGATE_TEST_DATABASE_URL)",
+                shown(&url)
+            ),
+        }
+        let schema = format!("kg_it_{}", &uuid::Uuid::now_v7().simple().to_string()[8..]);
+        Db { url, schema }
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// The database's address, for a relay to stand in front of.
+    fn addr(&self) -> SocketAddr {
+        let cfg: tokio_postgres::Config = self.url.parse().unwrap();
+        let host = match &cfg.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            other => panic!("the relay tests need a TCP database address, not {other:?}"),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).unwrap().next().unwrap()
+    }
+
+    /// The URL with the host and port replaced by `addr` (a relay).
+    fn url_via(&self, addr: SocketAddr) -> String {
+        let cfg: tokio_postgres::Config = self.url.parse().unwrap();
+        let user = cfg.get_user().unwrap_or("postgres");
+        let pw = cfg.get_password().map(|p| format!(":{}", String::from_utf8_lossy(p))).unwrap_or_default();
+        let db = cfg.get_dbname().unwrap_or(user);
+        format!("postgres://{user}{pw}@{addr}/{db}")
+    }
+
+    /// The `key_store:` section for this schema; `lines` are more of its settings.
+    fn store_yaml(&self, url: &str, lines: &str) -> String {
+        format!("key_store:\n  kind: postgres\n  url: {url}\n  schema: {}\n{lines}", self.schema)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Its own thread and runtime: this runs inside the test's runtime, perhaps panicking.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+fn shown(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => format!("{:?}:{:?}", c.get_hosts(), c.get_ports()),
+        Err(_) => "the configured URL".into(),
+    }
+}
+
+/// A config file for a keygate (proxy or CLI) on this store.
+fn config_file(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://{upstream}\nkeys: {{}}\n{store}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn spawn_pg_proxy(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Proxy {
+    let cfg_path = config_file(dir, name, upstream, store);
+    let cfg = keygate::config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
+    let running = keygate::app::start(cfg).await.unwrap();
+    Proxy {
+        addr: running.proxy_addr,
+        admin: running.admin_addr,
+        keys_path: cfg_path,
+        dir: tempfile::tempdir().unwrap(),
+        running: Some(running),
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the real binary, `keygate ARGS…`, off the async threads.
+async fn keygate(args: &[&str]) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args(args).env("KEYGATE_ACTOR", "it-tests");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn keys(cfg: &Path, args: &[&str]) -> Out {
+    let mut all = vec!["keys", "--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    keygate(&all).await
+}
+
+async fn create(cfg: &Path, args: &[&str]) -> (String, String) {
+    let mut all = vec!["create", "--json"];
+    all.extend_from_slice(args);
+    let out = keys(cfg, &all).await;
+    assert!(out.ok, "create failed: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+async fn migrate(cfg: &Path) -> String {
+    let out = keygate(&["migrate", "--config", cfg.to_str().unwrap()]).await;
+    assert!(out.ok, "migrate failed: {}", out.stderr);
+    out.stdout
+}
+
+async fn status(kg: &Proxy, secret: &str) -> u16 {
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+}
+
+async fn ready(kg: &Proxy) -> bool {
+    kg.admin_get("/readyz").await.status == 200
+}
+
+const FAST: &str = "  poll_interval: 200ms\n  timeout: 1s\n  max_staleness: 30s\n";
+
+#[tokio::test]
+async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), "kg.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
+
+    let first = migrate(&cfg).await;
+    assert!(first.contains("applied migrations [1]"), "{first}");
+    let again = migrate(&cfg).await;
+    assert!(again.contains("is up to date (version 1)"), "{again}");
+
+    let c = db.client().await;
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+            &[&db.schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, ["key_events", "keys", "schema_migrations"]);
+    let (id, _) = create(&cfg, &["--label", "audited"]).await;
+    let tampered = c.execute(&format!("UPDATE {}.key_events SET actor = 'someone else'", db.schema), &[]).await;
+    assert!(tampered.is_err(), "key_events refuses updates");
+    let who: String = c
+        .query_one(&format!("SELECT actor FROM {}.key_events WHERE key_id = $1", db.schema), &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "it-tests");
+}
+
+#[tokio::test]
+async fn a_cli_key_works_at_two_instances_and_a_revoke_is_refused_by_both_within_a_second() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = db.store_yaml(&db.url, FAST);
+    let cli = config_file(dir.path(), "cli.yaml", up.addr, &store);
+    migrate(&cli).await;
+    let kg1 = spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
+    let kg2 = spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
+    eventually(Duration::from_secs(5), async || ready(&kg1).await && ready(&kg2).await).await;
+
+    let (id, secret) = create(&cli, &["--label", "fleet", "--clinics", "clinic_001"]).await;
+    let took = eventually(Duration::from_secs(2), async || {
+        status(&kg1, &secret).await == 200 && status(&kg2, &secret).await == 200
+    })
+    .await;
+    println!("create → usable at both: {took:?}");
+    assert_eq!(up.last().one("x-api-key-id"), id);
+
+    let out = keys(&cli, &["revoke", &id, "--reason", "leaked in a ticket"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let took = eventually(Duration::from_secs(1), async || {
+        status(&kg1, &secret).await == 401 && status(&kg2, &secret).await == 401
+    })
+    .await;
+    println!("revoke → refused by both: {took:?}");
+    for kg in [&kg1, &kg2] {
+        kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))])
+            .await
+            .assert_error(401, "API_KEY_REVOKED");
+    }
+
+    let events: Vec<(String, Option<String>)> = db
+        .client()
+        .await
+        .query(&format!("SELECT event, reason FROM {}.key_events WHERE key_id = $1 ORDER BY seq", db.schema), &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(events, [("created".into(), None), ("revoked".into(), Some("leaked in a ticket".into()))]);
+    assert!(kg1.metric("keygate_key_store_version").await >= 2.0);
+    assert_eq!(kg1.metric("keygate_key_store_connected").await, 1.0);
+    assert!(!logs().contains(&secret));
+}
+
+#[tokio::test]
+async fn rotation_grace_holds_at_every_instance() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = db.store_yaml(&db.url, &format!("  auto_migrate: true\n{FAST}"));
+    let cli = config_file(dir.path(), "cli.yaml", up.addr, &store);
+    let kg1 = spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
+    let kg2 = spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
+    eventually(Duration::from_secs(5), async || ready(&kg1).await && ready(&kg2).await).await;
+    let (old_id, old) = create(&cli, &["--label", "rotating"]).await;
+
+    let out = keys(&cli, &["rotate", &old_id, "--grace", "3s", "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let rotated_at = Instant::now();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let new = v["key"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(1), async || status(&kg1, &new).await == 200 && status(&kg2, &new).await == 200)
+        .await;
+    if rotated_at.elapsed() < Duration::from_secs(2) {
+        assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "grace period at both");
+    }
+    eventually(Duration::from_secs(6), async || status(&kg1, &old).await == 401 && status(&kg2, &old).await == 401)
+        .await;
+    kg2.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
+        .await
+        .assert_error(401, "API_KEY_EXPIRED");
+    assert_eq!(status(&kg1, &new).await, 200);
+}
+
+#[tokio::test]
+async fn concurrent_clis_never_lose_a_change() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = config_file(dir.path(), "cli.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
+    migrate(&cli).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(create(&cli, &["--label", &format!("seed{i}")]).await.0);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (c1, c2, id) = (cli.clone(), cli.clone(), id.clone());
+        tasks.push(tokio::spawn(async move { keys(&c1, &["revoke", &id]).await }));
+        tasks.push(tokio::spawn(async move { keys(&c2, &["create", "--label", &format!("new{i}")]).await }));
+    }
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let list: serde_json::Value = serde_json::from_str(&keys(&cli, &["list", "--json"]).await.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 8, "every create landed");
+    for id in &ids {
+        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
+        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
+    }
+    let versions: Vec<i64> = db
+        .client()
+        .await
+        .query(&format!("SELECT DISTINCT version FROM {}.key_events ORDER BY 1", db.schema), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions.len(), 12, "one change version per command: {versions:?}");
+}
+
+#[tokio::test]
+async fn a_cut_connection_keeps_serving_reconnects_and_catches_up() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let relay = Relay::start(db.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
+    migrate(&cli).await;
+    let (a_id, a) = create(&cli, &["--label", "before the cut"]).await;
+    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &db.store_yaml(&db.url_via(relay.addr()), FAST)).await;
+    eventually(Duration::from_secs(5), async || status(&kg, &a).await == 200).await;
+
+    relay.cut().await;
+    let (_, b) = create(&cli, &["--label", "made while cut"]).await;
+    let out = keys(&cli, &["revoke", &a_id]).await;
+    assert!(out.ok, "{}", out.stderr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&kg, &a).await, 200, "the last view keeps serving within max_staleness");
+    assert_eq!(status(&kg, &b).await, 401, "and knows nothing newer");
+    assert!(ready(&kg).await);
+    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_connected").await == 0.0).await;
+
+    relay.restore();
+    let took =
+        eventually(Duration::from_secs(10), async || status(&kg, &b).await == 200 && status(&kg, &a).await == 401)
+            .await;
+    println!("restore → caught up: {took:?}");
+    assert!(logs().contains("key store unreachable; serving the last view while reconnecting"));
+}
+
+#[tokio::test]
+async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let relay = Relay::start(db.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
+    migrate(&cli).await;
+    let (_, key) = create(&cli, &["--label", "steady"]).await;
+    let store =
+        db.store_yaml(&db.url_via(relay.addr()), "  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n");
+    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &store).await;
+    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
+
+    relay.blackhole().await;
+    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 503).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {key}"))]).await;
+    r.assert_error(503, "KEY_STORE_UNAVAILABLE");
+    let rz = kg.admin_get("/readyz").await;
+    assert_eq!((rz.status.as_u16(), rz.text().as_str()), (503, "key store stale\n"));
+    // The gauge is refreshed twice a second.
+    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_staleness_seconds").await >= 1.0).await;
+
+    relay.restore();
+    eventually(Duration::from_secs(10), async || status(&kg, &key).await == 200).await;
+    assert!(ready(&kg).await);
+}
+
+#[tokio::test]
+async fn with_the_database_down_at_start_it_is_not_ready_then_loads_when_it_returns() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let relay = Relay::start(db.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
+    migrate(&cli).await;
+    let (_, key) = create(&cli, &["--label", "waiting"]).await;
+    relay.cut().await;
+
+    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &db.store_yaml(&db.url_via(relay.addr()), FAST)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rz = kg.admin_get("/readyz").await;
+    assert_eq!((rz.status.as_u16(), rz.text().as_str()), (503, "key table not loaded\n"));
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {key}"))])
+        .await
+        .assert_error(503, "KEY_STORE_UNAVAILABLE");
+    assert_eq!(up.count(), 0);
+
+    relay.restore();
+    eventually(Duration::from_secs(10), async || ready(&kg).await).await;
+    assert_eq!(status(&kg, &key).await, 200);
+}
+
+#[tokio::test]
+async fn import_and_export_move_a_table_between_the_file_store_and_postgres() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = config_file(dir.path(), "cli.yaml", dead_addr().await, &db.store_yaml(&db.url, "  auto_migrate: true\n"));
+    migrate(&cli).await;
+    let (k1, k2) = (TestKey::live("k_one"), TestKey::live("k_two").with("    clinics: [c1, c2]\n"));
+    let file = dir.path().join("keys.yaml");
+    std::fs::write(&file, table_yaml(&[&k1, &k2])).unwrap();
+
+    let out = keys(&cli, &["import", file.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("Imported 2 keys"), "{}", out.stdout);
+    let again = keys(&cli, &["import", file.to_str().unwrap()]).await;
+    assert!(again.stdout.contains("Imported 0 keys") && again.stdout.contains("2 already there"), "{}", again.stdout);
+
+    let back = dir.path().join("back.jsonl");
+    let out = keys(&cli, &["export", "--jsonl", "--out", back.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let text = std::fs::read_to_string(&back).unwrap();
+    assert!(!text.contains(&k1.secret), "hashes only");
+    let table = keygate::keys::file::load(&back).unwrap();
+    let r = table.lookup(&keygate::keys::KeyHash::of(&k2.secret)).expect("k_two made the round trip");
+    assert_eq!((&*r.id, r.clinics.as_deref()), ("k_two", Some("c1,c2")));
+
+    // The same id with other contents is refused, and nothing is written.
+    std::fs::write(&file, table_yaml(&[&TestKey::live("k_one")])).unwrap();
+    let clash = keys(&cli, &["import", file.to_str().unwrap()]).await;
+    assert!(!clash.ok && clash.stderr.contains("k_one"), "{}", clash.stderr);
+}
