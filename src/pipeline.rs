@@ -381,12 +381,7 @@ impl Pipeline {
                     aud: audience,
                     iat: t,
                     exp: t + ttl.as_secs() as i64,
-                    rid: f.request_id,
-                    method: f.method,
-                    path: f.path_and_query,
-                    clinics: f.clinics,
-                    scopes: f.scopes,
-                    sub: f.key_id,
+                    facts: &f,
                 };
                 context::sign_jwt(&tokens.key_set(), &claims).map(|jwt| (X_KEYGATE_CONTEXT.clone(), jwt))
             }),

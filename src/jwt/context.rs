@@ -7,13 +7,17 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The facts that are signed, as forwarded.
+/// The facts that are signed, as forwarded (named as the JWT form's claims).
+#[derive(serde::Serialize)]
 pub struct Facts<'a> {
+    #[serde(rename = "rid")]
     pub request_id: &'a str,
     pub method: &'a str,
+    #[serde(rename = "path")]
     pub path_and_query: &'a str,
     pub clinics: &'a str,
     pub scopes: &'a str,
+    #[serde(rename = "sub")]
     pub key_id: &'a str,
 }
 
@@ -35,12 +39,8 @@ pub struct ContextClaims<'a> {
     pub aud: &'a str,
     pub iat: i64,
     pub exp: i64,
-    pub rid: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub clinics: &'a str,
-    pub scopes: &'a str,
-    pub sub: &'a str,
+    #[serde(flatten)]
+    pub facts: &'a Facts<'a>,
 }
 
 /// The context as a JWT signed with the token signing key; `None` without one.
