@@ -77,6 +77,8 @@ struct Trail<'a> {
     client_ip: IpAddr,
     upstream_seconds: Option<f64>,
     outcome: &'static str,
+    /// How the request authenticated: "key", "token" (a JWT standing for its parent key), or "".
+    auth: &'static str,
 }
 
 impl Pipeline {
@@ -107,6 +109,7 @@ impl Pipeline {
             client_ip: conn.peer.ip(),
             upstream_seconds: None,
             outcome: "OK",
+            auth: "",
         };
         let result = self.run(req, conn, &rid, &mut trail).await;
         let mut resp = match result {
@@ -213,6 +216,7 @@ impl Pipeline {
             }
         };
         trail.key_id = Some(Arc::clone(&key.id));
+        trail.auth = if jwt.is_some() { "token" } else { "key" };
         self.watch.authenticated(key, &table, trail.client_ip, trail.clock, rid_str);
         if let Some(applied) = self.limiter.key(key, trail.clock.mono).await? {
             trail.limit = Some(applied);
@@ -456,6 +460,7 @@ fn audit(t: &Trail<'_>, rid: &HeaderValue, method: &Method, status: StatusCode, 
         route = t.route,
         status = status.as_u16(),
         code = t.outcome,
+        auth = t.auth,
         duration_ms = seconds * 1000.0,
         upstream_ms = t.upstream_seconds.map(|s| s * 1000.0),
         "decision"

@@ -117,6 +117,13 @@ async fn exchange_then_use_as_the_key() {
     assert!(seen.headers.get("authorization").is_none());
     assert!(r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r="), "limited as the parent");
     assert!(!logs().contains(jwt), "tokens are never logged");
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let line = logs()
+        .lines()
+        .find(|l| l.contains(&rid) && l.contains("\"decision\""))
+        .expect("an audit line for the token request")
+        .to_string();
+    assert!(line.contains(r#""auth":"token""#) && line.contains(r#""key_id":"k_tok_parent""#), "{line}");
 }
 
 #[tokio::test]
