@@ -90,8 +90,9 @@ impl Watch {
         for a in self.detectors.keys.seen(&key.id, ip, now).into_iter().flatten() {
             self.report(a, now, rid);
         }
-        if let Some(end) = key.times().expires_at {
-            if table.is_rotated_out(&key.id) {
+        // Few keys are ever in rotation: the set is checked (empty, usually) before any time.
+        if table.is_rotated_out(&key.id) {
+            if let Some(end) = key.times().expires_at {
                 if let Some(a) = self.detectors.keys.rotated_in_use(&key.id, end.unix_timestamp(), now) {
                     self.report(a, now, rid);
                 }
