@@ -221,6 +221,10 @@ impl Pipeline {
         if let Some(applied) = self.limiter.key(key, trail.clock.mono).await? {
             trail.limit = Some(applied);
             if !applied.verdict.allowed {
+                // Charged before routing; the route is looked up for the label only when refused.
+                if let Some(route) = cfg.routes.route_of(method, &path) {
+                    trail.route = &route.spec.pattern;
+                }
                 return Err(limit::refusal(&applied));
             }
         }

@@ -213,6 +213,36 @@ impl RouteTable {
         self.public.iter().find(|r| r.methods.contains(method) && matches(&r.segs, path, None).is_some())
     }
 
+    /// First route for the path and method (with the clinic from the path, if the route takes
+    /// one), and else the first route for the path alone (for a 405).
+    #[allow(clippy::type_complexity)]
+    fn find<'r, 'p>(
+        &'r self,
+        method: &Method,
+        path: &'p str,
+    ) -> (Option<(&'r Route, Option<&'p str>)>, Option<&'r Route>) {
+        let mut path_matched: Option<&Route> = None;
+        for r in &self.routes {
+            let want = match &r.spec.clinic {
+                Some(ClinicSource::PathParam(p)) => Some(p.as_str()),
+                _ => None,
+            };
+            if let Some(clinic) = matches(&r.segs, path, want) {
+                if r.spec.methods.contains(method) {
+                    return (Some((r, clinic)), path_matched);
+                }
+                path_matched.get_or_insert(r);
+            }
+        }
+        (None, path_matched)
+    }
+
+    /// The route a request would be judged by, for labelling a refusal made before routing.
+    pub fn route_of(&self, method: &Method, path: &str) -> Option<&Route> {
+        let (hit, path_matched) = self.find(method, path);
+        hit.map(|(r, _)| r).or(path_matched)
+    }
+
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -231,21 +261,7 @@ pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<
     if !ips.is_empty() && !ips.iter().any(|net| net.contains(&req.client_ip)) {
         return Err(refuse(Denied::IpNotAllowed, None));
     }
-    let mut path_matched: Option<&Route> = None;
-    let mut hit = None;
-    for r in &table.routes {
-        let want = match &r.spec.clinic {
-            Some(ClinicSource::PathParam(p)) => Some(p.as_str()),
-            _ => None,
-        };
-        if let Some(clinic) = matches(&r.segs, req.path, want) {
-            if r.spec.methods.contains(req.method) {
-                hit = Some((r, clinic));
-                break;
-            }
-            path_matched.get_or_insert(r);
-        }
-    }
+    let (hit, path_matched) = table.find(req.method, req.path);
     let (route, path_clinic) = match (hit, path_matched) {
         (Some(h), _) => h,
         (None, Some(r)) => {
