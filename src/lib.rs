@@ -6,6 +6,7 @@ pub mod alert;
 pub mod alloc;
 pub mod anomaly;
 pub mod app;
+pub mod auditlog;
 pub mod authn;
 pub mod background;
 pub mod cli;

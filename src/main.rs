@@ -16,10 +16,24 @@ fn init_tracing(format: LogFormat, level: &str) -> keygate::logbuf::FlushGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let (writer, guard) =
         keygate::logbuf::BatchWriter::start(std::io::stderr(), 16 * 1024 * 1024, std::time::Duration::from_millis(50));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            use tracing_subscriber::prelude::*;
+            // The audit line has a formatter of its own (see `auditlog`); the rest is generic.
+            let generic = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(writer.clone())
+                .with_filter(tracing_subscriber::filter::filter_fn(keygate::auditlog::not_audit));
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(generic)
+                .with(keygate::auditlog::AuditLayer::new(writer))
+                .init();
+        }
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).init(),
     }
     guard
 }

@@ -47,7 +47,8 @@ pub struct Metrics {
     connections: IntGauge,
     in_flight: IntGauge,
     limit_decisions: IntCounterVec,
-    limit_by_key: DashMap<Arc<str>, KeyLimitCounters>,
+    /// Key ids come from the key table: the fast hasher is safe.
+    limit_by_key: DashMap<Arc<str>, KeyLimitCounters, rustc_hash::FxBuildHasher>,
     max_key_labels: usize,
     ip_limit_decisions: IntCounterVec,
     redis_errors: IntCounterVec,
@@ -284,7 +285,7 @@ impl Metrics {
             connections,
             in_flight,
             limit_decisions,
-            limit_by_key: DashMap::new(),
+            limit_by_key: DashMap::default(),
             max_key_labels,
             ip_limit_decisions,
             redis_errors,

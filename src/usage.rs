@@ -39,7 +39,8 @@ pub struct RequestsByClass {
 
 #[derive(Default)]
 pub struct UsageBook {
-    by_id: DashMap<Arc<str>, Arc<Usage>>,
+    /// Key ids come from the key table: the fast hasher is safe.
+    by_id: DashMap<Arc<str>, Arc<Usage>, rustc_hash::FxBuildHasher>,
 }
 
 impl UsageBook {

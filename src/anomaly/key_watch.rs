@@ -29,7 +29,8 @@ struct State {
 }
 
 pub struct KeyWatch {
-    keys: DashMap<Arc<str>, State>,
+    /// Key ids come from the key table: the fast hasher is safe.
+    keys: DashMap<Arc<str>, State, rustc_hash::FxBuildHasher>,
     new_network: Option<(NewNetwork, u64)>,
     spike: Option<(RateSpike, u64, f64)>,
     probe: Option<Quota>,
@@ -53,7 +54,7 @@ impl KeyWatch {
         let remember = s.new_network.as_ref().map_or(0, |n| nanos(n.remember));
         let spike_memory = spike.as_ref().map_or(0, |(r, i, _)| i.saturating_mul(u64::from(r.min_history) * 4));
         KeyWatch {
-            keys: DashMap::new(),
+            keys: DashMap::default(),
             new_network: s.new_network.clone().map(|n| (n.clone(), nanos(n.remember))),
             spike,
             probe: Quota::new(s.probing.threshold, s.probing.window, s.probing.threshold),

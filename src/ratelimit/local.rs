@@ -12,17 +12,19 @@ use dashmap::DashMap;
 
 use super::gcra::{decide, Quota, Verdict};
 
-pub struct LocalLimiter<K: Hash + Eq> {
-    buckets: DashMap<K, AtomicU64>,
+/// `S` is the map's hasher: SipHash (the default) where an attacker picks the subjects (client
+/// addresses), FxHash where the table does (key ids).
+pub struct LocalLimiter<K: Hash + Eq, S = std::hash::RandomState> {
+    buckets: DashMap<K, AtomicU64, S>,
     /// Beyond this many subjects, new ones share one bucket: a flood of distinct addresses
     /// cannot grow memory, and cannot escape the limit either.
     max_subjects: usize,
     overflow: AtomicU64,
 }
 
-impl<K: Hash + Eq> LocalLimiter<K> {
+impl<K: Hash + Eq, S: std::hash::BuildHasher + Clone + Default> LocalLimiter<K, S> {
     pub fn new(max_subjects: usize) -> Self {
-        LocalLimiter { buckets: DashMap::new(), max_subjects, overflow: AtomicU64::new(0) }
+        LocalLimiter { buckets: DashMap::with_hasher(S::default()), max_subjects, overflow: AtomicU64::new(0) }
     }
 
     /// Decide one request for `subject` at `now` (nanoseconds on a monotonic clock).

@@ -55,7 +55,8 @@ impl Tiers {
 /// `Bearer K` share a budget and invalid keys are never charged to a real one), and one per
 /// client network for traffic that did not authenticate.
 pub struct LocalLimits {
-    keys: LocalLimiter<Arc<str>>,
+    /// Key ids come from the key table, not from clients: the fast hasher is safe here.
+    keys: LocalLimiter<Arc<str>, rustc_hash::FxBuildHasher>,
     ips: LocalLimiter<IpAddr>,
     epoch: Instant,
 }
