@@ -13,6 +13,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
+use crate::textfmt;
+
 pub const TARGET: &str = "keygate::audit";
 
 pub struct AuditLayer<W> {
@@ -69,11 +71,11 @@ impl Visit for Fields<'_> {
     }
     fn record_u64(&mut self, f: &Field, v: u64) {
         self.key(f);
-        let _ = write!(self.0, "{v}");
+        textfmt::push_u64(self.0, v);
     }
     fn record_i64(&mut self, f: &Field, v: i64) {
         self.key(f);
-        let _ = write!(self.0, "{v}");
+        textfmt::push_i64(self.0, v);
     }
     fn record_bool(&mut self, f: &Field, v: bool) {
         self.key(f);
@@ -82,7 +84,8 @@ impl Visit for Fields<'_> {
     fn record_f64(&mut self, f: &Field, v: f64) {
         self.key(f);
         if v.is_finite() {
-            let _ = write!(self.0, "{v}");
+            // The audit line's floats are durations in ms: to the microsecond is enough.
+            textfmt::push_f64_3(self.0, v);
         } else {
             self.0.push_str("null");
         }
@@ -107,18 +110,7 @@ where
             let Ok(mut buf) = b.try_borrow_mut() else { return };
             buf.clear();
             buf.push_str("{\"timestamp\":\"");
-            let now = time::OffsetDateTime::now_utc();
-            let _ = write!(
-                buf,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                now.year(),
-                u8::from(now.month()),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second(),
-                now.microsecond()
-            );
+            textfmt::push_rfc3339_micros(&mut buf, time::OffsetDateTime::now_utc());
             buf.push_str("\",\"level\":\"");
             buf.push_str(meta.level().as_str());
             buf.push_str("\",\"target\":\"");

@@ -30,6 +30,7 @@ pub mod request_id;
 pub mod sanitize;
 pub mod server;
 pub mod signals;
+pub mod textfmt;
 pub mod tls;
 pub mod tokens;
 pub mod usage;

@@ -127,7 +127,13 @@ impl Limiter {
             LimitHeaders::Ietf => {
                 let i = self.cfg.tiers.iter().position(|t| std::ptr::eq(t, a.tier)).unwrap_or(0);
                 h.insert(RATELIMIT_POLICY.clone(), self.policies[i].clone());
-                let value = format!("\"{}\";r={};t={}", a.tier.name, v.remaining, reset);
+                let mut value = String::with_capacity(a.tier.name.len() + 24);
+                value.push('"');
+                value.push_str(&a.tier.name);
+                value.push_str("\";r=");
+                crate::textfmt::push_u64(&mut value, u64::from(v.remaining));
+                value.push_str(";t=");
+                crate::textfmt::push_u64(&mut value, reset);
                 h.insert(RATELIMIT.clone(), HeaderValue::from_str(&value).expect("ascii"));
             }
             LimitHeaders::XRateLimit => {

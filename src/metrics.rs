@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use time::OffsetDateTime;
 
@@ -35,6 +35,15 @@ pub enum LimitOutcome {
 #[derive(Clone)]
 struct KeyLimitCounters([IntCounter; 3]);
 
+/// One route's series, resolved on its first request: `with_label_values` hashes every label
+/// with SipHash and takes the vector's lock (~500 instructions a call, three calls a request).
+struct RouteSeries {
+    duration: Histogram,
+    upstream: Histogram,
+    /// By response code: a handful per route, so a scan beats a map.
+    requests: std::sync::RwLock<Vec<(&'static str, IntCounter)>>,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -49,6 +58,8 @@ pub struct Metrics {
     limit_decisions: IntCounterVec,
     /// Key ids come from the key table: the fast hasher is safe.
     limit_by_key: DashMap<Arc<str>, KeyLimitCounters, rustc_hash::FxBuildHasher>,
+    /// Route labels come from the config (a fixed set): the fast hasher is safe.
+    routes: DashMap<Box<str>, Arc<RouteSeries>, rustc_hash::FxBuildHasher>,
     max_key_labels: usize,
     ip_limit_decisions: IntCounterVec,
     redis_errors: IntCounterVec,
@@ -286,6 +297,7 @@ impl Metrics {
             in_flight,
             limit_decisions,
             limit_by_key: DashMap::default(),
+            routes: DashMap::default(),
             max_key_labels,
             ip_limit_decisions,
             redis_errors,
@@ -339,13 +351,35 @@ impl Metrics {
         self.alerts.with_label_values(&[result]).inc();
     }
 
-    pub fn request(&self, code: &str, route: &str, seconds: f64) {
-        self.requests.with_label_values(&[code, route]).inc();
-        self.request_duration.with_label_values(&[route]).observe(seconds);
+    fn route(&self, route: &str) -> Arc<RouteSeries> {
+        if let Some(r) = self.routes.get(route) {
+            return Arc::clone(&r);
+        }
+        let series = Arc::new(RouteSeries {
+            duration: self.request_duration.with_label_values(&[route]),
+            upstream: self.upstream_duration.with_label_values(&[route]),
+            requests: Default::default(),
+        });
+        self.routes.insert(route.into(), Arc::clone(&series));
+        series
+    }
+
+    pub fn request(&self, code: &'static str, route: &str, seconds: f64) {
+        let r = self.route(route);
+        r.duration.observe(seconds);
+        let counted = {
+            let codes = r.requests.read().unwrap_or_else(|e| e.into_inner());
+            codes.iter().find(|(c, _)| *c == code).map(|(_, n)| n.inc()).is_some()
+        };
+        if !counted {
+            let n = self.requests.with_label_values(&[code, route]);
+            n.inc();
+            r.requests.write().unwrap_or_else(|e| e.into_inner()).push((code, n));
+        }
     }
 
     pub fn upstream_answered(&self, route: &str, seconds: f64) {
-        self.upstream_duration.with_label_values(&[route]).observe(seconds);
+        self.route(route).upstream.observe(seconds);
     }
 
     pub fn upstream_error(&self, kind: &str) {

@@ -23,6 +23,7 @@ use crate::keys::KeyRecord;
 use crate::limit::{self, Applied, Limiter};
 use crate::metrics::{Metrics, NO_ROUTE};
 use crate::policy::{self, Decision, RequestFacts};
+use crate::textfmt::IpText;
 use crate::tokens::Tokens;
 use crate::usage::UsageBook;
 use crate::watch::Watch;
@@ -35,6 +36,15 @@ pub type Body = Either<Full<Bytes>, Incoming>;
 pub struct ConnFacts {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as text, formatted once per connection (for X-Forwarded-For and the
+    /// audit line).
+    pub peer_text: IpText,
+}
+
+impl ConnFacts {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnFacts {
+        ConnFacts { peer, tls, peer_text: IpText::new(peer.ip()) }
+    }
 }
 
 pub struct Pipeline {
@@ -75,6 +85,7 @@ struct Trail<'a> {
     route: &'a str,
     key_id: Option<Arc<str>>,
     client_ip: IpAddr,
+    client_text: IpText,
     upstream_seconds: Option<f64>,
     outcome: &'static str,
     /// How the request authenticated: "key", "token" (a JWT standing for its parent key), or "".
@@ -107,6 +118,7 @@ impl Pipeline {
             route: NO_ROUTE,
             key_id: None,
             client_ip: conn.peer.ip(),
+            client_text: conn.peer_text,
             upstream_seconds: None,
             outcome: "OK",
             auth: "",
@@ -151,6 +163,9 @@ impl Pipeline {
         }
         let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
         trail.client_ip = client_ip::resolve(&parts.headers, conn.peer.ip(), &cfg.trusted_proxies);
+        if trail.client_ip != conn.peer.ip() {
+            trail.client_text = IpText::new(trail.client_ip);
+        }
         let sanitized = sanitize::sanitize(&mut parts.headers, &cfg.headers, peer_trusted)
             .map_err(|why| ApiError::InvalidRequest(why.into()))?;
         let path = path::normalize(parts.uri.path()).map_err(|e| ApiError::InvalidRequest(e.reason().into()))?;
@@ -406,14 +421,14 @@ impl Pipeline {
 /// kept, else it is the whole value); `-Proto` and `-Host` describe the client's request unless a
 /// trusted proxy already said so.
 fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
-    let peer = conn.peer.ip().to_string();
+    let peer = conn.peer_text.as_str();
     // A trusted proxy may send the list over several lines; all of them, in order, then us.
-    let mut xff = String::new();
+    let mut xff = String::with_capacity(peer.len());
     for prev in h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
         xff.push_str(prev);
         xff.push_str(", ");
     }
-    xff.push_str(&peer);
+    xff.push_str(peer);
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -459,7 +474,7 @@ fn audit(t: &Trail<'_>, rid: &HeaderValue, method: &Method, status: StatusCode, 
         target: "keygate::audit",
         request_id = rid.to_str().unwrap_or(""),
         key_id = t.key_id.as_deref().unwrap_or(""),
-        client_ip = %t.client_ip,
+        client_ip = t.client_text.as_str(),
         method = method.as_str(),
         route = t.route,
         status = status.as_u16(),

@@ -77,6 +77,25 @@ fn is_forwarding(name: &str) -> bool {
         || (name.len() > FORWARDING_PREFIX.len() && same_name(&name[..FORWARDING_PREFIX.len()], FORWARDING_PREFIX))
 }
 
+/// The headers a `Connection` header names (RFC 9110 7.6.1), except those it may not remove.
+/// Hop-by-hop names are skipped: every caller removes them anyway, and `keep-alive` is the
+/// common token, so the common case allocates nothing.
+fn connection_named(headers: &HeaderMap, out: &mut Vec<HeaderName>) {
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(v) = value.to_str() else { continue };
+        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let listed = |list: &[&str]| list.iter().any(|p| token.eq_ignore_ascii_case(p));
+            if listed(&PROTECTED) || listed(&HOP_BY_HOP) || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            // `from_bytes` lower-cases; a token that is no header name names nothing.
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                out.push(name);
+            }
+        }
+    }
+}
+
 /// Cleans `headers` in place. `peer_trusted`: the TCP peer is a configured trusted proxy, so its
 /// forwarding headers are kept (the caller appends to them).
 pub fn sanitize(headers: &mut HeaderMap, policy: &HeaderPolicy, peer_trusted: bool) -> Result<Sanitized, &'static str> {
@@ -85,18 +104,7 @@ pub fn sanitize(headers: &mut HeaderMap, policy: &HeaderPolicy, peer_trusted: bo
     }
     let mut out = Sanitized::default();
     let mut remove: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(v) = value.to_str() else { continue };
-        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let lower = token.to_ascii_lowercase();
-            if PROTECTED.contains(&lower.as_str()) {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(lower.as_bytes()) {
-                remove.push(name);
-            }
-        }
-    }
+    connection_named(headers, &mut remove);
     for (name, value) in headers.iter() {
         let n = name.as_str();
         let drop = any_of(n, &HOP_BY_HOP)
@@ -132,16 +140,7 @@ pub fn sanitize(headers: &mut HeaderMap, policy: &HeaderPolicy, peer_trusted: bo
 /// Response side: hop-by-hop headers of the upstream's connection are not the client's.
 pub fn sanitize_response(headers: &mut HeaderMap) {
     let mut remove: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(v) = value.to_str() {
-            remove.extend(
-                v.split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .filter(|t| !PROTECTED.contains(&t.as_str()))
-                    .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
-            );
-        }
-    }
+    connection_named(headers, &mut remove);
     remove.extend(headers.keys().filter(|n| any_of(n.as_str(), &HOP_BY_HOP)).cloned());
     for name in remove {
         headers.remove(&name);

@@ -135,12 +135,12 @@ async fn connection<H: Handler>(
     let activity = Arc::new(Activity::new());
     let io = Tracked { inner: stream, activity: Arc::clone(&activity) };
     match &opts.tls {
-        None => serve_io(io, ConnFacts { peer, tls: false }, handler, &builder, activity, opts, stop).await,
+        None => serve_io(io, ConnFacts::new(peer, false), handler, &builder, activity, opts, stop).await,
         Some(tls) => {
             let handshake = tls.acceptor().accept(io);
             match tokio::time::timeout(opts.limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls_io)) => {
-                    serve_io(tls_io, ConnFacts { peer, tls: true }, handler, &builder, activity, opts, stop).await
+                    serve_io(tls_io, ConnFacts::new(peer, true), handler, &builder, activity, opts, stop).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
