@@ -75,8 +75,30 @@ fn push_padded(out: &mut String, v: u32, width: usize) {
     out.push_str(std::str::from_utf8(&digits[..width]).unwrap_or(""));
 }
 
+thread_local! {
+    /// The date-and-seconds part of the last timestamp written on this thread, by Unix second:
+    /// the calendar arithmetic runs once a second instead of once a line.
+    static SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
 /// RFC 3339 UTC with microseconds: `2026-12-02T13:08:23.123456Z`.
 pub fn push_rfc3339_micros(out: &mut String, t: OffsetDateTime) {
+    let unix = t.unix_timestamp();
+    SECOND.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else { return push_seconds(out, t) };
+        if c.0 != unix {
+            c.1.clear();
+            push_seconds(&mut c.1, t);
+            c.0 = unix;
+        }
+        out.push_str(&c.1);
+    });
+    out.push('.');
+    push_padded(out, t.microsecond(), 6);
+    out.push('Z');
+}
+
+fn push_seconds(out: &mut String, t: OffsetDateTime) {
     let t = t.to_offset(time::UtcOffset::UTC);
     push_padded(out, t.year().clamp(0, 9999) as u32, 4);
     out.push('-');
@@ -89,9 +111,6 @@ pub fn push_rfc3339_micros(out: &mut String, t: OffsetDateTime) {
     push_padded(out, u32::from(t.minute()), 2);
     out.push(':');
     push_padded(out, u32::from(t.second()), 2);
-    out.push('.');
-    push_padded(out, t.microsecond(), 6);
-    out.push('Z');
 }
 
 /// A JSON number with at most three decimals (durations in milliseconds, to the microsecond);
@@ -137,6 +156,10 @@ mod tests {
         let mut s = String::new();
         push_rfc3339_micros(&mut s, datetime!(2026-12-31 23:59:59.999_999 +02:00));
         assert_eq!(s, "2026-12-31T21:59:59.999999Z", "converted to UTC");
+        let mut s = String::new();
+        push_rfc3339_micros(&mut s, datetime!(2026-12-31 21:59:59.5 UTC));
+        push_rfc3339_micros(&mut s, datetime!(2026-12-31 22:00:00 UTC));
+        assert_eq!(s, "2026-12-31T21:59:59.500000Z2026-12-31T22:00:00.000000Z", "the cached second moves on");
     }
 
     #[test]
