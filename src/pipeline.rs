@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::anomaly::Now;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::forward::{upstream_body, ForwardError, Forwarder};
+use crate::forward::{upstream_body, ForwardError, Forwarder, UpstreamResponseBody};
 use crate::keys::reload::SharedTable;
 use crate::keys::KeyRecord;
 use crate::limit::{self, Applied, Limiter};
@@ -29,7 +29,7 @@ use crate::usage::UsageBook;
 use crate::watch::Watch;
 use crate::{authn, client_ip, path, request_id, sanitize};
 
-pub type Body = Either<Full<Bytes>, Incoming>;
+pub type Body = Either<Full<Bytes>, UpstreamResponseBody>;
 
 /// What the listener knows about the connection; the pipeline knows nothing else of sockets.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +98,7 @@ impl Pipeline {
         let now = OffsetDateTime::now_utc();
         let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.limiter.sweep(mono);
+        self.forwarder.sweep();
         self.watch.sweep(Now { mono, unix: now.unix_timestamp() });
         if let Some(t) = &self.tokens {
             t.sweep(now.unix_timestamp());
@@ -288,9 +289,9 @@ impl Pipeline {
         }
     }
 
-    /// The authorised path, byte for byte, on the upstream's scheme and authority.
+    /// The authorised path, byte for byte, in origin form (the forwarder connects to the
+    /// upstream's scheme and authority).
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
-        let up = &self.config.upstream.uri;
         let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(path);
         if let Some(q) = query {
@@ -298,8 +299,6 @@ impl Pipeline {
             pq.push_str(q);
         }
         Uri::builder()
-            .scheme(up.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
-            .authority(up.authority().cloned().expect("validated: upstream has an authority"))
             .path_and_query(pq)
             .build()
             .map_err(|_| ApiError::InvalidRequest("request target cannot be forwarded".into()))

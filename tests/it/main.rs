@@ -15,3 +15,4 @@ mod redis_limit;
 mod relay;
 mod tls;
 mod tokens;
+mod upstream_pool;

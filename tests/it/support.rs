@@ -68,6 +68,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Which accepted connection carried it (0, 1, ... in accept order): reuse is visible.
+    pub conn: usize,
 }
 
 impl Seen {
@@ -90,6 +92,8 @@ pub struct Behaviour {
     pub headers: Vec<(&'static str, &'static str)>,
     /// Status to answer with instead of 200 (a failing webhook, say).
     pub status: Option<StatusCode>,
+    /// Close every connection after its first response (no keep-alive).
+    pub close: bool,
 }
 
 pub struct Upstream {
@@ -110,10 +114,11 @@ impl Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let s = Arc::clone(&seen);
         tokio::spawn(async move {
-            loop {
+            for conn in 0.. {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (s, b) = (Arc::clone(&s), b.clone());
                 tokio::spawn(async move {
+                    let keep_alive = !b.close;
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, b) = (Arc::clone(&s), b.clone());
                         async move {
@@ -125,6 +130,7 @@ impl Upstream {
                                 version: parts.version,
                                 headers: parts.headers,
                                 body,
+                                conn,
                             });
                             tokio::time::sleep(b.delay).await;
                             let mut r = Response::new(Full::new(Bytes::from_static(UPSTREAM_BODY.as_bytes())));
@@ -139,8 +145,10 @@ impl Upstream {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -277,6 +285,11 @@ impl Resp {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// Asserts a 200 with the upstream's body.
+    pub fn ok(&self) {
+        assert_eq!(self.status.as_u16(), 200, "body: {}", self.text());
+        assert_eq!(self.text(), UPSTREAM_BODY);
     }
     /// Asserts the standard error body and returns its message.
     pub fn assert_error(&self, status: u16, code: &str) -> String {
