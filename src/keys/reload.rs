@@ -72,7 +72,7 @@ impl Reloader {
     pub async fn reload_now(&self) -> ReloadEvent {
         let (path, shared) = (self.path.clone(), Arc::clone(&self.table));
         let started = std::time::Instant::now();
-        let result = crate::background::run(move || {
+        let result = crate::background::run_idle(move || {
             let table = file::load(&path)?;
             let keys = table.len();
             let old = shared.swap(Arc::new(table));
