@@ -21,7 +21,7 @@ use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
-pub use key_store::{valid_schema, DbUrl, KeyStore, OnStale, PgStore};
+pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
 
