@@ -15,8 +15,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminApi, Health};
-use crate::config::{Config, KeyStore};
+use crate::config::{Config, KeyStore, PgStore, SyncMode};
 use crate::forward::Forwarder;
+use crate::key_source::KeySource;
 use crate::keys::freshness::Freshness;
 use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
 use crate::keys::{file, KeyTable};
@@ -159,6 +160,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
             m.table_reload_failed();
         }
+        ReloadEvent::CacheSynced { version, invalidated } => {
+            if !h.table_loaded.swap(true, Ordering::AcqRel) {
+                tracing::info!(version, "key store followed; serving from the lookup cache");
+            }
+            tracing::debug!(version, ?invalidated, "key cache current");
+        }
+    };
+    // With `sync: cache` the table stays empty: keys are looked up in the cache.
+    let (source, cache_tasks) = match &config.key_store {
+        KeyStore::Postgres(pg @ PgStore { sync: SyncMode::Cache(cs), .. }) => {
+            let pool = Arc::new(crate::pgstore::pool::Pool::new(cs.pool_size));
+            let keeper = tokio::spawn(Arc::clone(&pool).keep(pg.clone(), Arc::clone(&metrics)));
+            let cache = crate::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
+            (KeySource::Cache(Arc::new(cache)), Some(keeper))
+        }
+        KeyStore::Postgres(_) | KeyStore::File(_) => (KeySource::Table(Arc::clone(&table)), None),
     };
     let reload_task = match &config.key_store {
         KeyStore::File(path) => {
@@ -171,14 +188,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(reloader.run(on_event))
         }
         KeyStore::Postgres(pg) => {
-            let replica = crate::pgstore::sync::Replica {
+            let follower = crate::pgstore::sync::Follower {
                 settings: pg.clone(),
-                table: Arc::clone(&table),
+                target: match &source {
+                    KeySource::Table(t) => crate::pgstore::sync::Target::Table(Arc::clone(t)),
+                    KeySource::Cache(c) => crate::pgstore::sync::Target::Cache(Arc::clone(c)),
+                },
                 freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
                 metrics: Arc::clone(&metrics),
                 trigger: Arc::clone(&reload),
             };
-            tokio::spawn(replica.run(on_event))
+            tokio::spawn(follower.run(on_event))
         }
     };
     let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
@@ -203,7 +223,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let pipeline = Arc::new(Pipeline {
         config: Arc::clone(&config),
-        keys: Arc::clone(&table),
+        keys: source.clone(),
         forwarder,
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
@@ -227,7 +247,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
-        keys: Arc::clone(&table),
+        keys: source,
         usage: Arc::clone(&usage),
         api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
     });
@@ -255,6 +275,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         reload_task.abort();
         census_task.abort();
         sweep_task.abort();
+        if let Some(keeper) = cache_tasks {
+            keeper.abort();
+        }
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
         tracing::info!(cut_connections = cut, "keygate stopped");
