@@ -84,6 +84,10 @@ impl Running {
     }
 }
 
+/// With `sync: cache`, usage entries idle this long (and written back) are dropped, so the book
+/// holds the recently active keys rather than every key the instance ever saw.
+const USAGE_FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+
 async fn until_stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
@@ -201,6 +205,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(follower.run(on_event))
         }
     };
+    // Fleet-wide usage: this instance's counts added to the store's, off the request path.
+    let usage_writer = match &config.key_store {
+        KeyStore::Postgres(pg) => pg.usage_flush.map(|interval| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let writer = crate::pgstore::usage::UsageWriter {
+                settings: pg.clone(),
+                book: Arc::clone(&usage),
+                metrics: Arc::clone(&metrics),
+                interval,
+                forget_after: matches!(pg.sync, SyncMode::Cache(_)).then_some(USAGE_FORGET_AFTER),
+            };
+            // The last flush after the drain gets two statement timeouts, then is cut.
+            (stop, tokio::spawn(writer.run(stopped)), pg.timeout * 2)
+        }),
+        KeyStore::File(_) => None,
+    };
     let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
     let census_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -277,6 +297,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sweep_task.abort();
         if let Some(keeper) = cache_tasks {
             keeper.abort();
+        }
+        if let Some((stop, writer, limit)) = usage_writer {
+            let _ = stop.send(());
+            if tokio::time::timeout(limit, writer).await.is_err() {
+                tracing::warn!("usage write-back did not finish its last flush in time; those counts are lost");
+            }
         }
         let _ = admin_stop.send(true);
         let _ = admin_task.await;

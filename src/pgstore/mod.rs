@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod pool;
 pub mod rows;
 pub mod sync;
+pub mod usage;
 pub mod write;
 
 use std::time::Duration;

@@ -256,3 +256,80 @@ async fn a_tokens_parent_is_looked_up_by_id_and_its_revocation_reaches_the_token
     eventually(Duration::from_secs(1), async || with_token().await.status == 401).await;
     with_token().await.assert_error(401, "API_KEY_REVOKED");
 }
+
+/// `keys show --json` on the PostgreSQL store.
+async fn fleet_usage(cli: &Path, id: &str) -> serde_json::Value {
+    let out = keys(cli, &["show", id, "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["usage"].clone()
+}
+
+const QUICK_FLUSH: &str = "  usage:\n    flush_interval: 200ms\n";
+
+#[tokio::test]
+async fn usage_served_by_two_instances_is_summed_in_keys_show() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = setup(&db, dir.path(), up.addr).await;
+    let (id, secret) = create(&cli, &["--label", "busy", "--scopes", "clinics:read"]).await;
+    // One of each mode: the write-back does not care how keys are found.
+    let kg1 =
+        spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &db.store_yaml(&db.url, &format!("{FAST}{QUICK_FLUSH}"))).await;
+    let kg2 = spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &cache_store(&db, &db.url, QUICK_FLUSH)).await;
+    eventually(Duration::from_secs(5), async || ready(&kg1).await && ready(&kg2).await).await;
+
+    for _ in 0..3 {
+        assert_eq!(status(&kg1, &secret).await, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(status(&kg2, &secret).await, 200);
+    }
+    let denied = kg2.get("/api/v1/metrics?clinic_id=c1", &[("authorization", &format!("Bearer {secret}"))]).await;
+    denied.assert_error(403, "INSUFFICIENT_SCOPE");
+
+    let mut usage = serde_json::Value::Null;
+    eventually(Duration::from_secs(5), async || {
+        usage = fleet_usage(&cli, &id).await;
+        usage["requests"]["2xx"] == 5 && usage["requests"]["4xx"] == 1
+    })
+    .await;
+    assert_eq!(usage["rate_limited"], 0);
+    assert!(usage["last_used_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{usage}");
+    assert!(usage["source"].as_str().unwrap().contains("every proxy"), "{usage}");
+    assert!(kg1.metric(r#"keygate_key_store_usage_flushes_total{result="ok"}"#).await >= 1.0);
+
+    // Nothing new, nothing added: the next flushes leave the sums alone.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fleet_usage(&cli, &id).await["requests"]["2xx"], 5);
+}
+
+#[tokio::test]
+async fn usage_counted_while_the_database_is_away_is_written_when_it_returns() {
+    let db = Db::new().await;
+    let up = Upstream::spawn().await;
+    let relay = Relay::start(db.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = setup(&db, dir.path(), up.addr).await;
+    let (id, secret) = create(&cli, &["--label", "patient"]).await;
+    let store = db.store_yaml(&db.url_via(relay.addr()), &format!("{FAST}{QUICK_FLUSH}"));
+    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &store).await;
+    eventually(Duration::from_secs(5), async || status(&kg, &secret).await == 200).await;
+    eventually(Duration::from_secs(5), async || fleet_usage(&cli, &id).await["requests"]["2xx"] == 1).await;
+
+    let failed = r#"keygate_key_store_usage_flushes_total{result="failed"}"#;
+    let failed_before = kg.metric(failed).await;
+    relay.cut().await;
+    for _ in 0..4 {
+        assert_eq!(status(&kg, &secret).await, 200, "the replica serves through the outage");
+    }
+    eventually(Duration::from_secs(5), async || kg.metric(failed).await > failed_before).await;
+    assert_eq!(kg.metric("keygate_key_store_usage_pending_keys").await, 1.0);
+    assert_eq!(fleet_usage(&cli, &id).await["requests"]["2xx"], 1, "nothing reached the store");
+
+    relay.restore();
+    eventually(Duration::from_secs(10), async || fleet_usage(&cli, &id).await["requests"]["2xx"] == 5).await;
+    // The commit is visible a moment before the writer hears of it.
+    eventually(Duration::from_secs(1), async || kg.metric("keygate_key_store_usage_pending_keys").await == 0.0).await;
+    assert!(logs().contains("usage write-back to the key store failed; keeping the counts for the next flush"));
+}

@@ -178,9 +178,9 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
     let cfg = config_file(dir.path(), "kg.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
 
     let first = migrate(&cfg).await;
-    assert!(first.contains("applied migrations [1]"), "{first}");
+    assert!(first.contains("applied migrations [1, 2]"), "{first}");
     let again = migrate(&cfg).await;
-    assert!(again.contains("is up to date (version 1)"), "{again}");
+    assert!(again.contains("is up to date (version 2)"), "{again}");
 
     let c = db.client().await;
     let tables: Vec<String> = c
@@ -193,7 +193,7 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["key_events", "keys", "schema_migrations"]);
+    assert_eq!(tables, ["key_events", "key_usage", "keys", "schema_migrations"]);
     let (id, _) = create(&cfg, &["--label", "audited"]).await;
     let tampered = c.execute(&format!("UPDATE {}.key_events SET actor = 'someone else'", db.schema), &[]).await;
     assert!(tampered.is_err(), "key_events refuses updates");
@@ -204,6 +204,17 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
         .get(0);
     assert_eq!(who, "it-tests");
 
+    // A schema at version 1 (as the first release left it) gets only what it lacks.
+    c.batch_execute(&format!(
+        "DROP TABLE {s}.key_usage; DELETE FROM {s}.schema_migrations WHERE version = 2",
+        s = db.schema
+    ))
+    .await
+    .unwrap();
+    let upgraded = migrate(&cfg).await;
+    assert!(upgraded.contains("applied migrations [2]"), "{upgraded}");
+    let keys: i64 = c.query_one(&format!("SELECT count(*) FROM {}.keys", db.schema), &[]).await.unwrap().get(0);
+    assert_eq!(keys, 1, "the upgrade leaves the keys alone");
 }
 
 #[tokio::test]
