@@ -58,7 +58,9 @@ impl KeyView<'_> {
     pub async fn by_hash(&self, hash: &KeyHash) -> Result<Option<Found<'_>>, StoreDown> {
         match self {
             KeyView::Table(t) => Ok(t.lookup(hash).map(|record| Found::Table { table: t, record })),
-            KeyView::Cache(c) => Ok(c.by_hash(hash).await?.map(Found::Cached)),
+            // Boxed: the cache's future is large, and inline it would grow every request's
+            // future in table mode too.
+            KeyView::Cache(c) => Ok(Box::pin(c.by_hash(hash)).await?.map(Found::Cached)),
         }
     }
 
@@ -66,7 +68,7 @@ impl KeyView<'_> {
     pub async fn by_id(&self, id: &str) -> Result<Option<Found<'_>>, StoreDown> {
         match self {
             KeyView::Table(t) => Ok(t.by_id(id).map(|record| Found::Table { table: t, record })),
-            KeyView::Cache(c) => Ok(c.by_id(id).await?.map(Found::Cached)),
+            KeyView::Cache(c) => Ok(Box::pin(c.by_id(id)).await?.map(Found::Cached)),
         }
     }
 }

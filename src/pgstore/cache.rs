@@ -21,7 +21,7 @@ use super::pool::Pool;
 use super::{bounded, rows};
 use crate::config::CacheSettings;
 use crate::keys::file::{self, RawTable};
-use crate::keys::{KeyHash, KeyRecord};
+use crate::keys::{Access, KeyHash, KeyRecord, Profile};
 use crate::metrics::{CacheLookup, Metrics};
 
 /// A key as the cache holds it: the record, and what the table would say of its rotation.
@@ -49,6 +49,9 @@ enum Miss {
 /// outage or a bulk import must not turn into an unbounded fetch.
 pub const INVALIDATE_LIMIT: i64 = 10_000;
 
+/// Distinct access profiles shared at most (real tables have a handful).
+const MAX_PROFILES: usize = 10_000;
+
 pub struct KeyCache {
     by_hash: Cache<KeyHash, Arc<Cached>>,
     /// For a token's parent, named by id in the signed claims (so never a guess worth
@@ -57,6 +60,9 @@ pub struct KeyCache {
     /// Hashes the store does not have. A separate bound, so a flood of unknown keys cannot
     /// evict the known ones.
     unknown: Cache<KeyHash, ()>,
+    /// Access profiles shared by the cached keys, as a table shares them (a profile is several
+    /// times the size of the rest of a record). Bounded; past the bound a key keeps its own.
+    profiles: dashmap::DashMap<Access, Arc<Profile>>,
     pool: Arc<Pool>,
     epoch: AtomicU64,
     timeout: Duration,
@@ -69,6 +75,7 @@ impl KeyCache {
             by_hash: Cache::builder().max_capacity(s.max_entries).time_to_live(s.ttl).build(),
             by_id: Cache::builder().max_capacity(s.max_entries).time_to_live(s.ttl).build(),
             unknown: Cache::builder().max_capacity(s.max_entries).time_to_live(s.negative_ttl).build(),
+            profiles: dashmap::DashMap::new(),
             pool,
             epoch: AtomicU64::new(0),
             timeout,
@@ -131,6 +138,22 @@ impl KeyCache {
         }
     }
 
+    fn shared(&self, p: Arc<Profile>) -> Arc<Profile> {
+        if let Some(known) = self.profiles.get(&p.access) {
+            return Arc::clone(&known);
+        }
+        if self.profiles.len() < MAX_PROFILES {
+            let access = Access {
+                environment: p.access.environment,
+                scopes: p.access.scopes.clone(),
+                allowed_ips: p.access.allowed_ips.clone(),
+                rate_limit_tier: p.access.rate_limit_tier.clone(),
+            };
+            return Arc::clone(&self.profiles.entry(access).or_insert(p));
+        }
+        p
+    }
+
     fn moved_since(&self, loaded_at: u64) -> bool {
         self.epoch.load(Ordering::Acquire) != loaded_at
     }
@@ -167,8 +190,9 @@ impl KeyCache {
             return Err(Miss::Unknown { loaded_at });
         };
         match cached(row.get(1), &what, loaded_at) {
-            Ok(c) => {
+            Ok(mut c) => {
                 self.metrics.key_store_query(label, "found");
+                c.record.profile = self.shared(c.record.profile);
                 Ok(Arc::new(c))
             }
             Err(why) => {
@@ -308,6 +332,20 @@ mod tests {
         assert_eq!(c.loaded_at, 7);
         let c = cached(&row("k1", &h, ""), &Lookup::Id("k1"), 0).unwrap();
         assert!(!c.rotated_out);
+    }
+
+    #[test]
+    fn cached_keys_with_the_same_access_share_one_profile() {
+        let settings = CacheSettings::DEFAULT;
+        let cache = KeyCache::new(&settings, Arc::new(Pool::new(1)), Duration::from_secs(1), Arc::new(Metrics::new()));
+        let (a, b) = (KeyHash::of("a"), KeyHash::of("b"));
+        let ca = cached(&row("ka", &a, r#","clinics":["c1"]"#), &Lookup::Hash(&a), 0).unwrap();
+        let cb = cached(&row("kb", &b, r#","clinics":["c2"]"#), &Lookup::Hash(&b), 0).unwrap();
+        assert!(!Arc::ptr_eq(&ca.record.profile, &cb.record.profile), "built apart");
+        let (pa, pb) = (cache.shared(ca.record.profile), cache.shared(cb.record.profile));
+        assert!(Arc::ptr_eq(&pa, &pb), "one profile for one access");
+        let other = cached(&row("kc", &b, r#","type":"full""#), &Lookup::Hash(&b), 0).unwrap();
+        assert!(!Arc::ptr_eq(&cache.shared(other.record.profile), &pa), "another access, another profile");
     }
 
     #[test]
