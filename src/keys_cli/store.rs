@@ -49,7 +49,7 @@ impl TableStore {
             TableStore::Postgres(pg) => Some(block_on(async {
                 let session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
-                pgstore::usage::read(&session.client, &pg.schema, id).await
+                pgstore::bounded(pg.timeout, "usage", pgstore::usage::read(&session.client, &pg.schema, id)).await
             })),
         }
     }
