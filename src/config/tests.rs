@@ -61,6 +61,43 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
 }
 
+/// The commented-out `key_store:` block of the example, uncommented: as a replica, and (its
+/// doubly commented cache settings uncommented too) as a cache.
+#[test]
+fn the_example_key_store_block_is_valid_in_both_modes() {
+    let example = include_str!("../../config.example.yaml");
+    let block: Vec<&str> = example
+        .lines()
+        .skip_while(|l| *l != "# key_store:")
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    assert!(block.len() > 20, "the example documents the block");
+    let base = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys: {}\n";
+    let replica = parse(&format!("{base}{}\n", block.join("\n")), "example").unwrap_or_else(|e| panic!("{e}"));
+    let KeyStore::Postgres(pg) = replica.key_store else { panic!("postgres expected") };
+    assert_eq!(pg.sync, SyncMode::Replica);
+    let cache: Vec<String> = block
+        .iter()
+        .map(|l| match l.strip_prefix("  # ") {
+            Some(rest) if rest.starts_with("cache:") || rest.starts_with("  ") => format!("  {rest}"),
+            _ => l.replace("sync: replica", "sync: cache"),
+        })
+        .collect();
+    let cache = parse(&format!("{base}{}\n", cache.join("\n")), "example").unwrap_or_else(|e| panic!("{e}"));
+    let KeyStore::Postgres(pg) = cache.key_store else { panic!("postgres expected") };
+    assert_eq!(pg.sync, SyncMode::Cache(CacheSettings::DEFAULT), "the example shows the defaults");
+    assert_eq!(pg.usage_flush, Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn the_postgres_configmap_config_is_valid() {
+    let manifest = include_str!("../../deploy/postgres/configmap.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(manifest).unwrap();
+    let c = parse(doc["data"]["config.yaml"].as_str().unwrap(), "configmap").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.key_store, KeyStore::Postgres(_)));
+}
+
 #[test]
 fn the_kubernetes_configmap_config_is_valid() {
     let manifest = include_str!("../../deploy/kubernetes/configmap.yaml");
