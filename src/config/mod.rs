@@ -145,7 +145,10 @@ impl Config {
     pub fn keys_source(&self) -> String {
         match &self.key_store {
             KeyStore::File(p) => p.display().to_string(),
-            KeyStore::Postgres(pg) => format!("postgres schema {}", pg.schema),
+            KeyStore::Postgres(pg) => match pg.sync {
+                SyncMode::Replica => format!("postgres schema {} (sync: replica)", pg.schema),
+                SyncMode::Cache(c) => format!("postgres schema {} (sync: cache, {} entries)", pg.schema, c.max_entries),
+            },
         }
     }
 }
