@@ -221,15 +221,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
         KeyStore::File(_) => None,
     };
-    let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
-    let census_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
-        loop {
-            tick.tick().await;
-            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
-            let _ = crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+    // No census without a table: with `sync: cache` the key gauges are not exported at all,
+    // rather than reading 0 active keys (which KeygateNoActiveKeys would page about).
+    let census_task = match &source {
+        KeySource::Table(t) => {
+            let (m, t) = (Arc::clone(&metrics), Arc::clone(t));
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(15));
+                loop {
+                    tick.tick().await;
+                    let (m, t) = (Arc::clone(&m), Arc::clone(&t));
+                    let _ =
+                        crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+                }
+            }))
         }
-    });
+        KeySource::Cache(_) => None,
+    };
 
     let tokens = match &config.jwt {
         Some(settings) => Some(Arc::new(crate::tokens::Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
@@ -293,7 +301,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let done = tokio::spawn(async move {
         let cut = server::serve(proxy_listener, pipeline, proxy_opts, until_stopped(stop_rx)).await;
         reload_task.abort();
-        census_task.abort();
+        if let Some(census) = census_task {
+            census.abort();
+        }
         sweep_task.abort();
         if let Some(keeper) = cache_tasks {
             keeper.abort();
