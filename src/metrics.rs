@@ -150,8 +150,8 @@ impl CacheMetrics {
         let queries = IntCounterVec::new(
             Opts::new(
                 "keygate_key_store_queries_total",
-                "Key lookups sent to PostgreSQL in sync: cache mode, by query (by_hash, by_id) and \
-                 result (found, not_found, error).",
+                "Key lookups for PostgreSQL in sync: cache mode, by query (by_hash, by_id) and result \
+                 (found, not_found, error = failed, timed out, or no lookup connection was up).",
             ),
             &["query", "result"],
         )
