@@ -12,8 +12,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::AdminToken;
+use crate::key_source::{Found, KeySource};
 use crate::keys::freshness::Freshness;
-use crate::keys::reload::SharedTable;
 use crate::metrics::Metrics;
 use crate::pipeline::ConnFacts;
 use crate::server::Handler;
@@ -40,7 +40,7 @@ impl Health {
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub keys: SharedTable,
+    pub keys: KeySource,
     pub usage: Arc<UsageBook>,
     pub api: AdminApi,
 }
@@ -113,7 +113,7 @@ impl Handler for Admin {
             }
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key store stale\n"),
             p if p.starts_with("/admin/keys/") => match self.api.refusal(&req) {
-                None => self.key(&p["/admin/keys/".len()..]),
+                None => self.key(&p["/admin/keys/".len()..]).await,
                 Some(refused) => refused,
             },
             _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -127,11 +127,19 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
 
 impl Admin {
     /// Metadata as the proxy sees it (no hash), its state now, and its usage since start.
-    fn key(&self, id: &str) -> Response<Full<Bytes>> {
-        let table = self.keys.load();
-        let Some(k) = table.by_id(id) else {
-            return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such key id"}));
+    async fn key(&self, id: &str) -> Response<Full<Bytes>> {
+        let view = self.keys.view();
+        let found = match view.by_id(id).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such key id"})),
+            Err(_) => {
+                return json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": "the key store is unavailable"}),
+                )
+            }
         };
+        let k = Found::record(&found);
         let scopes: Vec<&str> = k.scopes().iter().map(|s| s.as_str()).collect();
         let ips: Vec<String> = k.allowed_ips().iter().map(|n| n.to_string()).collect();
         let t = k.times();

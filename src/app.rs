@@ -15,8 +15,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::admin::{Admin, AdminApi, Health};
-use crate::config::{Config, KeyStore};
+use crate::config::{Config, KeyStore, PgStore, SyncMode};
 use crate::forward::Forwarder;
+use crate::key_source::KeySource;
 use crate::keys::freshness::Freshness;
 use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
 use crate::keys::{file, KeyTable};
@@ -82,6 +83,10 @@ impl Running {
         self.done.await.unwrap_or(0)
     }
 }
+
+/// With `sync: cache`, usage entries idle this long (and written back) are dropped, so the book
+/// holds the recently active keys rather than every key the instance ever saw.
+const USAGE_FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 
 async fn until_stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
@@ -159,6 +164,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
             m.table_reload_failed();
         }
+        ReloadEvent::CacheSynced { version, invalidated } => {
+            if !h.table_loaded.swap(true, Ordering::AcqRel) {
+                tracing::info!(version, "key store followed; serving from the lookup cache");
+            }
+            tracing::debug!(version, ?invalidated, "key cache current");
+        }
+    };
+    // With `sync: cache` the table stays empty: keys are looked up in the cache.
+    let (source, cache_tasks) = match &config.key_store {
+        KeyStore::Postgres(pg @ PgStore { sync: SyncMode::Cache(cs), .. }) => {
+            let pool = Arc::new(crate::pgstore::pool::Pool::new(cs.pool_size));
+            let keeper = tokio::spawn(Arc::clone(&pool).keep(pg.clone(), Arc::clone(&metrics)));
+            let cache = crate::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
+            (KeySource::Cache(Arc::new(cache)), Some(keeper))
+        }
+        KeyStore::Postgres(_) | KeyStore::File(_) => (KeySource::Table(Arc::clone(&table)), None),
     };
     let reload_task = match &config.key_store {
         KeyStore::File(path) => {
@@ -171,25 +192,52 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(reloader.run(on_event))
         }
         KeyStore::Postgres(pg) => {
-            let replica = crate::pgstore::sync::Replica {
+            let follower = crate::pgstore::sync::Follower {
                 settings: pg.clone(),
-                table: Arc::clone(&table),
+                target: match &source {
+                    KeySource::Table(t) => crate::pgstore::sync::Target::Table(Arc::clone(t)),
+                    KeySource::Cache(c) => crate::pgstore::sync::Target::Cache(Arc::clone(c)),
+                },
                 freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
                 metrics: Arc::clone(&metrics),
                 trigger: Arc::clone(&reload),
             };
-            tokio::spawn(replica.run(on_event))
+            tokio::spawn(follower.run(on_event))
         }
     };
-    let (m, t) = (Arc::clone(&metrics), Arc::clone(&table));
-    let census_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
-        loop {
-            tick.tick().await;
-            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
-            let _ = crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+    // Fleet-wide usage: this instance's counts added to the store's, off the request path.
+    let usage_writer = match &config.key_store {
+        KeyStore::Postgres(pg) => pg.usage_flush.map(|interval| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let writer = crate::pgstore::usage::UsageWriter {
+                settings: pg.clone(),
+                book: Arc::clone(&usage),
+                metrics: Arc::clone(&metrics),
+                interval,
+                forget_after: matches!(pg.sync, SyncMode::Cache(_)).then_some(USAGE_FORGET_AFTER),
+            };
+            // The last flush after the drain gets two statement timeouts, then is cut.
+            (stop, tokio::spawn(writer.run(stopped)), pg.timeout * 2)
+        }),
+        KeyStore::File(_) => None,
+    };
+    // No census without a table: with `sync: cache` the key gauges are not exported at all,
+    // rather than reading 0 active keys (which KeygateNoActiveKeys would page about).
+    let census_task = match &source {
+        KeySource::Table(t) => {
+            let (m, t) = (Arc::clone(&metrics), Arc::clone(t));
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(15));
+                loop {
+                    tick.tick().await;
+                    let (m, t) = (Arc::clone(&m), Arc::clone(&t));
+                    let _ =
+                        crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+                }
+            }))
         }
-    });
+        KeySource::Cache(_) => None,
+    };
 
     let tokens = match &config.jwt {
         Some(settings) => Some(Arc::new(crate::tokens::Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
@@ -203,7 +251,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let pipeline = Arc::new(Pipeline {
         config: Arc::clone(&config),
-        keys: Arc::clone(&table),
+        keys: source.clone(),
         forwarder,
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
@@ -227,7 +275,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
-        keys: Arc::clone(&table),
+        keys: source,
         usage: Arc::clone(&usage),
         api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
     });
@@ -253,8 +301,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let done = tokio::spawn(async move {
         let cut = server::serve(proxy_listener, pipeline, proxy_opts, until_stopped(stop_rx)).await;
         reload_task.abort();
-        census_task.abort();
+        if let Some(census) = census_task {
+            census.abort();
+        }
         sweep_task.abort();
+        if let Some(keeper) = cache_tasks {
+            keeper.abort();
+        }
+        if let Some((stop, writer, limit)) = usage_writer {
+            let _ = stop.send(());
+            if tokio::time::timeout(limit, writer).await.is_err() {
+                tracing::warn!("usage write-back did not finish its last flush in time; those counts are lost");
+            }
+        }
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
         tracing::info!(cut_connections = cut, "keygate stopped");

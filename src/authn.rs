@@ -60,12 +60,25 @@ pub fn authenticate<'t>(
     table: &'t KeyTable,
     now: OffsetDateTime,
 ) -> Result<&'t KeyRecord, AuthnError> {
+    let hash = key_hash(token, format, proxy_env)?;
+    judge(table.lookup(&hash), proxy_env, now)
+}
+
+/// The first half, for a store that is asked rather than probed (`sync: cache`): the format,
+/// checksum and environment of the token, then its hash. Nothing is looked up for a token
+/// that fails here.
+pub fn key_hash(token: Secret<'_>, format: &KeyFormat, proxy_env: Environment) -> Result<KeyHash, AuthnError> {
     let token = token.expose();
     let key_env = format.check(token).map_err(|_| AuthnError::BadFormat)?;
     if key_env != proxy_env {
         return Err(AuthnError::WrongEnvironment { key: key_env, proxy: proxy_env });
     }
-    let record = table.lookup(&KeyHash::of(token)).ok_or(AuthnError::Unknown)?;
+    Ok(KeyHash::of(token))
+}
+
+/// The second half: what the store found for the hash, judged now.
+pub fn judge(found: Option<&KeyRecord>, proxy_env: Environment, now: OffsetDateTime) -> Result<&KeyRecord, AuthnError> {
+    let record = found.ok_or(AuthnError::Unknown)?;
     if record.environment() != proxy_env {
         // The table says otherwise than the prefix: trust neither.
         return Err(AuthnError::Unknown);
@@ -78,13 +91,12 @@ pub fn authenticate<'t>(
     }
 }
 
-/// The table's id of a key refused as revoked or expired (for reporting who is still using
-/// it); `None` for every other refusal, so nothing the client wrote becomes an id.
-pub fn identify(token: Secret<'_>, why: &AuthnError, table: &KeyTable) -> Option<std::sync::Arc<str>> {
+/// The store's id of a key refused as revoked or expired (for reporting who is still using
+/// it), from `found` (what the lookup returned); `None` for every other refusal, so nothing the
+/// client wrote becomes an id.
+pub fn refused_id<'r>(why: &AuthnError, found: impl FnOnce() -> Option<&'r KeyRecord>) -> Option<std::sync::Arc<str>> {
     match why {
-        AuthnError::Revoked | AuthnError::Expired => {
-            table.lookup(&KeyHash::of(token.expose())).map(|r| std::sync::Arc::clone(&r.id))
-        }
+        AuthnError::Revoked | AuthnError::Expired => found().map(|r| std::sync::Arc::clone(&r.id)),
         AuthnError::Missing
         | AuthnError::Multiple
         | AuthnError::Malformed(_)
@@ -192,6 +204,19 @@ mod tests {
         let t = table("    expires_at: 2026-06-01T12:00:00Z\n");
         assert_eq!(auth(&t, LIVE, NOW - time::Duration::seconds(1)), Ok("k1".into()));
         assert_eq!(auth(&t, LIVE, NOW), Err(AuthnError::Expired));
+    }
+
+    #[test]
+    fn the_two_halves_agree_with_the_whole() {
+        let format = KeyFormat { checksum: false, ..KeyFormat::default() };
+        let t = table("    revoked_at: 2026-01-01T00:00:00Z\n");
+        let hash = key_hash(Secret::new(LIVE), &format, Environment::Live).unwrap();
+        assert_eq!(judge(t.lookup(&hash), Environment::Live, NOW).map(|_| ()), Err(AuthnError::Revoked));
+        assert_eq!(judge(None, Environment::Live, NOW).map(|_| ()), Err(AuthnError::Unknown));
+        assert_eq!(key_hash(Secret::new("dpl_live_short"), &format, Environment::Live), Err(AuthnError::BadFormat));
+        let found = || t.lookup(&hash);
+        assert_eq!(refused_id(&AuthnError::Revoked, found).as_deref(), Some("k1"));
+        assert_eq!(refused_id(&AuthnError::Unknown, found), None, "only revoked and expired keys are named");
     }
 
     #[test]

@@ -108,12 +108,14 @@ pub enum KeysCommand {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Everything about one key, with last use and request counts from the running proxy.
+    /// Everything about one key, with last use and request counts: the whole fleet's from the
+    /// PostgreSQL store, or the running proxy's (the file store, or --admin).
     Show {
         id: String,
         #[arg(long)]
         json: bool,
-        /// The proxy's admin address (default: the config's admin_listen).
+        /// Ask this proxy's admin address for its own usage (the file store's default: the
+        /// config's admin_listen).
         #[arg(long)]
         admin: Option<String>,
     },

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod jwt;
+pub mod key_source;
 pub mod keys;
 pub mod keys_cli;
 pub mod limit;

@@ -68,6 +68,7 @@ pub struct Metrics {
     blocked_ips: IntGauge,
     alerts: IntCounterVec,
     store: StoreMetrics,
+    cache: CacheMetrics,
 }
 
 /// The PostgreSQL key store's freshness (all zero with the file store).
@@ -118,6 +119,114 @@ impl StoreMetrics {
             Box::new(self.version.clone()),
             Box::new(self.connected.clone()),
             Box::new(self.sync_failures.clone()),
+        ]
+    }
+}
+
+/// What one cache-mode lookup found (`keygate_key_store_cache_lookups_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheLookup {
+    Hit = 0,
+    /// Not cached: answered by a query (this request's, or one it waited for).
+    Miss = 1,
+    /// Remembered as unknown: refused without a query.
+    NegativeHit = 2,
+}
+
+/// The `sync: cache` lookups, the queries behind them and the usage write-back.
+struct CacheMetrics {
+    lookups: IntCounterVec,
+    /// `lookups` resolved once per result: the hit path does no label hashing.
+    by_result: [IntCounter; 3],
+    queries: IntCounterVec,
+    entries: IntGaugeVec,
+    invalidations: IntCounter,
+    pool: IntGauge,
+    usage_flushes: IntCounterVec,
+    usage_pending: IntGauge,
+}
+
+impl CacheMetrics {
+    fn new() -> CacheMetrics {
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "keygate_key_store_cache_lookups_total",
+                "Key lookups in sync: cache mode by result (hit, miss = answered by a query, \
+                 negative_hit = remembered as unknown).",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        let by_result = ["hit", "miss", "negative_hit"].map(|r| lookups.with_label_values(&[r]));
+        let queries = IntCounterVec::new(
+            Opts::new(
+                "keygate_key_store_queries_total",
+                "Key lookups for PostgreSQL in sync: cache mode, by query (by_hash, by_id) and result \
+                 (found, not_found, error = failed, timed out, or no lookup connection was up).",
+            ),
+            &["query", "result"],
+        )
+        .unwrap();
+        for q in ["by_hash", "by_id"] {
+            for r in ["found", "not_found", "error"] {
+                queries.with_label_values(&[q, r]);
+            }
+        }
+        let entries = IntGaugeVec::new(
+            Opts::new(
+                "keygate_key_store_cache_entries",
+                "Entries in the sync: cache mode caches (by_hash, by_id, negative = unknown hashes).",
+            ),
+            &["cache"],
+        )
+        .unwrap();
+        for c in ["by_hash", "by_id", "negative"] {
+            entries.with_label_values(&[c]);
+        }
+        let usage_flushes = IntCounterVec::new(
+            Opts::new(
+                "keygate_key_store_usage_flushes_total",
+                "Usage write-backs to the key store by result (ok, failed = kept for the next one).",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        for r in ["ok", "failed"] {
+            usage_flushes.with_label_values(&[r]);
+        }
+        CacheMetrics {
+            lookups,
+            by_result,
+            queries,
+            entries,
+            invalidations: IntCounter::new(
+                "keygate_key_store_cache_invalidations_total",
+                "Cache entries dropped because the key store said their row changed.",
+            )
+            .unwrap(),
+            pool: IntGauge::new(
+                "keygate_key_store_pool_connections",
+                "Connections of the sync: cache lookup pool that are up.",
+            )
+            .unwrap(),
+            usage_flushes,
+            usage_pending: IntGauge::new(
+                "keygate_key_store_usage_pending_keys",
+                "Keys with usage not yet written back to the key store.",
+            )
+            .unwrap(),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.lookups.clone()),
+            Box::new(self.queries.clone()),
+            Box::new(self.entries.clone()),
+            Box::new(self.invalidations.clone()),
+            Box::new(self.pool.clone()),
+            Box::new(self.usage_flushes.clone()),
+            Box::new(self.usage_pending.clone()),
         ]
     }
 }
@@ -281,6 +390,8 @@ impl Metrics {
             Box::new(alerts.clone()),
         ];
         collectors.extend(store.collectors());
+        let cache = CacheMetrics::new();
+        collectors.extend(cache.collectors());
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
@@ -306,6 +417,7 @@ impl Metrics {
             blocked_ips,
             alerts,
             store,
+            cache,
         }
     }
 
@@ -421,6 +533,37 @@ impl Metrics {
 
     pub fn key_store_connected(&self, up: bool) {
         self.store.connected.set(i64::from(up));
+    }
+
+    pub fn key_cache_lookup(&self, result: CacheLookup) {
+        self.cache.by_result[result as usize].inc();
+    }
+
+    /// `query`: by_hash or by_id; `result`: found, not_found or error.
+    pub fn key_store_query(&self, query: &str, result: &str) {
+        self.cache.queries.with_label_values(&[query, result]).inc();
+    }
+
+    pub fn key_cache_entries(&self, by_hash: u64, by_id: u64, negative: u64) {
+        for (c, n) in [("by_hash", by_hash), ("by_id", by_id), ("negative", negative)] {
+            self.cache.entries.with_label_values(&[c]).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn key_cache_invalidated(&self, n: usize) {
+        self.cache.invalidations.inc_by(n as u64);
+    }
+
+    pub fn key_store_pool(&self, up: usize) {
+        self.cache.pool.set(i64::try_from(up).unwrap_or(i64::MAX));
+    }
+
+    pub fn usage_flushed(&self, ok: bool) {
+        self.cache.usage_flushes.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
+    }
+
+    pub fn usage_pending(&self, keys: usize) {
+        self.cache.usage_pending.set(i64::try_from(keys).unwrap_or(i64::MAX));
     }
 
     pub fn table_reload_failed(&self) {

@@ -15,10 +15,11 @@ use hyper::body::Incoming;
 use time::OffsetDateTime;
 
 use crate::anomaly::Now;
+use crate::authn::AuthnError;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::forward::{upstream_body, ForwardError, Forwarder, UpstreamResponseBody};
-use crate::keys::reload::SharedTable;
+use crate::key_source::{Found, KeySource};
 use crate::keys::KeyRecord;
 use crate::limit::{self, Applied, Limiter};
 use crate::metrics::{Metrics, NO_ROUTE};
@@ -49,7 +50,7 @@ impl ConnFacts {
 
 pub struct Pipeline {
     pub config: Arc<Config>,
-    pub keys: SharedTable,
+    pub keys: KeySource,
     pub forwarder: Forwarder,
     pub metrics: Arc<Metrics>,
     pub usage: Arc<UsageBook>,
@@ -194,46 +195,52 @@ impl Pipeline {
                 return Err(ApiError::KeyStoreUnavailable);
             }
         }
-        // One snapshot for the whole request; a swap during it affects the next request.
-        let table = self.keys.load_full();
+        // One view for the whole request: a table snapshot (a swap during it affects the next
+        // request), or the cache.
+        let view = self.keys.view();
         let token = authn::bearer_token(&parts.headers);
         let jwt = match (&self.tokens, token) {
             (Some(tokens), Ok(t)) if crate::jwt::token::looks_like_jwt(t.expose()) => Some((tokens, t)),
             _ => None,
         };
-        let derived;
-        let key: &KeyRecord = match jwt {
-            Some((tokens, t)) => match tokens.authenticate(t.expose(), &table, cfg.environment, trail.now) {
-                Ok(k) => {
-                    derived = k;
-                    &derived
+        let (derived, parent, found);
+        let (key, holder): (&KeyRecord, Option<&Found>) = match jwt {
+            Some((tokens, t)) => {
+                let claims = match tokens.claims(t.expose(), trail.now) {
+                    Ok(c) => c,
+                    Err(r) => return Err(self.refuse(r.as_authn, r.parent, r.error, trail, rid_str)),
+                };
+                parent = view.by_id(&claims.sub).await.map_err(store_down)?;
+                match tokens.act_as(&claims, parent.as_ref().map(Found::record), cfg.environment, trail.now) {
+                    Ok(k) => {
+                        derived = k;
+                        (&derived, parent.as_ref())
+                    }
+                    Err(r) => return Err(self.refuse(r.as_authn, r.parent, r.error, trail, rid_str)),
                 }
-                Err(r) => {
-                    self.watch.authn_failed(&r.as_authn, r.parent.as_ref(), trail.client_ip, trail.clock, rid_str);
-                    trail.key_id = r.parent;
-                    self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
-                    return Err(r.error);
-                }
-            },
+            }
             None => {
-                let authenticated =
-                    token.and_then(|t| authn::authenticate(t, &cfg.keys.format, cfg.environment, &table, trail.now));
-                match authenticated {
-                    Ok(key) => key,
+                // Format, checksum and environment first: nothing is looked up for a token that
+                // fails them.
+                let hash = token.and_then(|t| authn::key_hash(t, &cfg.keys.format, cfg.environment));
+                found = match hash {
+                    Ok(h) => view.by_hash(&h).await.map_err(store_down)?,
+                    Err(_) => None,
+                };
+                let record = found.as_ref();
+                match hash.and_then(|_| authn::judge(record.map(Found::record), cfg.environment, trail.now)) {
+                    Ok(key) => (key, record),
                     Err(e) => {
-                        // The table's id of a revoked or expired key, for the anomaly report.
-                        let known = token.ok().and_then(|t| authn::identify(t, &e, &table));
-                        self.watch.authn_failed(&e, known.as_ref(), trail.client_ip, trail.clock, rid_str);
-                        trail.key_id = known;
-                        self.limiter.unauthenticated(trail.client_ip, trail.clock.mono)?;
-                        return Err(e.into());
+                        // The store's id of a revoked or expired key, for the anomaly report.
+                        let known = authn::refused_id(&e, || record.map(Found::record));
+                        return Err(self.refuse(e, known, e.into(), trail, rid_str));
                     }
                 }
             }
         };
         trail.key_id = Some(Arc::clone(&key.id));
         trail.auth = if jwt.is_some() { "token" } else { "key" };
-        self.watch.authenticated(key, &table, trail.client_ip, trail.clock, rid_str);
+        self.watch.authenticated(key, || holder.is_some_and(Found::rotated_out), trail.client_ip, trail.clock, rid_str);
         if let Some(applied) = self.limiter.key(key, trail.clock.mono).await? {
             trail.limit = Some(applied);
             if !applied.verdict.allowed {
@@ -286,6 +293,24 @@ impl Pipeline {
                 let uri = self.upstream_uri(&path, parts.uri.query())?;
                 self.forward(parts, body, uri, Some(key), conn, rid, trail).await
             }
+        }
+    }
+
+    /// A request that did not authenticate: the detectors hear of it, the address's budget pays
+    /// for it, and `error` is the answer (or the 429 the address earned).
+    fn refuse(
+        &self,
+        why: AuthnError,
+        key_id: Option<Arc<str>>,
+        error: ApiError,
+        trail: &mut Trail<'_>,
+        rid: &str,
+    ) -> ApiError {
+        self.watch.authn_failed(&why, key_id.as_ref(), trail.client_ip, trail.clock, rid);
+        trail.key_id = key_id;
+        match self.limiter.unauthenticated(trail.client_ip, trail.clock.mono) {
+            Ok(()) => error,
+            Err(limited) => limited,
         }
     }
 
@@ -454,6 +479,13 @@ fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
             h.insert(header::FORWARDED, v);
         }
     }
+}
+
+/// A cache miss the database could not answer: no key can be judged (the reason, which names
+/// no key, is for the debug log; the pool's keeper logs the outage itself).
+fn store_down(e: crate::pgstore::cache::StoreDown) -> ApiError {
+    tracing::debug!(reason = %e.0, "key lookup failed");
+    ApiError::KeyStoreUnavailable
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

@@ -39,6 +39,17 @@ pub struct TokenRefusal {
     pub parent: Option<Arc<str>>,
 }
 
+fn invalid(e: TokenError) -> TokenRefusal {
+    match e {
+        TokenError::Invalid => {
+            TokenRefusal { error: ApiError::InvalidToken, as_authn: AuthnError::Unknown, parent: None }
+        }
+        TokenError::Expired => {
+            TokenRefusal { error: ApiError::TokenExpired, as_authn: AuthnError::NotYetValid, parent: None }
+        }
+    }
+}
+
 impl Tokens {
     pub fn new(settings: Settings) -> Result<Tokens, String> {
         let keys = KeySet::load(&settings.keys)?;
@@ -74,16 +85,25 @@ impl Tokens {
         proxy_env: Environment,
         now: OffsetDateTime,
     ) -> Result<KeyRecord, TokenRefusal> {
-        let invalid = |e: TokenError| match e {
-            TokenError::Invalid => {
-                TokenRefusal { error: ApiError::InvalidToken, as_authn: AuthnError::Unknown, parent: None }
-            }
-            TokenError::Expired => {
-                TokenRefusal { error: ApiError::TokenExpired, as_authn: AuthnError::NotYetValid, parent: None }
-            }
-        };
-        let claims = self.verify(jwt, now.unix_timestamp()).map_err(invalid)?;
-        let parent = table.by_id(&claims.sub).ok_or_else(|| invalid(TokenError::Invalid))?;
+        let claims = self.claims(jwt, now)?;
+        self.act_as(&claims, table.by_id(&claims.sub), proxy_env, now)
+    }
+
+    /// The first half, for a store that is asked rather than probed: the token's signature and
+    /// time, before any lookup (a forged token never reaches the store). `sub` names the parent.
+    pub fn claims(&self, jwt: &str, now: OffsetDateTime) -> Result<Arc<Claims>, TokenRefusal> {
+        self.verify(jwt, now.unix_timestamp()).map_err(invalid)
+    }
+
+    /// The second half: the parent the store found for `claims.sub`, narrowed to the token.
+    pub fn act_as(
+        &self,
+        claims: &Claims,
+        parent: Option<&KeyRecord>,
+        proxy_env: Environment,
+        now: OffsetDateTime,
+    ) -> Result<KeyRecord, TokenRefusal> {
+        let parent = parent.ok_or_else(|| invalid(TokenError::Invalid))?;
         if claims.env != proxy_env || parent.environment() != proxy_env {
             return Err(invalid(TokenError::Invalid));
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::anomaly::{Anomaly, BlockStatus, Detectors, Kind, Now, Settings, Subject};
 use crate::authn::AuthnError;
 use crate::error::ApiError;
-use crate::keys::{KeyRecord, KeyTable};
+use crate::keys::KeyRecord;
 use crate::limit::ceil_secs;
 use crate::metrics::Metrics;
 
@@ -82,16 +82,17 @@ impl Watch {
         }
     }
 
-    /// An authenticated request: networks, rate baseline, rotation grace.
-    pub fn authenticated(&self, key: &KeyRecord, table: &KeyTable, ip: IpAddr, now: Now, rid: &str) {
+    /// An authenticated request: networks, rate baseline, rotation grace. `rotated_out`: the
+    /// store says the key has a successor (asked only when the detectors are on).
+    pub fn authenticated(&self, key: &KeyRecord, rotated_out: impl FnOnce() -> bool, ip: IpAddr, now: Now, rid: &str) {
         if !self.on() {
             return;
         }
         for a in self.detectors.keys.seen(&key.id, ip, now).into_iter().flatten() {
             self.report(a, now, rid);
         }
-        // Few keys are ever in rotation: the set is checked (empty, usually) before any time.
-        if table.is_rotated_out(&key.id) {
+        // Few keys are ever in rotation: that is checked (an empty set, usually) before any time.
+        if rotated_out() {
             if let Some(end) = key.times().expires_at {
                 if let Some(a) = self.detectors.keys.rotated_in_use(&key.id, end.unix_timestamp(), now) {
                     self.report(a, now, rid);

@@ -1,10 +1,11 @@
 //! `key_store:`: where the key table lives. The file (the default, `keys.file`) or PostgreSQL,
-//! which a fleet shares: every replica holds the whole table in memory and follows changes.
+//! which a fleet shares: every replica holds the whole table in memory and follows changes
+//! (`sync: replica`), or keeps a bounded cache of the keys it has seen (`sync: cache`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::RawKeyStore;
+use super::raw::{RawKeyCache, RawKeyStore, RawUsageWriteBack};
 use super::Check;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,39 @@ pub struct PgStore {
     /// How old the in-memory view may get (no successful sync) before `on_stale` applies.
     pub max_staleness: Duration,
     pub on_stale: OnStale,
+    pub sync: SyncMode,
+    /// How often this instance adds its usage counts to the store; `None`: kept local only.
+    pub usage_flush: Option<Duration>,
+}
+
+/// How a proxy follows the PostgreSQL table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMode {
+    /// The whole table in memory; the request path never waits on the database.
+    Replica,
+    /// A bounded cache of lookups; a miss waits for one query.
+    Cache(CacheSettings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Keys found, held at most this many (and as many unknown hashes, apart).
+    pub max_entries: u64,
+    /// How long a found key is kept without a change notification about it.
+    pub ttl: Duration,
+    /// How long an unknown hash is remembered as unknown.
+    pub negative_ttl: Duration,
+    /// Connections the cache's lookups use (round robin).
+    pub pool_size: usize,
+}
+
+impl CacheSettings {
+    pub const DEFAULT: CacheSettings = CacheSettings {
+        max_entries: 100_000,
+        ttl: Duration::from_secs(30),
+        negative_ttl: Duration::from_secs(5),
+        pool_size: 4,
+    };
 }
 
 /// What to do once the view is older than `max_staleness`.
@@ -90,6 +124,8 @@ pub(super) fn key_store(c: &mut Check, raw: Option<&RawKeyStore>, file: Option<&
                     ("timeout", r.timeout.is_some()),
                     ("max_staleness", r.max_staleness.is_some()),
                     ("on_stale", r.on_stale.is_some()),
+                    ("cache", r.cache.is_some()),
+                    ("usage", r.usage.is_some()),
                 ];
                 for (name, _) in set.iter().filter(|(_, on)| *on) {
                     c.0.push(format!("key_store.{name}: only used with kind postgres"));
@@ -123,11 +159,20 @@ fn postgres(c: &mut Check, r: &RawKeyStore) -> PgStore {
             "key_store.schema: {schema:?} must be 1-48 characters of [a-z0-9_], not starting with a digit"
         ));
     }
-    match r.sync.as_deref() {
-        None | Some("replica") => {}
-        Some("cache") => c.0.push("key_store.sync: cache is not available yet; use replica".into()),
-        Some(other) => c.0.push(format!("key_store.sync: {other:?} is not replica")),
-    }
+    let sync = match r.sync.as_deref() {
+        None | Some("replica") => {
+            if r.cache.is_some() {
+                c.0.push("key_store.cache: only used with sync: cache".into());
+            }
+            SyncMode::Replica
+        }
+        Some("cache") => SyncMode::Cache(cache(c, r.cache.as_ref())),
+        Some(other) => {
+            c.0.push(format!("key_store.sync: {other:?} is not replica or cache"));
+            SyncMode::Replica
+        }
+    };
+    let usage_flush = usage(c, r.usage.as_ref());
     let on_stale = match r.on_stale.as_deref() {
         None | Some("refuse") => OnStale::Refuse,
         Some("serve") => OnStale::Serve,
@@ -157,7 +202,59 @@ fn postgres(c: &mut Check, r: &RawKeyStore) -> PgStore {
         timeout,
         max_staleness,
         on_stale,
+        sync,
+        usage_flush,
     }
+}
+
+const MAX_ENTRIES: u64 = 100_000_000;
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_POOL: usize = 64;
+
+fn cache(c: &mut Check, r: Option<&RawKeyCache>) -> CacheSettings {
+    let d = CacheSettings::DEFAULT;
+    let Some(r) = r else { return d };
+    let max_entries = r.max_entries.unwrap_or(d.max_entries);
+    if !(1..=MAX_ENTRIES).contains(&max_entries) {
+        c.0.push(format!("key_store.cache.max_entries: {max_entries} must be 1 to {MAX_ENTRIES}"));
+    }
+    let ttl = c.duration("key_store.cache.ttl", &r.ttl, d.ttl);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        c.0.push("key_store.cache.ttl: must be more than zero and at most 24h".into());
+    }
+    let negative_ttl = c.duration("key_store.cache.negative_ttl", &r.negative_ttl, d.negative_ttl.min(ttl));
+    if negative_ttl.is_zero() || negative_ttl > ttl {
+        c.0.push(format!(
+            "key_store.cache.negative_ttl: must be more than zero and at most ttl ({}): a key created \
+             while its hash is remembered as unknown waits that long if its notification is lost",
+            humantime::format_duration(ttl)
+        ));
+    }
+    let pool_size = r.pool_size.unwrap_or(d.pool_size);
+    if !(1..=MAX_POOL).contains(&pool_size) {
+        c.0.push(format!("key_store.cache.pool_size: {pool_size} must be 1 to {MAX_POOL}"));
+    }
+    CacheSettings {
+        max_entries: max_entries.clamp(1, MAX_ENTRIES),
+        ttl,
+        negative_ttl,
+        pool_size: pool_size.clamp(1, MAX_POOL),
+    }
+}
+
+const DEFAULT_FLUSH: Duration = Duration::from_secs(10);
+
+fn usage(c: &mut Check, r: Option<&RawUsageWriteBack>) -> Option<Duration> {
+    let write_back = r.and_then(|r| r.write_back).unwrap_or(true);
+    let interval =
+        c.duration("key_store.usage.flush_interval", &r.and_then(|r| r.flush_interval.clone()), DEFAULT_FLUSH);
+    if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&interval) {
+        c.0.push("key_store.usage.flush_interval: must be between 100ms and 10m".into());
+    }
+    if !write_back && r.is_some_and(|r| r.flush_interval.is_some()) {
+        c.0.push("key_store.usage.flush_interval: not used with write_back: false".into());
+    }
+    write_back.then_some(interval)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
-pub use key_store::{valid_schema, DbUrl, KeyStore, OnStale, PgStore};
+pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
 
@@ -145,7 +145,10 @@ impl Config {
     pub fn keys_source(&self) -> String {
         match &self.key_store {
             KeyStore::File(p) => p.display().to_string(),
-            KeyStore::Postgres(pg) => format!("postgres schema {}", pg.schema),
+            KeyStore::Postgres(pg) => match pg.sync {
+                SyncMode::Replica => format!("postgres schema {} (sync: replica)", pg.schema),
+                SyncMode::Cache(c) => format!("postgres schema {} (sync: cache, {} entries)", pg.schema, c.max_entries),
+            },
         }
     }
 }

@@ -221,6 +221,26 @@ pub struct RawKeyStore {
     pub timeout: Option<String>,
     pub max_staleness: Option<String>,
     pub on_stale: Option<String>,
+    pub cache: Option<RawKeyCache>,
+    pub usage: Option<RawUsageWriteBack>,
+}
+
+/// `key_store.cache`, for `sync: cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyCache {
+    pub max_entries: Option<u64>,
+    pub ttl: Option<String>,
+    pub negative_ttl: Option<String>,
+    pub pool_size: Option<usize>,
+}
+
+/// `key_store.usage`: per-key usage written back to PostgreSQL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsageWriteBack {
+    pub write_back: Option<bool>,
+    pub flush_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,43 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
 }
 
+/// The commented-out `key_store:` block of the example, uncommented: as a replica, and (its
+/// doubly commented cache settings uncommented too) as a cache.
+#[test]
+fn the_example_key_store_block_is_valid_in_both_modes() {
+    let example = include_str!("../../config.example.yaml");
+    let block: Vec<&str> = example
+        .lines()
+        .skip_while(|l| *l != "# key_store:")
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    assert!(block.len() > 20, "the example documents the block");
+    let base = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys: {}\n";
+    let replica = parse(&format!("{base}{}\n", block.join("\n")), "example").unwrap_or_else(|e| panic!("{e}"));
+    let KeyStore::Postgres(pg) = replica.key_store else { panic!("postgres expected") };
+    assert_eq!(pg.sync, SyncMode::Replica);
+    let cache: Vec<String> = block
+        .iter()
+        .map(|l| match l.strip_prefix("  # ") {
+            Some(rest) if rest.starts_with("cache:") || rest.starts_with("  ") => format!("  {rest}"),
+            _ => l.replace("sync: replica", "sync: cache"),
+        })
+        .collect();
+    let cache = parse(&format!("{base}{}\n", cache.join("\n")), "example").unwrap_or_else(|e| panic!("{e}"));
+    let KeyStore::Postgres(pg) = cache.key_store else { panic!("postgres expected") };
+    assert_eq!(pg.sync, SyncMode::Cache(CacheSettings::DEFAULT), "the example shows the defaults");
+    assert_eq!(pg.usage_flush, Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn the_postgres_configmap_config_is_valid() {
+    let manifest = include_str!("../../deploy/postgres/configmap.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(manifest).unwrap();
+    let c = parse(doc["data"]["config.yaml"].as_str().unwrap(), "configmap").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.key_store, KeyStore::Postgres(_)));
+}
+
 #[test]
 fn the_kubernetes_configmap_config_is_valid() {
     let manifest = include_str!("../../deploy/kubernetes/configmap.yaml");
@@ -151,12 +188,94 @@ fn a_postgres_store_gets_safe_defaults() {
     assert_eq!(pg.on_stale, OnStale::Refuse, "fail closed: a revocation could be missing");
     assert_eq!(pg.max_staleness, Duration::from_secs(300));
     assert_eq!((pg.poll_interval, pg.timeout), (Duration::from_secs(2), Duration::from_secs(5)));
+    assert_eq!(pg.sync, SyncMode::Replica, "the whole table in memory unless asked otherwise");
+    assert_eq!(pg.usage_flush, Some(Duration::from_secs(10)), "usage is written back by default");
+}
+
+const PG_CACHE: &str = "key_store:\n  kind: postgres\n  url: postgres://kg@db/keys\n  sync: cache\n";
+
+#[test]
+fn a_cache_store_gets_safe_defaults() {
+    let c = parse(&format!("{PG_BASE}{PG_CACHE}"), "c.yaml").unwrap();
+    let KeyStore::Postgres(pg) = c.key_store else { panic!("postgres expected") };
+    let SyncMode::Cache(cache) = pg.sync else { panic!("cache expected") };
+    assert_eq!(cache, CacheSettings::DEFAULT);
+    assert_eq!(
+        (cache.max_entries, cache.ttl, cache.negative_ttl, cache.pool_size),
+        (100_000, Duration::from_secs(30), Duration::from_secs(5), 4)
+    );
+}
+
+#[test]
+fn cache_settings_are_read() {
+    let text = format!(
+        "{PG_BASE}{PG_CACHE}  cache:\n    max_entries: 500\n    ttl: 2m\n    negative_ttl: 1s\n    pool_size: 2\n  usage:\n    flush_interval: 500ms\n"
+    );
+    let KeyStore::Postgres(pg) = parse(&text, "c.yaml").unwrap().key_store else { panic!("postgres expected") };
+    let want = CacheSettings {
+        max_entries: 500,
+        ttl: Duration::from_secs(120),
+        negative_ttl: Duration::from_secs(1),
+        pool_size: 2,
+    };
+    assert_eq!(pg.sync, SyncMode::Cache(want));
+    assert_eq!(pg.usage_flush, Some(Duration::from_millis(500)));
+}
+
+#[test]
+fn cache_mistakes_are_all_named() {
+    let text = format!(
+        "{PG_BASE}{PG_CACHE}  cache:\n    max_entries: 0\n    ttl: 10s\n    negative_ttl: 20s\n    pool_size: 65\n  usage:\n    flush_interval: 50ms\n"
+    );
+    let e = parse(&text, "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    for field in [
+        "key_store.cache.max_entries:",
+        "key_store.cache.negative_ttl: must be more than zero and at most ttl (10s)",
+        "key_store.cache.pool_size:",
+        "key_store.usage.flush_interval:",
+    ] {
+        assert!(msg.contains(field), "missing {field} in {msg}");
+    }
+    assert_eq!(e.problems.len(), 4, "{msg}");
+    let zero = format!("{PG_BASE}{PG_CACHE}  cache:\n    ttl: 0s\n    negative_ttl: 0s\n");
+    let msg = parse(&zero, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("key_store.cache.ttl: must be more than zero"), "{msg}");
+    assert!(msg.contains("key_store.cache.negative_ttl: must be more than zero"), "{msg}");
+}
+
+#[test]
+fn cache_settings_without_sync_cache_are_refused() {
+    let text = format!("{PG_BASE}key_store:\n  kind: postgres\n  cache:\n    ttl: 1m\n");
+    let msg = parse(&text, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("key_store.cache: only used with sync: cache"), "{msg}");
+    let text = format!("{MINIMAL}key_store:\n  cache:\n    ttl: 1m\n  usage:\n    write_back: false\n");
+    let msg = parse(&text, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("key_store.cache: only used with kind postgres"), "{msg}");
+    assert!(msg.contains("key_store.usage: only used with kind postgres"), "{msg}");
+}
+
+#[test]
+fn usage_write_back_can_be_turned_off() {
+    let text = format!("{PG_BASE}{PG_CACHE}  usage:\n    write_back: false\n");
+    let KeyStore::Postgres(pg) = parse(&text, "c.yaml").unwrap().key_store else { panic!("postgres expected") };
+    assert_eq!(pg.usage_flush, None);
+    let text = format!("{PG_BASE}{PG_CACHE}  usage:\n    write_back: false\n    flush_interval: 5s\n");
+    let msg = parse(&text, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("key_store.usage.flush_interval: not used with write_back: false"), "{msg}");
+}
+
+#[test]
+fn unknown_cache_keys_are_refused() {
+    let text = format!("{PG_BASE}{PG_CACHE}  cache:\n    max_entry: 5\n");
+    let msg = parse(&text, "c.yaml").unwrap_err().to_string();
+    assert!(msg.contains("unknown field `max_entry`"), "{msg}");
 }
 
 #[test]
 fn postgres_store_mistakes_are_all_named_and_the_url_is_never_echoed() {
     let text = format!(
-        "{MINIMAL}key_store:\n  kind: postgres\n  url: \"mysql://root:hunter2@db\"\n  schema: Bad-Name\n  sync: cache\n  on_stale: maybe\n  poll_interval: 5s\n  max_staleness: 6s\n"
+        "{MINIMAL}key_store:\n  kind: postgres\n  url: \"mysql://root:hunter2@db\"\n  schema: Bad-Name\n  sync: mirror\n  on_stale: maybe\n  poll_interval: 5s\n  max_staleness: 6s\n"
     );
     let e = parse(&text, "c.yaml").unwrap_err();
     let msg = e.to_string();

@@ -16,8 +16,19 @@ pub type SharedTable = Arc<ArcSwap<KeyTable>>;
 
 #[derive(Debug)]
 pub enum ReloadEvent {
-    Loaded { keys: usize, took: Duration },
-    Failed { error: String },
+    Loaded {
+        keys: usize,
+        took: Duration,
+    },
+    Failed {
+        error: String,
+    },
+    /// A lookup cache (`sync: cache`) is current with the store at `version`, having dropped
+    /// `invalidated` entries (`None`: all of them).
+    CacheSynced {
+        version: i64,
+        invalidated: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

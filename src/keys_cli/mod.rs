@@ -301,12 +301,23 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             let t = ctx.store.read()?;
             let k = t.keys.iter().find(|k| k.id == id).with_context(|| format!("no key with id {id:?}"))?;
             let mut v = public_json(k, now);
+            // PostgreSQL holds the fleet's usage (as of each proxy's last flush); --admin asks one
+            // proxy for its own instead, as the file store always does.
+            let fleet = if admin.is_none() { ctx.store.usage(&id) } else { None };
             let admin = admin.or_else(|| ctx.admin.map(|a| admin_client::loopback_for(a).to_string()));
-            let usage = admin.as_deref().map(|a| admin_client::key_usage(a, &id, ctx.admin_token.as_ref()));
-            match usage {
-                Some(Ok(u)) => v["usage"] = u,
-                Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": e.to_string()}),
-                None => v["usage"] = serde_json::json!({"unavailable": "no admin address (give --admin or --config)"}),
+            match fleet {
+                Some(Ok(u)) => {
+                    v["usage"] = serde_json::to_value(u)?;
+                    v["usage"]["source"] = "key store: every proxy, as of its last flush".into();
+                }
+                Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": format!("{e:#}")}),
+                None => match admin.as_deref().map(|a| admin_client::key_usage(a, &id, ctx.admin_token.as_ref())) {
+                    Some(Ok(u)) => v["usage"] = u,
+                    Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": e.to_string()}),
+                    None => {
+                        v["usage"] = serde_json::json!({"unavailable": "no admin address (give --admin or --config)"})
+                    }
+                },
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

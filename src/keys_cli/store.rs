@@ -41,6 +41,19 @@ impl TableStore {
         }
     }
 
+    /// A key's usage as the store knows it: summed over every proxy that wrote its usage back
+    /// (PostgreSQL); `None` for the file store, where only a running proxy knows.
+    pub fn usage(&self, id: &str) -> Option<anyhow::Result<crate::usage::UsageView>> {
+        match self {
+            TableStore::File(_) => None,
+            TableStore::Postgres(pg) => Some(block_on(async {
+                let session = pgstore::connect(pg).await?;
+                pgstore::migrate::check(&session.client, &pg.schema).await?;
+                pgstore::bounded(pg.timeout, "usage", pgstore::usage::read(&session.client, &pg.schema, id)).await
+            })),
+        }
+    }
+
     /// Runs `f` on the current table with every other writer held off, and stores what it
     /// changed; nothing is stored when `f` fails.
     pub fn modify<T>(&self, f: impl FnOnce(&mut RawTable) -> anyhow::Result<T>) -> anyhow::Result<T> {

@@ -6,7 +6,10 @@ use tokio_postgres::Client;
 
 /// (version, name, SQL with `{schema}` for the schema name). Append only: never edit one that
 /// has shipped.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "keys and key_events", include_str!("migrations/0001_keys.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "keys and key_events", include_str!("migrations/0001_keys.sql")),
+    (2, "key_usage", include_str!("migrations/0002_key_usage.sql")),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {

@@ -1,10 +1,15 @@
 //! The PostgreSQL key store: connecting (plain or rustls), the embedded schema migrations, the
-//! transactional writes the key CLI makes, and the replica that keeps a proxy's in-memory table
-//! current. The request path never touches any of it: it reads the swapped-in `KeyTable`.
+//! transactional writes the key CLI makes, the follower that keeps a proxy current (the whole
+//! table in memory with `sync: replica`, or the invalidation of a bounded lookup cache with
+//! `sync: cache`), and the usage write-back. With a replica the request path never touches any
+//! of it; with the cache, a miss waits for one bounded query on the lookup pool.
 
+pub mod cache;
 pub mod migrate;
+pub mod pool;
 pub mod rows;
 pub mod sync;
+pub mod usage;
 pub mod write;
 
 use std::time::Duration;
@@ -146,5 +151,29 @@ pub async fn bounded<T, E: Into<anyhow::Error>>(
     match tokio::time::timeout(timeout, f).await {
         Ok(r) => r.map_err(|e| e.into().context(what.to_string())),
         Err(_) => anyhow::bail!("{what}: no answer within {}", humantime::format_duration(timeout)),
+    }
+}
+
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// ±25%, so a fleet that lost the database together does not return in lockstep.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    let f = 0.75 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.5;
+    d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(4));
+            assert!(d >= Duration::from_secs(3) && d <= Duration::from_secs(5), "{d:?}");
+        }
     }
 }

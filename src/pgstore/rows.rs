@@ -23,6 +23,11 @@ pub fn select_since(schema: &str) -> String {
     format!("SELECT version, {} FROM {schema}.keys WHERE version > $1", json_expr())
 }
 
+/// `SELECT version, <key json>` of the one key whose `column` (hash or id, both unique) is `$1`.
+pub fn select_by(schema: &str, column: &str) -> String {
+    format!("SELECT version, {} FROM {schema}.keys WHERE {column} = $1", json_expr())
+}
+
 pub fn parse(json: &str) -> Result<RawKey, String> {
     serde_json::from_str::<RawKey>(json).map_err(|e| format!("row {json:.80}…: {e}"))
 }

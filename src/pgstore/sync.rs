@@ -1,7 +1,8 @@
-//! The replica: keeps a proxy's in-memory key table equal to the PostgreSQL table. Loads it
-//! whole at start, then LISTENs for change versions and fetches only the rows above its own,
-//! with a periodic poll as the catch-up for a lost notification and the probe for a dead link.
-//! Every change is built off the request path and swapped in whole; a failure leaves the last
+//! The follower: keeps a proxy current with the PostgreSQL table. It LISTENs for change versions
+//! and fetches only the rows above its own, with a periodic poll as the catch-up for a lost
+//! notification and the probe for a dead link. With `sync: replica` it holds the whole table:
+//! loaded at start, every change built off the request path and swapped in whole. With
+//! `sync: cache` it drops the cache entries of the rows that changed. A failure leaves the last
 //! view serving (within `max_staleness`) while it reconnects with backoff and resyncs.
 
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::{Client, IsolationLevel};
 
-use super::{bounded, connect, migrate, rows, Note};
+use super::cache::{self, KeyCache};
+use super::{bounded, connect, jitter, migrate, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::PgStore;
 use crate::keys::file::{self, TableBuilder};
 use crate::keys::freshness::Freshness;
@@ -20,26 +22,38 @@ use crate::metrics::Metrics;
 /// Rows per round trip on a load: bounded memory, and each step bounded by the timeout.
 const BATCH: i32 = 5_000;
 
-pub struct Replica {
+pub struct Follower {
     pub settings: PgStore,
-    pub table: SharedTable,
+    pub target: Target,
     pub freshness: Arc<Freshness>,
     pub metrics: Arc<Metrics>,
     /// SIGHUP: catch up now.
     pub trigger: Arc<Notify>,
 }
 
-/// How far the in-memory table has got.
+/// What the follower keeps current.
+pub enum Target {
+    /// `sync: replica`: the whole table.
+    Table(SharedTable),
+    /// `sync: cache`: the lookup cache's entries.
+    Cache(Arc<KeyCache>),
+}
+
+/// How far the follower has got.
 #[derive(Debug, Default)]
 struct Position {
     version: i64,
     loaded: bool,
 }
 
-impl Replica {
+impl Follower {
     /// Runs until the task is dropped; `on_event` hears of every applied change or failure.
     pub async fn run(self, on_event: impl Fn(ReloadEvent) + Send + Sync + 'static) {
         let (m, f) = (Arc::clone(&self.metrics), Arc::clone(&self.freshness));
+        let cache = match &self.target {
+            Target::Cache(c) => Some(Arc::clone(c)),
+            Target::Table(_) => None,
+        };
         let gauge = tokio::spawn(async move {
             let started = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -47,6 +61,9 @@ impl Replica {
                 tick.tick().await;
                 let now = Instant::now();
                 m.key_store_staleness(f.age(now).unwrap_or_else(|| now - started));
+                if let Some(c) = &cache {
+                    c.report().await;
+                }
             }
         });
         let _stop_gauge = AbortOnDrop(gauge);
@@ -142,9 +159,56 @@ impl Replica {
         }
     }
 
-    /// Fetches every row above our version in one consistent snapshot and swaps in the result.
     async fn catch_up(
         &self,
+        client: &mut Client,
+        at: &mut Position,
+        on_event: &impl Fn(ReloadEvent),
+    ) -> anyhow::Result<()> {
+        match &self.target {
+            Target::Table(table) => self.load_rows(table, client, at, on_event).await,
+            Target::Cache(cache) => self.invalidate(cache, client, at, on_event).await,
+        }
+    }
+
+    /// Drops the cache entries of every row above our version (all of them when there are too
+    /// many to list, or on the first sync, when nothing cached can be vouched for).
+    async fn invalidate(
+        &self,
+        cache: &KeyCache,
+        client: &mut Client,
+        at: &mut Position,
+        on_event: &impl Fn(ReloadEvent),
+    ) -> anyhow::Result<()> {
+        let asked = Instant::now();
+        let since = if at.loaded { at.version } else { 0 };
+        let changes = cache::changes_since(client, &self.settings.schema, self.settings.timeout, since).await?;
+        let invalidated = match (&changes.rows, at.loaded) {
+            (Some(rows), true) => {
+                cache.invalidate(rows).await;
+                Some(rows.len())
+            }
+            (None, _) | (_, false) => {
+                cache.invalidate_all();
+                None
+            }
+        };
+        let first = !at.loaded;
+        at.version = changes.newest;
+        at.loaded = true;
+        self.freshness.mark_current(asked);
+        self.metrics.key_store_synced(changes.newest);
+        if first || invalidated != Some(0) {
+            tracing::debug!(version = changes.newest, ?invalidated, "key store changes applied to the cache");
+            on_event(ReloadEvent::CacheSynced { version: changes.newest, invalidated });
+        }
+        Ok(())
+    }
+
+    /// Fetches every row above our version in one consistent snapshot and swaps in the result.
+    async fn load_rows(
+        &self,
+        table: &SharedTable,
         client: &mut Client,
         at: &mut Position,
         on_event: &impl Fn(ReloadEvent),
@@ -186,7 +250,7 @@ impl Replica {
             return Ok(());
         }
         let started = Instant::now();
-        let shared = Arc::clone(&self.table);
+        let shared = Arc::clone(table);
         let built = crate::background::run(move || -> Result<usize, Vec<String>> {
             if !problems.is_empty() {
                 return Err(problems);
@@ -223,34 +287,10 @@ impl Replica {
     }
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// ±25%, so a fleet that lost the database together does not return in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = getrandom::getrandom(&mut b);
-    let f = 0.75 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) * 0.5;
-    d.mul_f64(f)
-}
-
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_secs(4));
-            assert!(d >= Duration::from_secs(3) && d <= Duration::from_secs(5), "{d:?}");
-        }
     }
 }

@@ -9,6 +9,7 @@ mod fleet_limit;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
+mod pg_cache;
 mod pg_store;
 mod ratelimit;
 mod redis_limit;

@@ -1,6 +1,7 @@
 //! The PostgreSQL key store end to end, against the real database at KEYGATE_TEST_DATABASE_URL
 //! (default postgres://postgres@127.0.0.1:5432/test). Without one these tests fail, saying so.
-//! Each test works in a schema of its own, dropped at the end, so they run in parallel.
+//! Each test works in a schema of its own, dropped at the end, so they run in parallel. The
+//! helpers here (a schema, a keygate on it, the CLI) serve `pg_cache` too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,13 +15,13 @@ fn db_url() -> String {
 }
 
 /// A schema of this test's own on the live database; dropped when the test ends, pass or fail.
-struct Db {
-    url: String,
-    schema: String,
+pub struct Db {
+    pub url: String,
+    pub schema: String,
 }
 
 impl Db {
-    async fn new() -> Db {
+    pub async fn new() -> Db {
         let url = db_url();
         let probe = async {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
@@ -42,14 +43,14 @@ impl Db {
         Db { url, schema }
     }
 
-    async fn client(&self) -> tokio_postgres::Client {
+    pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         client
     }
 
     /// The database's address, for a relay to stand in front of.
-    fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         let cfg: tokio_postgres::Config = self.url.parse().unwrap();
         let host = match &cfg.get_hosts()[0] {
             tokio_postgres::config::Host::Tcp(h) => h.clone(),
@@ -60,7 +61,7 @@ impl Db {
     }
 
     /// The URL with the host and port replaced by `addr` (a relay).
-    fn url_via(&self, addr: SocketAddr) -> String {
+    pub fn url_via(&self, addr: SocketAddr) -> String {
         let cfg: tokio_postgres::Config = self.url.parse().unwrap();
         let user = cfg.get_user().unwrap_or("postgres");
         let pw = cfg.get_password().map(|p| format!(":{}", String::from_utf8_lossy(p))).unwrap_or_default();
@@ -69,7 +70,7 @@ impl Db {
     }
 
     /// The `key_store:` section for this schema; `lines` are more of its settings.
-    fn store_yaml(&self, url: &str, lines: &str) -> String {
+    pub fn store_yaml(&self, url: &str, lines: &str) -> String {
         format!("key_store:\n  kind: postgres\n  url: {url}\n  schema: {}\n{lines}", self.schema)
     }
 }
@@ -99,7 +100,7 @@ fn shown(url: &str) -> String {
 }
 
 /// A config file for a keygate (proxy or CLI) on this store.
-fn config_file(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> PathBuf {
+pub fn config_file(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> PathBuf {
     let path = dir.join(name);
     let text = format!(
         "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://{upstream}\nkeys: {{}}\n{store}"
@@ -108,7 +109,7 @@ fn config_file(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Pat
     path
 }
 
-async fn spawn_pg_proxy(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Proxy {
+pub async fn spawn_pg_proxy(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Proxy {
     let cfg_path = config_file(dir, name, upstream, store);
     let cfg = keygate::config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
     let running = keygate::app::start(cfg).await.unwrap();
@@ -121,14 +122,14 @@ async fn spawn_pg_proxy(dir: &Path, name: &str, upstream: SocketAddr, store: &st
     }
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs the real binary, `keygate ARGS…`, off the async threads.
-async fn keygate(args: &[&str]) -> Out {
+pub async fn keygate(args: &[&str]) -> Out {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
     cmd.args(args).env("KEYGATE_ACTOR", "it-tests");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
@@ -139,13 +140,13 @@ async fn keygate(args: &[&str]) -> Out {
     }
 }
 
-async fn keys(cfg: &Path, args: &[&str]) -> Out {
+pub async fn keys(cfg: &Path, args: &[&str]) -> Out {
     let mut all = vec!["keys", "--config", cfg.to_str().unwrap()];
     all.extend_from_slice(args);
     keygate(&all).await
 }
 
-async fn create(cfg: &Path, args: &[&str]) -> (String, String) {
+pub async fn create(cfg: &Path, args: &[&str]) -> (String, String) {
     let mut all = vec!["create", "--json"];
     all.extend_from_slice(args);
     let out = keys(cfg, &all).await;
@@ -154,21 +155,21 @@ async fn create(cfg: &Path, args: &[&str]) -> (String, String) {
     (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
 }
 
-async fn migrate(cfg: &Path) -> String {
+pub async fn migrate(cfg: &Path) -> String {
     let out = keygate(&["migrate", "--config", cfg.to_str().unwrap()]).await;
     assert!(out.ok, "migrate failed: {}", out.stderr);
     out.stdout
 }
 
-async fn status(kg: &Proxy, secret: &str) -> u16 {
+pub async fn status(kg: &Proxy, secret: &str) -> u16 {
     kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
 }
 
-async fn ready(kg: &Proxy) -> bool {
+pub async fn ready(kg: &Proxy) -> bool {
     kg.admin_get("/readyz").await.status == 200
 }
 
-const FAST: &str = "  poll_interval: 200ms\n  timeout: 1s\n  max_staleness: 30s\n";
+pub const FAST: &str = "  poll_interval: 200ms\n  timeout: 1s\n  max_staleness: 30s\n";
 
 #[tokio::test]
 async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only() {
@@ -177,9 +178,9 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
     let cfg = config_file(dir.path(), "kg.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
 
     let first = migrate(&cfg).await;
-    assert!(first.contains("applied migrations [1]"), "{first}");
+    assert!(first.contains("applied migrations [1, 2]"), "{first}");
     let again = migrate(&cfg).await;
-    assert!(again.contains("is up to date (version 1)"), "{again}");
+    assert!(again.contains("is up to date (version 2)"), "{again}");
 
     let c = db.client().await;
     let tables: Vec<String> = c
@@ -192,7 +193,7 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["key_events", "keys", "schema_migrations"]);
+    assert_eq!(tables, ["key_events", "key_usage", "keys", "schema_migrations"]);
     let (id, _) = create(&cfg, &["--label", "audited"]).await;
     let tampered = c.execute(&format!("UPDATE {}.key_events SET actor = 'someone else'", db.schema), &[]).await;
     assert!(tampered.is_err(), "key_events refuses updates");
@@ -202,6 +203,18 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
         .unwrap()
         .get(0);
     assert_eq!(who, "it-tests");
+
+    // A schema at version 1 (as the first release left it) gets only what it lacks.
+    c.batch_execute(&format!(
+        "DROP TABLE {s}.key_usage; DELETE FROM {s}.schema_migrations WHERE version = 2",
+        s = db.schema
+    ))
+    .await
+    .unwrap();
+    let upgraded = migrate(&cfg).await;
+    assert!(upgraded.contains("applied migrations [2]"), "{upgraded}");
+    let keys: i64 = c.query_one(&format!("SELECT count(*) FROM {}.keys", db.schema), &[]).await.unwrap().get(0);
+    assert_eq!(keys, 1, "the upgrade leaves the keys alone");
 }
 
 #[tokio::test]
