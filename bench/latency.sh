@@ -60,6 +60,11 @@ routes:
   - path: /api/v1/interactions
     resource: interactions
     clinic: {query_param: clinic_id}
+# Limits stay on (every request is charged and counted), high enough never to refuse: one key
+# carries all the load here.
+rate_limits:
+  tiers:
+    default: {rate: 10000000/s, burst: 10000000}
 log:
   level: info
 CFG
