@@ -12,31 +12,17 @@ RATES=${RATES:-2000 5000}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
 RELOAD_KEYS=${RELOAD_KEYS:-1000000}
-command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
 command -v oha >/dev/null || cargo install oha --locked --quiet
 # KG=path/to/keygate measures that binary instead (an A/B of two builds).
-if [ -z "${KG:-}" ]; then
-  cargo build --release --locked --quiet
-  KG=$PWD/target/release/keygate
-fi
+source bench/lib.sh
+keygate_bin
 dir=$(mktemp -d /tmp/keygate-latency.XXXXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
 # A ~1 KB JSON answer, as the peer harness's upstream gives.
 body=$(python3 -c 'import json; print(json.dumps({"success": True, "data": [{"id": i, "pad": "x" * 40} for i in range(18)]}))')
-cat >"$dir/nginx.conf" <<CFG
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:18181 backlog=4096; location / { default_type application/json; return 200 '$body'; } }
-}
-CFG
-taskset -c 0 nginx -c "$dir/nginx.conf" -p "$dir" &
+nginx_upstream "$dir" 18181 "$body"
 
 keys=$([ "$MODE" = reload ] && echo "$RELOAD_KEYS" || echo 10000)
 python3 - "$dir" "$keys" <<'PY'

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HARNESS=${HARNESS:-$PWD/../shared/bench/peers.sh}
 [ -x "$HARNESS" ] || [ -f "$HARNESS" ] || { echo "harness not found: $HARNESS" >&2; exit 1; }
-cargo build --release --locked --quiet
-KG=$PWD/target/release/keygate
+source bench/lib.sh
+keygate_bin
 dir=${KG_BENCH_DIR:-/tmp/keygate-bench}
 mkdir -p "$dir"
 cat >"$dir/config.yaml" <<CFG

@@ -19,11 +19,8 @@ CONNS=${CONNS:-32}
 POOL=${POOL:-4}
 DB=${KEYGATE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
-if [[ -z "${KG:-}" ]]; then
-  cargo build --release --locked --quiet
-  KG=${CARGO_TARGET_DIR:-$PWD/target}/release/keygate
-fi
+source bench/lib.sh
+keygate_bin
 SCHEMA="kg_bench_cache_$$"
 dir=$(mktemp -d /tmp/keygate-pgcache.XXXXXX)
 cleanup() {
@@ -37,18 +34,7 @@ for port in 18281 18285 18286 18287 18288; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use; stop what listens there" >&2; exit 1; fi
 done
 
-cat >"$dir/nginx.conf" <<CFG
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:18281 backlog=4096; location / { default_type application/json; return 200 '{"success":true,"data":[]}'; } }
-}
-CFG
-taskset -c 0 nginx -c "$dir/nginx.conf" -p "$dir" &
+nginx_upstream "$dir" 18281 '{"success":true,"data":[]}'
 
 config() { # listen admin sync [extra key_store lines]
   cat <<CFG

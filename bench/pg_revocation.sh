@@ -13,10 +13,8 @@ cd "$(dirname "$0")/.."
 N=${1:-100}
 KEYS=${2:-1000000}
 DB=${KEYGATE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
-if [[ -z "${KG:-}" ]]; then
-  cargo build --release --quiet
-  KG=target/release/keygate
-fi
+source bench/lib.sh
+keygate_bin
 SCHEMA="kg_bench_$$"
 dir=$(mktemp -d)
 cleanup() {

@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50}
-cargo build --release --quiet
-KG=target/release/keygate
+source bench/lib.sh
+keygate_bin
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 
