@@ -76,8 +76,9 @@ impl BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Queues one whole line (what `write` does, without a handle per call).
+    pub fn push(&self, line: &[u8]) {
         let mut buf = self.0.buf.lock().unwrap_or_else(|p| p.into_inner());
         if buf.len() + line.len() > self.0.limit {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
@@ -87,6 +88,12 @@ impl Write for BatchWriter {
                 self.0.wake.notify_one();
             }
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.push(line);
         Ok(line.len())
     }
 

@@ -12,8 +12,11 @@ use keygate::keys::{file, KeyHash};
 /// Logs (the audit line above all) go through `logbuf`: batched, bounded, never blocking a
 /// request. The guard flushes on exit.
 fn init_tracing(format: LogFormat, level: &str) -> keygate::logbuf::FlushGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let env_filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+    };
+    let filter = env_filter();
     let (writer, guard) =
         keygate::logbuf::BatchWriter::start(std::io::stderr(), 16 * 1024 * 1024, std::time::Duration::from_millis(50));
     match format {
@@ -27,6 +30,11 @@ fn init_tracing(format: LogFormat, level: &str) -> keygate::logbuf::FlushGuard {
                 .with_span_list(false)
                 .with_writer(writer.clone())
                 .with_filter(tracing_subscriber::filter::filter_fn(keygate::auditlog::not_audit));
+            // The decision line skips tracing (see `auditlog::decision`) when the filter wants it.
+            if keygate::auditlog::passes(env_filter()) {
+                let direct = writer.clone();
+                keygate::auditlog::set_sink(move |line| direct.push(line));
+            }
             tracing_subscriber::registry()
                 .with(filter)
                 .with(generic)

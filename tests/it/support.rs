@@ -50,6 +50,9 @@ fn log_buf() -> &'static LogBuf {
             .with_env_filter("debug,hyper=info,h2=info,hyper_util=info,rustls=info")
             .with_writer(move || w.clone())
             .init();
+        // The decision lines take keygate's direct path, as in the binary.
+        let direct = buf.clone();
+        keygate::auditlog::set_sink(move |line| direct.0.lock().unwrap().extend_from_slice(line));
         buf
     })
 }
