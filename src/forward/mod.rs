@@ -91,7 +91,9 @@ impl Forwarder {
         loop {
             let (mut tx, reused) = match self.pool.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: the connect and handshake futures are large and rarely run; inline,
+                // they would be copied with this future's state on every request.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
