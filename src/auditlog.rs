@@ -6,8 +6,9 @@
 //!
 //! The per-request decision line goes further (`decision`): with a sink installed (the binary
 //! does, for JSON logs) it is written straight from its fields, the same object in the same
-//! order, without tracing's dispatch and field visitor (~2,500 instructions a request). The
-//! filter still applies: the line is written only if `keygate::audit` at INFO is enabled.
+//! order, without tracing's dispatch and field visitor (with the faster escape check, ~4,800 ->
+//! ~3,400 instructions a request). The filter still applies: the binary asks it once (`passes`)
+//! and installs the sink only if `keygate::audit` at INFO is enabled.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
