@@ -90,21 +90,7 @@ pub fn decision(d: &Decision<'_>) {
     // follows leaves the filter state set, and the next log line on the thread is dropped.
     // Whether the line is wanted was settled once, before the sink was installed.
     let Some(sink) = SINK.get() else {
-        tracing::info!(
-            target: TARGET,
-            request_id = d.request_id,
-            key_id = d.key_id,
-            client_ip = d.client_ip,
-            method = d.method,
-            route = d.route,
-            status = d.status,
-            code = d.code,
-            auth = d.auth,
-            duration_ms = d.duration_ms,
-            upstream_ms = d.upstream_ms,
-            "decision"
-        );
-        return;
+        return via_tracing(d);
     };
     BUF.with(|b| {
         let Ok(mut buf) = b.try_borrow_mut() else { return };
@@ -127,6 +113,24 @@ pub fn decision(d: &Decision<'_>) {
         buf.push_str("}\n");
         sink(buf.as_bytes());
     });
+}
+
+/// The decision as a tracing event (formatted by `AuditLayer` or the text formatter).
+fn via_tracing(d: &Decision<'_>) {
+    tracing::info!(
+        target: TARGET,
+        request_id = d.request_id,
+        key_id = d.key_id,
+        client_ip = d.client_ip,
+        method = d.method,
+        route = d.route,
+        status = d.status,
+        code = d.code,
+        auth = d.auth,
+        duration_ms = d.duration_ms,
+        upstream_ms = d.upstream_ms,
+        "decision"
+    );
 }
 
 /// The start of every audit line: timestamp, level and target.
@@ -403,21 +407,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             decision(&d("rid-direct-1", Some(0.25)));
             decision(&d("rid-direct-2", None));
-            let e = d("rid-layer-1", Some(0.25));
-            tracing::info!(
-                target: TARGET,
-                request_id = e.request_id,
-                key_id = e.key_id,
-                client_ip = e.client_ip,
-                method = e.method,
-                route = e.route,
-                status = e.status,
-                code = e.code,
-                auth = e.auth,
-                duration_ms = e.duration_ms,
-                upstream_ms = e.upstream_ms,
-                "decision"
-            );
+            via_tracing(&d("rid-layer-1", Some(0.25)));
         });
         let strip = |l: &str, rid: &str| {
             let rest = &l[l.find("\"level\"").unwrap()..];
