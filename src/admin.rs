@@ -97,7 +97,7 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 impl Handler for Admin {
     type Body = Full<Bytes>;
 
-    async fn call(&self, req: Request<Incoming>, _conn: ConnFacts) -> Response<Full<Bytes>> {
+    async fn call(&self, req: Request<Incoming>, _conn: std::sync::Arc<ConnFacts>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
         }

@@ -35,7 +35,7 @@ impl Handler for Pipeline {
     fn call(
         &self,
         req: http::Request<hyper::body::Incoming>,
-        conn: ConnFacts,
+        conn: Arc<ConnFacts>,
     ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send {
         self.handle(req, conn)
     }

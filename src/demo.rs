@@ -24,7 +24,7 @@ pub struct EchoUpstream;
 impl Handler for EchoUpstream {
     type Body = Full<Bytes>;
 
-    async fn call(&self, req: Request<Incoming>, _conn: ConnFacts) -> Response<Full<Bytes>> {
+    async fn call(&self, req: Request<Incoming>, _conn: std::sync::Arc<ConnFacts>) -> Response<Full<Bytes>> {
         let headers: serde_json::Map<String, serde_json::Value> = req
             .headers()
             .iter()

@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod forwarded;
 pub mod jwt;
 pub mod key_source;
 pub mod keys;

@@ -28,23 +28,25 @@ use crate::textfmt::IpText;
 use crate::tokens::Tokens;
 use crate::usage::UsageBook;
 use crate::watch::Watch;
-use crate::{authn, client_ip, path, request_id, sanitize};
+use crate::{authn, client_ip, forwarded, path, request_id, sanitize};
 
 pub type Body = Either<Full<Bytes>, UpstreamResponseBody>;
 
 /// What the listener knows about the connection; the pipeline knows nothing else of sockets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnFacts {
     pub peer: SocketAddr,
     pub tls: bool,
-    /// The peer's address as text, formatted once per connection (for X-Forwarded-For and the
-    /// audit line).
+    /// The peer's address as text, formatted once per connection (for the audit line).
     pub peer_text: IpText,
+    /// This hop in the forwarding headers, prepared once per connection.
+    pub hop: forwarded::Hop,
 }
 
 impl ConnFacts {
     pub fn new(peer: SocketAddr, tls: bool) -> ConnFacts {
-        ConnFacts { peer, tls, peer_text: IpText::new(peer.ip()) }
+        let peer_text = IpText::new(peer.ip());
+        ConnFacts { peer, tls, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
     }
 }
 
@@ -69,9 +71,6 @@ static X_SCOPES: HeaderName = HeaderName::from_static("x-scopes");
 static X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 static X_API_KEY_ENV: HeaderName = HeaderName::from_static("x-api-key-environment");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_KEYGATE_SIGNATURE: HeaderName = HeaderName::from_static("x-keygate-signature");
 static X_KEYGATE_CONTEXT: HeaderName = HeaderName::from_static("x-keygate-context");
 
@@ -106,7 +105,7 @@ impl Pipeline {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnFacts) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
@@ -125,7 +124,7 @@ impl Pipeline {
             outcome: "OK",
             auth: "",
         };
-        let result = self.run(req, conn, &rid, &mut trail).await;
+        let result = self.run(req, &conn, &rid, &mut trail).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -154,7 +153,7 @@ impl Pipeline {
     async fn run<'s>(
         &'s self,
         req: Request<Incoming>,
-        conn: ConnFacts,
+        conn: &ConnFacts,
         rid: &HeaderValue,
         trail: &mut Trail<'s>,
     ) -> Result<Response<Body>, ApiError> {
@@ -338,7 +337,7 @@ impl Pipeline {
         body: Incoming,
         uri: Uri,
         key: Option<&KeyRecord>,
-        conn: ConnFacts,
+        conn: &ConnFacts,
         rid: &HeaderValue,
         trail: &mut Trail<'_>,
     ) -> Result<Response<Body>, ApiError> {
@@ -369,7 +368,7 @@ impl Pipeline {
             h.insert(X_API_KEY_ID.clone(), HeaderValue::from_str(&k.id).expect("key ids are validated at load"));
             h.insert(X_API_KEY_ENV.clone(), k.profile.headers.environment.clone());
         }
-        forwarding_headers(h, conn);
+        forwarded::apply(h, &conn.hop);
         if let Some(signing) = &cfg.upstream_context {
             self.sign_context(signing, &mut parts.headers, &parts.method, &uri, rid, trail.now);
         }
@@ -442,46 +441,6 @@ impl Pipeline {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(name, v);
             }
-        }
-    }
-}
-
-/// `X-Forwarded-For` gains the peer (appended when the peer is a trusted proxy whose header was
-/// kept, else it is the whole value); `-Proto` and `-Host` describe the client's request unless a
-/// trusted proxy already said so.
-fn forwarding_headers(h: &mut http::HeaderMap, conn: ConnFacts) {
-    let peer = conn.peer_text.as_str();
-    // A trusted proxy may send the list over several lines; all of them, in order, then us.
-    let mut xff = String::with_capacity(peer.len());
-    for prev in h.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    xff.push_str(peer);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    // One value each: a trusted proxy's first, else ours (never two that disagree).
-    let proto = h.get(&X_FORWARDED_PROTO).cloned();
-    h.insert(
-        X_FORWARDED_PROTO.clone(),
-        proto.unwrap_or(HeaderValue::from_static(if conn.tls { "https" } else { "http" })),
-    );
-    if let Some(host) = h.get(&X_FORWARDED_HOST).or_else(|| h.get(header::HOST)).cloned() {
-        h.insert(X_FORWARDED_HOST.clone(), host);
-    }
-    // RFC 7239: a `Forwarded` list kept from a trusted proxy gains our hop too, so both
-    // headers tell the same story (from an untrusted peer it was removed by sanitising).
-    let forwarded: Vec<&str> = h.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).collect();
-    if !forwarded.is_empty() {
-        let node = match conn.peer.ip() {
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-            std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
-        };
-        let proto = if conn.tls { "https" } else { "http" };
-        let value = format!("{}, for={node};proto={proto}", forwarded.join(", "));
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(header::FORWARDED, v);
         }
     }
 }

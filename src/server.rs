@@ -32,7 +32,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a listener serves: the proxy pipeline or the admin endpoints.
 pub trait Handler: Send + Sync + 'static {
     type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
-    fn call(&self, req: Request<Incoming>, conn: ConnFacts) -> impl Future<Output = Response<Self::Body>> + Send;
+    fn call(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
 pub struct ServeOptions {
@@ -162,9 +162,13 @@ async fn serve_io<H, IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let act = Arc::clone(&activity);
+    // Shared by the connection's requests: what is known of the peer is worked out once.
+    let facts = Arc::new(facts);
+    let peer = facts.peer;
     let svc = service_fn(move |req| {
         let handler = Arc::clone(&handler);
         let act = Arc::clone(&act);
+        let facts = Arc::clone(&facts);
         async move {
             let _busy = act.begin();
             Ok::<_, Infallible>(handler.call(req, facts).await)
@@ -188,7 +192,7 @@ async fn serve_io<H, IO>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(peer = %facts.peer, error = %e, "connection ended with an error");
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
