@@ -20,43 +20,14 @@ dir=$(mktemp -d /tmp/keygate-latency.XXXXXX)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
-# A ~1 KB JSON answer, as the peer harness's upstream gives.
-body=$(python3 -c 'import json; print(json.dumps({"success": True, "data": [{"id": i, "pad": "x" * 40} for i in range(18)]}))')
+body=$(bench_body)
 nginx_upstream "$dir" 18181 "$body"
 
 keys=$([ "$MODE" = reload ] && echo "$RELOAD_KEYS" || echo 10000)
-python3 - "$dir" "$keys" <<'PY'
-import os, random, string, sys
-d, n = sys.argv[1], int(sys.argv[2])
-A = string.ascii_letters + string.digits
-with open(f"{d}/keys.tsv", "w") as f:
-    for _ in range(n):
-        k = "dpl_live_" + "".join(random.choices(A, k=32))
-        f.write(f"{k}\tclinic_{random.randrange(100000):05d},clinic_00042\tinteractions:read metrics:read\n")
-PY
+bench_keys "$dir" "$keys"
 key=$(head -n1 "$dir/keys.tsv" | cut -f1)
 $KG keys --table "$dir/keys.jsonl" import --tsv "$dir/keys.tsv" --label latency >/dev/null
-cat >"$dir/config.yaml" <<CFG
-environment: live
-listen: 127.0.0.1:18185
-admin_listen: 127.0.0.1:18186
-upstream:
-  url: http://127.0.0.1:18181
-keys:
-  file: $dir/keys.jsonl
-  checksum: false
-routes:
-  - path: /api/v1/interactions
-    resource: interactions
-    clinic: {query_param: clinic_id}
-# Limits stay on (every request is charged and counted), high enough never to refuse: one key
-# carries all the load here.
-rate_limits:
-  tiers:
-    default: {rate: 10000000/s, burst: 10000000}
-log:
-  level: info
-CFG
+bench_config "$dir" 127.0.0.1:18185 127.0.0.1:18186 http://127.0.0.1:18181
 taskset -c 0 "$KG" serve --config "$dir/config.yaml" 2>"$dir/kg.log" &
 for _ in $(seq 600); do curl -fs -o /dev/null http://127.0.0.1:18186/readyz && break; sleep 0.1; done
 

@@ -14,35 +14,7 @@ source bench/lib.sh
 keygate_bin
 dir=${KG_BENCH_DIR:-/tmp/keygate-bench}
 mkdir -p "$dir"
-cat >"$dir/config.yaml" <<CFG
-# The harness's candidate contract: 127.0.0.1:18085 in front of 127.0.0.1:18081.
-environment: live
-listen: 127.0.0.1:18085
-admin_listen: 127.0.0.1:18086
-upstream:
-  url: http://127.0.0.1:18081
-keys:
-  file: $dir/keys.jsonl
-  # The harness issues keys without keygate's checksum (dpl_live_ + 32 base62).
-  checksum: false
-limits:
-  max_connections: 4096
-# The harness's request path and its header-echo check path, both needing interactions:read
-# with the clinic id (if any) taken from the query, as the shipped clinic API routes do.
-routes:
-  - path: /api/v1/interactions
-    resource: interactions
-    clinic: {query_param: clinic_id}
-  - path: /__echo_headers
-    resource: interactions
-# Limits stay on (every request is charged and counted), high enough never to refuse.
-rate_limits:
-  tiers:
-    default: {rate: 10000000/s, burst: 10000000}
-log:
-  format: json
-  level: info
-CFG
+bench_config "$dir" 127.0.0.1:18085 127.0.0.1:18086 http://127.0.0.1:18081
 # The audit log (one JSON line per request) goes to the harness's log file, as in production.
 # As the Dockerfile does: mimalloc may use 2 MiB pages (see README, Performance).
 CANDIDATE_CMD="export MIMALLOC_ALLOW_LARGE_OS_PAGES=1 && rm -f $dir/keys.jsonl && $KG keys --table $dir/keys.jsonl import --tsv $dir/keys.tsv --label bench >/dev/null && rm -f $dir/keys.tsv && exec $KG serve --config $dir/config.yaml"
