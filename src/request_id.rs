@@ -1,9 +1,11 @@
 //! Request ids: keep a caller's well-formed `X-Request-Id` so traces join up across services,
 //! otherwise mint a UUIDv7 (time-ordered, so ids sort like the log).
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const HEADER: &str = "x-request-id";
+/// Parsed once: a `&str` name is parsed and hashed on every lookup.
+static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 fn well_formed(v: &HeaderValue, max_len: usize) -> bool {
     let b = v.as_bytes();
@@ -14,7 +16,7 @@ fn well_formed(v: &HeaderValue, max_len: usize) -> bool {
 
 /// The id for this request. Several incoming ids are as bad as a malformed one: mint our own.
 pub fn accept_or_generate(headers: &HeaderMap, max_len: usize) -> HeaderValue {
-    let mut all = headers.get_all(HEADER).iter();
+    let mut all = headers.get_all(&HEADER_NAME).iter();
     match (all.next(), all.next()) {
         (Some(v), None) if well_formed(v, max_len) => v.clone(),
         _ => generate(),

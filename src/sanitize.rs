@@ -83,6 +83,11 @@ fn is_forwarding(name: &str) -> bool {
 fn connection_named(headers: &HeaderMap, out: &mut Vec<HeaderName>) {
     for value in headers.get_all(header::CONNECTION) {
         let Ok(v) = value.to_str() else { continue };
+        // The usual value names no header: said once, not token by token.
+        let whole = v.trim();
+        if whole.eq_ignore_ascii_case("keep-alive") || whole.eq_ignore_ascii_case("close") {
+            continue;
+        }
         for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let listed = |list: &[&str]| list.iter().any(|p| token.eq_ignore_ascii_case(p));
             if listed(&PROTECTED) || listed(&HOP_BY_HOP) || token.eq_ignore_ascii_case("close") {
@@ -252,5 +257,14 @@ mod tests {
             map(&[("connection", "close, x-internal"), ("x-internal", "1"), ("keep-alive", "5"), ("etag", "x")]);
         sanitize_response(&mut h);
         assert_eq!(names(&h), vec!["etag"]);
+    }
+
+    #[test]
+    fn a_lone_keep_alive_or_close_names_nothing_but_is_itself_removed() {
+        for v in ["keep-alive", " Keep-Alive ", "close", "CLOSE"] {
+            let mut h = map(&[("connection", v), ("etag", "x"), ("content-length", "3")]);
+            sanitize_response(&mut h);
+            assert_eq!(names(&h), vec!["content-length", "etag"], "{v:?}");
+        }
     }
 }
