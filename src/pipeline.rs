@@ -108,9 +108,9 @@ impl Pipeline {
     pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
-        let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length);
-        let method = req.method().clone();
         let now = OffsetDateTime::now_utc();
+        let rid = request_id::accept_or_generate(req.headers(), self.config.limits.request_id_max_length, now);
+        let method = req.method().clone();
         let mono = u64::try_from(started.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let mut trail = Trail {
             now,
