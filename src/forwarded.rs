@@ -19,9 +19,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// This hop, as the forwarding headers name it.
 #[derive(Debug, Clone)]
 pub struct Hop {
-    peer_text: IpText,
-    /// `X-Forwarded-For` when nothing came before us: the peer alone.
-    peer_value: HeaderValue,
+    /// The peer's address: `X-Forwarded-For` when nothing came before us, else its last entry.
+    peer: HeaderValue,
     proto: HeaderValue,
     /// Our element of a `Forwarded` list: `for=...;proto=...`.
     forwarded: String,
@@ -35,8 +34,7 @@ impl Hop {
             IpAddr::V6(_) => format!("\"[{}]\"", peer_text.as_str()),
         };
         Hop {
-            peer_value: HeaderValue::from_str(peer_text.as_str()).expect("an address is a header value"),
-            peer_text,
+            peer: HeaderValue::from_str(peer_text.as_str()).expect("an address is a header value"),
             proto: HeaderValue::from_static(proto),
             forwarded: format!("for={node};proto={proto}"),
         }
@@ -48,18 +46,13 @@ impl Hop {
 pub fn apply(h: &mut HeaderMap, hop: &Hop) {
     match h.entry(&X_FORWARDED_FOR) {
         Entry::Vacant(e) => {
-            e.insert(hop.peer_value.clone());
+            e.insert(hop.peer.clone());
         }
+        // A trusted proxy may send the list over several lines: all of them, in order, then us.
         Entry::Occupied(mut e) => {
-            // A trusted proxy may send the list over several lines: all of them, in order,
-            // then us.
-            let mut xff = String::new();
-            for prev in e.iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
-                xff.push_str(prev);
-                xff.push_str(", ");
-            }
-            xff.push_str(hop.peer_text.as_str());
-            if let Ok(v) = HeaderValue::from_str(&xff) {
+            let ours = hop.peer.to_str().expect("an address is visible ASCII");
+            let prev = e.iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+            if let Some(v) = extended(prev, ours) {
                 e.insert(v);
             }
         }
@@ -81,16 +74,21 @@ pub fn apply(h: &mut HeaderMap, hop: &Hop) {
         Entry::Occupied(mut e) => keep_first(&mut e),
     }
     if let Entry::Occupied(mut e) = h.entry(header::FORWARDED) {
-        let mut value = String::new();
-        for prev in e.iter().filter_map(|v| v.to_str().ok()) {
-            value.push_str(prev);
-            value.push_str(", ");
-        }
-        value.push_str(&hop.forwarded);
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Some(v) = extended(e.iter().filter_map(|v| v.to_str().ok()), &hop.forwarded) {
             e.insert(v);
         }
     }
+}
+
+/// One header value: the earlier list elements, then ours, joined by ", ".
+fn extended<'a>(prev: impl Iterator<Item = &'a str>, ours: &str) -> Option<HeaderValue> {
+    let mut value = String::new();
+    for p in prev {
+        value.push_str(p);
+        value.push_str(", ");
+    }
+    value.push_str(ours);
+    HeaderValue::from_str(&value).ok()
 }
 
 fn keep_first(e: &mut OccupiedEntry<'_, HeaderValue>) {

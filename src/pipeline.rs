@@ -36,7 +36,6 @@ pub type Body = Either<Full<Bytes>, UpstreamResponseBody>;
 #[derive(Debug, Clone)]
 pub struct ConnFacts {
     pub peer: SocketAddr,
-    pub tls: bool,
     /// The peer's address as text, formatted once per connection (for the audit line).
     pub peer_text: IpText,
     /// This hop in the forwarding headers, prepared once per connection.
@@ -46,7 +45,7 @@ pub struct ConnFacts {
 impl ConnFacts {
     pub fn new(peer: SocketAddr, tls: bool) -> ConnFacts {
         let peer_text = IpText::new(peer.ip());
-        ConnFacts { peer, tls, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
+        ConnFacts { peer, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
     }
 }
 
@@ -70,7 +69,6 @@ static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-clinic
 static X_SCOPES: HeaderName = HeaderName::from_static("x-scopes");
 static X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 static X_API_KEY_ENV: HeaderName = HeaderName::from_static("x-api-key-environment");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_KEYGATE_SIGNATURE: HeaderName = HeaderName::from_static("x-keygate-signature");
 static X_KEYGATE_CONTEXT: HeaderName = HeaderName::from_static("x-keygate-context");
 
@@ -136,7 +134,7 @@ impl Pipeline {
         };
         // The request id and up to three RateLimit headers.
         resp.headers_mut().reserve(4);
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid.clone());
+        resp.headers_mut().insert(request_id::HEADER.clone(), rid.clone());
         if let Some(applied) = &trail.limit {
             self.limiter.headers(resp.headers_mut(), applied);
         }
@@ -357,7 +355,7 @@ impl Pipeline {
                 }
             }
         }
-        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        h.insert(request_id::HEADER.clone(), rid.clone());
         if let Some(k) = key {
             let clinics = match &k.clinics {
                 Some(list) => HeaderValue::from_str(list).expect("clinic ids are validated at load"),

@@ -5,9 +5,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 use uuid::{NoContext, Timestamp, Uuid};
 
-pub const HEADER: &str = "x-request-id";
 /// Parsed once: a `&str` name is parsed and hashed on every lookup.
-static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 fn well_formed(v: &HeaderValue, max_len: usize) -> bool {
     let b = v.as_bytes();
@@ -19,7 +18,7 @@ fn well_formed(v: &HeaderValue, max_len: usize) -> bool {
 /// The id for this request. Several incoming ids are as bad as a malformed one: mint our own.
 /// `now` is the request's one clock reading.
 pub fn accept_or_generate(headers: &HeaderMap, max_len: usize, now: OffsetDateTime) -> HeaderValue {
-    let mut all = headers.get_all(&HEADER_NAME).iter();
+    let mut all = headers.get_all(&HEADER).iter();
     match (all.next(), all.next()) {
         (Some(v), None) if well_formed(v, max_len) => v.clone(),
         _ => generate(now),
@@ -43,7 +42,7 @@ mod tests {
     fn with(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(HEADER, HeaderValue::from_str(v).unwrap());
+            h.append(HEADER.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
