@@ -25,8 +25,7 @@ else
 fi
 dir=$(mktemp -d /tmp/keygate-callgrind.XXXXXX)
 cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  stop_jobs "$dir"
   [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT

@@ -17,7 +17,7 @@ command -v oha >/dev/null || cargo install oha --locked --quiet
 source bench/lib.sh
 keygate_bin
 dir=$(mktemp -d /tmp/keygate-latency.XXXXXX)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() { stop_jobs "$dir"; rm -rf "$dir"; }
 trap cleanup EXIT
 
 body=$(bench_body)

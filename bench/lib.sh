@@ -27,6 +27,13 @@ CFG
   taskset -c 0 nginx -c "$1/nginx.conf" -p "$1" &
 }
 
+# stop_jobs DIR: stops this script's background jobs and the nginx_upstream started in DIR
+# (quietly: nginx deletes its pid file as it exits, which may be now).
+stop_jobs() {
+  kill $(jobs -p) 2>/dev/null || true
+  kill "$(cat "$1/nginx.pid" 2>/dev/null)" 2>/dev/null || true
+}
+
 # bench_config DIR LISTEN ADMIN UPSTREAM_URL: the benchmarks' keygate config, written to
 # DIR/config.yaml, serving DIR/keys.jsonl with full policy on: route and scope check with the
 # clinic taken from the query (as the shipped clinic API routes do), clinic header injection,

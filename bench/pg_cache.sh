@@ -24,8 +24,7 @@ keygate_bin
 SCHEMA="kg_bench_cache_$$"
 dir=$(mktemp -d /tmp/keygate-pgcache.XXXXXX)
 cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  stop_jobs "$dir"
   psql -q "$DB" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
