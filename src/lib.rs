@@ -16,6 +16,8 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod forwarded;
+pub mod framing;
+pub mod head_check;
 pub mod jwt;
 pub mod key_source;
 pub mod keys;

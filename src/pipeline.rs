@@ -28,7 +28,7 @@ use crate::textfmt::IpText;
 use crate::tokens::Tokens;
 use crate::usage::UsageBook;
 use crate::watch::Watch;
-use crate::{authn, client_ip, forwarded, path, request_id, sanitize};
+use crate::{authn, client_ip, forwarded, framing, path, request_id, sanitize};
 
 pub type Body = Either<Full<Bytes>, UpstreamResponseBody>;
 
@@ -44,6 +44,9 @@ pub struct ConnFacts {
 
 impl ConnFacts {
     pub fn new(peer: SocketAddr, tls: bool) -> ConnFacts {
+        // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d: every decision,
+        // budget, metric and audit line sees the IPv4 address.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let peer_text = IpText::new(peer.ip());
         ConnFacts { peer, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
     }
@@ -157,10 +160,20 @@ impl Pipeline {
     ) -> Result<Response<Body>, ApiError> {
         let cfg = &*self.config;
         let (mut parts, body) = req.into_parts();
-        if let Some(len) = content_length(&parts.headers) {
-            if len > cfg.limits.max_body_bytes {
-                return Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes });
-            }
+        if let Some(why) = parts.extensions.get::<crate::head_check::HeadFacts>().and_then(|f| f.refusal()) {
+            return Err(ApiError::BadFraming(why));
+        }
+        // The parser lets heads through up to twice keygate's limits so that these refusals
+        // carry the standard body (see server::builder).
+        let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+        if parts.headers.len() > cfg.limits.max_headers
+            || framing::head_size(target_len, &parts.headers) > cfg.limits.max_header_bytes
+        {
+            return Err(ApiError::HeadersTooLarge);
+        }
+        let body_len = framing::body_length(&parts.headers).map_err(|e| ApiError::BadFraming(e.reason()))?;
+        if body_len.is_some_and(|len| len > cfg.limits.max_body_bytes) {
+            return Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes });
         }
         let peer_trusted = client_ip::is_trusted(conn.peer.ip(), &cfg.trusted_proxies);
         trail.client_ip = client_ip::resolve(&parts.headers, conn.peer.ip(), &cfg.trusted_proxies);
@@ -178,7 +191,7 @@ impl Pipeline {
             trail.route = &public.pattern;
             trail.outcome = "PUBLIC";
             let uri = self.upstream_uri(&path, parts.uri.query())?;
-            return self.forward(parts, body, uri, None, conn, rid, trail).await;
+            return self.forward(parts, (body, body_len), uri, None, conn, rid, trail).await;
         }
 
         if let Some(tokens) = &self.tokens {
@@ -290,7 +303,7 @@ impl Pipeline {
             }
             Decision::Forward => {
                 let uri = self.upstream_uri(&path, parts.uri.query())?;
-                self.forward(parts, body, uri, Some(key), conn, rid, trail).await
+                self.forward(parts, (body, body_len), uri, Some(key), conn, rid, trail).await
             }
         }
     }
@@ -332,7 +345,7 @@ impl Pipeline {
     async fn forward(
         &self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        (body, body_len): (Incoming, Option<u64>),
         uri: Uri,
         key: Option<&KeyRecord>,
         conn: &ConnFacts,
@@ -356,6 +369,10 @@ impl Pipeline {
             }
         }
         h.insert(request_id::HEADER.clone(), rid.clone());
+        // keygate's rendering of the length it parsed, never the client's text ("007").
+        if let Some(len) = body_len {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
         if let Some(k) = key {
             let clinics = match &k.clinics {
                 Some(list) => HeaderValue::from_str(list).expect("clinic ids are validated at load"),
@@ -390,6 +407,10 @@ impl Pipeline {
                 Err(ApiError::UpstreamTimeout)
             }
             Err(ForwardError::BodyTooLarge) => Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes }),
+            // The client's fault, not the upstream's: counted as the client's refusal only.
+            Err(ForwardError::ClientBody) => {
+                Err(ApiError::BadFraming("the request body ended early or its chunked framing is malformed"))
+            }
             Err(ForwardError::Unavailable { kind }) => {
                 self.metrics.upstream_error(kind);
                 Err(ApiError::UpstreamUnavailable)
@@ -448,10 +469,6 @@ impl Pipeline {
 fn store_down(e: crate::pgstore::cache::StoreDown) -> ApiError {
     tracing::debug!(reason = %e.0, "key lookup failed");
     ApiError::KeyStoreUnavailable
-}
-
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// RFC 3339 UTC with milliseconds, as in the reference error body.
