@@ -15,7 +15,7 @@ use crate::config::AdminToken;
 use crate::key_source::{Found, KeySource};
 use crate::keys::freshness::Freshness;
 use crate::metrics::Metrics;
-use crate::pipeline::ConnFacts;
+use crate::proxy::ConnFacts;
 use crate::server::Handler;
 use crate::usage::UsageBook;
 

@@ -371,7 +371,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The detectors' reports, as alerts.
-impl crate::watch::Notify for Alerter {
+impl crate::proxy::anomalies::Notify for Alerter {
     fn notify(&self, a: &crate::anomaly::Anomaly) {
         Alerter::notify(
             self,
