@@ -17,15 +17,15 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, AdminApi, Health};
 use crate::config::{Config, KeyStore, PgStore, SyncMode};
 use crate::forward::Forwarder;
-use crate::key_source::KeySource;
-use crate::keys::freshness::Freshness;
-use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
 use crate::keys::{file, KeyTable};
 use crate::metrics::Metrics;
 use crate::proxy::anomalies::Anomalies;
 use crate::proxy::limit::Limiter;
 use crate::proxy::{ConnFacts, Proxy};
 use crate::server::{self, Handler, ServeOptions};
+use crate::store::freshness::Freshness;
+use crate::store::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::store::source::KeySource;
 use crate::tls::TlsState;
 use crate::usage::UsageBook;
 

@@ -12,9 +12,9 @@ use super::Proxy;
 use crate::authn::{self, AuthnError};
 use crate::error::ApiError;
 use crate::jwt::token::looks_like_jwt;
-use crate::key_source::{Found, KeyView};
 use crate::keys::KeyRecord;
 use crate::pgstore::cache::StoreDown;
+use crate::store::source::{Found, KeyView};
 
 /// How the request authenticated, holding what the key was found in.
 pub(super) enum Authenticated<'v> {

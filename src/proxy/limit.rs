@@ -12,7 +12,8 @@ use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
 use crate::metrics::{LimitOutcome, Metrics};
-use crate::ratelimit::{LocalLimits, RedisLimiter, RedisSettings, Tier, Verdict};
+use crate::ratelimit::{LocalLimits, Tier, Verdict};
+use crate::store::redis_limits::{RedisLimiter, RedisSettings};
 
 /// A key's decision, kept for the response headers (429s carry them too).
 #[derive(Debug, Clone, Copy)]

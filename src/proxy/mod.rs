@@ -39,8 +39,8 @@ use crate::anomaly::Now;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::forward::{Forwarder, UpstreamResponseBody};
-use crate::key_source::KeySource;
 use crate::metrics::Metrics;
+use crate::store::source::KeySource;
 use crate::textfmt::IpText;
 use crate::usage::UsageBook;
 
@@ -87,7 +87,7 @@ pub struct Proxy {
     /// JWT issuing and validation, when configured.
     pub tokens: Option<Arc<Tokens>>,
     /// For a store that can fall behind (PostgreSQL): whether the table may be trusted now.
-    pub freshness: Option<Arc<crate::keys::freshness::Freshness>>,
+    pub freshness: Option<Arc<crate::store::freshness::Freshness>>,
 }
 
 impl Proxy {
