@@ -6,6 +6,7 @@ mod alerts;
 mod anomaly;
 mod authz;
 mod fleet_limit;
+mod fuzz;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
