@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod headers;
 mod keys;
+mod table;
 
 /// Generated inputs per target under plain `cargo test` (the corpus is replayed on top).
 const ITERATIONS: usize = 3000;
