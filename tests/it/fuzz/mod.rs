@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+mod config;
 mod headers;
 mod keys;
 mod table;
