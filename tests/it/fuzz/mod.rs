@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod config;
 mod headers;
+mod jwt;
 mod keys;
 mod table;
 
