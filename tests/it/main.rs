@@ -8,6 +8,7 @@ mod authz;
 mod check;
 mod fleet_limit;
 mod hostile;
+mod fuzz;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
