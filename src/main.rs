@@ -84,7 +84,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = config::load(&config)?;
             let keys = match &cfg.key_store {
                 config::KeyStore::File(path) => {
-                    format!("key table {} with {} keys", path.display(), file::load(path)?.len())
+                    format!(
+                        "key table {} with {} keys",
+                        path.display(),
+                        file::load(path, &cfg.scope_catalogue())?.len()
+                    )
                 }
                 config::KeyStore::Postgres(_) => format!("key store {} (not contacted)", cfg.keys_source()),
             };

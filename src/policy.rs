@@ -351,7 +351,7 @@ mod tests {
     /// One key from a one-line table entry, e.g. "scopes: [interactions:read]".
     fn key(extra: &str) -> crate::keys::KeyTable {
         let text = format!("keys:\n  - id: k\n    hash: {}\n    environment: live\n    {extra}\n", "a".repeat(64));
-        file::parse(&text, "t").unwrap()
+        file::parse(&text, "t", &crate::keys::Catalogue::unchecked()).unwrap()
     }
 
     fn decide(extra: &str, method: Method, path: &str, query: Option<&str>) -> Result<Decision, Denied> {

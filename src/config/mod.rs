@@ -141,6 +141,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The scopes a key may hold: the product's, and every scope a configured route requires.
+    pub fn scope_catalogue(&self) -> crate::keys::Catalogue {
+        let route_scopes = self.routes.routes().iter().flat_map(|r| match &r.spec.required {
+            Required::Resource { read, write } => vec![read.clone(), write.clone()],
+            Required::Scopes(list) => list.clone(),
+        });
+        crate::keys::Catalogue::new(route_scopes)
+    }
+
     /// Where the keys come from, for logs and `check-config` (never a URL: it may hold a password).
     pub fn keys_source(&self) -> String {
         match &self.key_store {

@@ -14,6 +14,7 @@ mod pg_store;
 mod ratelimit;
 mod redis_limit;
 mod relay;
+mod table_scopes;
 mod tls;
 mod tokens;
 mod upstream_pool;
