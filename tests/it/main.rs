@@ -5,6 +5,7 @@ mod support;
 mod alerts;
 mod anomaly;
 mod authz;
+mod check_config;
 mod fleet_limit;
 mod hygiene;
 mod keys_cli;
