@@ -8,6 +8,7 @@ pub mod locate;
 pub mod messages;
 mod protection;
 pub mod raw;
+mod secrets;
 mod tokens;
 
 use std::net::SocketAddr;

@@ -15,6 +15,7 @@ mod pg_store;
 mod ratelimit;
 mod redis_limit;
 mod relay;
+mod secret_files;
 mod table_scopes;
 mod tls;
 mod tokens;
