@@ -128,7 +128,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         KeyStore::File(path) => {
             let path = path.clone();
             let started = std::time::Instant::now();
-            let t: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
+            let scopes = config.scope_catalogue();
+            let t: KeyTable = tokio::task::spawn_blocking(move || file::load(&path, &scopes)).await??;
             let took_ms = started.elapsed().as_millis() as u64;
             tracing::info!(keys = t.len(), took_ms, file = %config.keys_source(), "key table loaded");
             after_load(&metrics, &t, &usage);
@@ -190,6 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 table: Arc::clone(&table),
                 interval: config.keys.reload_interval,
                 trigger: Arc::clone(&reload),
+                scopes: config.scope_catalogue(),
             };
             tokio::spawn(reloader.run(on_event))
         }
@@ -203,6 +205,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
                 metrics: Arc::clone(&metrics),
                 trigger: Arc::clone(&reload),
+                scopes: config.scope_catalogue(),
             };
             tokio::spawn(follower.run(on_event))
         }

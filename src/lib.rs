@@ -11,6 +11,7 @@ pub mod app;
 pub mod auditlog;
 pub mod authn;
 pub mod background;
+pub mod check_config;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
