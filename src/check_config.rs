@@ -58,7 +58,7 @@ fn load_files(cfg: &Config) -> (Vec<String>, String) {
         fail("rate_limits.redis.url", e);
     }
     let keys = match &cfg.key_store {
-        KeyStore::File(path) => match crate::keys::file::load(path, &cfg.scope_catalogue()) {
+        KeyStore::File(path) => match crate::store::table_file::load(path, &cfg.scope_catalogue()) {
             Ok(t) => format!("key table {} with {} keys", path.display(), t.len()),
             Err(e) => {
                 // Lines here are the table's, not the config's: no config line is added.

@@ -26,7 +26,6 @@ pub mod keys_cli;
 pub mod logbuf;
 pub mod metrics;
 pub mod path;
-pub mod pgstore;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;

@@ -90,9 +90,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{}: key_store.kind is not postgres; the file store has no schema", config.display());
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let applied = rt.block_on(keygate::pgstore::migrate::run(pg))?;
+            let applied = rt.block_on(keygate::store::pgstore::migrate::run(pg))?;
             if applied.is_empty() {
-                println!("schema {} is up to date (version {})", pg.schema, keygate::pgstore::migrate::latest());
+                println!("schema {} is up to date (version {})", pg.schema, keygate::store::pgstore::migrate::latest());
             } else {
                 println!("schema {}: applied migrations {applied:?}", pg.schema);
             }

@@ -7,8 +7,8 @@ use anyhow::Context;
 use crate::config::PgStore;
 use crate::keys::file::RawTable;
 use crate::keys::Catalogue;
-use crate::pgstore;
 use crate::store::file::FileStore;
+use crate::store::pgstore;
 
 pub enum TableStore {
     File(FileStore),

@@ -86,7 +86,7 @@ impl Reloader {
         let (path, shared, scopes) = (self.path.clone(), Arc::clone(&self.table), self.scopes.clone());
         let started = std::time::Instant::now();
         let result = crate::background::run_idle(move || {
-            let table = file::load(&path, &scopes)?;
+            let table = super::table_file::load(&path, &scopes)?;
             let keys = table.len();
             let old = shared.swap(Arc::new(table));
             let took = started.elapsed();

@@ -4,6 +4,7 @@ mod support;
 
 mod alerts;
 mod anomaly;
+mod architecture;
 mod authz;
 mod check;
 mod check_config;

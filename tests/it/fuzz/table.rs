@@ -5,7 +5,7 @@
 
 use std::io::{Seek as _, Write as _};
 
-use keygate::keys::file::{self, parse, parse_raw};
+use keygate::keys::file::{parse, parse_raw};
 use keygate::keys::{Catalogue, KeyHash};
 
 use super::{mutate, Edit, ITERATIONS, TIME};
@@ -32,7 +32,7 @@ fn check_text(text: &str, file: Option<&mut tempfile::NamedTempFile>) {
     }
     let Some(file) = file else { return };
     rewrite(file, text.as_bytes());
-    let loaded = file::load(file.path(), &Catalogue::default());
+    let loaded = keygate::store::table_file::load(file.path(), &Catalogue::default());
     assert_eq!(
         loaded.as_ref().map(|t| t.len()).map_err(|_| ()),
         parsed.as_ref().map(|t| t.len()).map_err(|_| ()),
@@ -68,7 +68,10 @@ fn table_bytes() {
             // Not UTF-8: refused, never a panic (the loader reads bytes; parse sees text).
             Err(_) => {
                 rewrite(&mut file, bytes);
-                assert!(file::load(file.path(), &Catalogue::default()).is_err(), "a table that is not UTF-8 loaded");
+                assert!(
+                    keygate::store::table_file::load(file.path(), &Catalogue::default()).is_err(),
+                    "a table that is not UTF-8 loaded"
+                );
             }
         }
     });
