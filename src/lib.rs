@@ -17,6 +17,7 @@ pub mod error;
 pub mod forward;
 pub mod forwarded;
 pub mod jwt;
+pub mod k8s;
 pub mod key_source;
 pub mod keys;
 pub mod keys_cli;

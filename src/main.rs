@@ -124,6 +124,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", KeyHash::of(key).to_hex());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inject(args) => {
+            keygate::k8s::run_inject(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config } => {
             let cfg = config::load(&config)?;
             let _flush_logs_on_exit = init_tracing(cfg.log.format, &cfg.log.level);

@@ -7,6 +7,7 @@ mod anomaly;
 mod authz;
 mod fleet_limit;
 mod hygiene;
+mod inject;
 mod keys_cli;
 mod lifecycle;
 mod pg_cache;
