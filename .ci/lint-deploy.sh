@@ -21,9 +21,10 @@ PY_PACKAGES=(
 K8S_VERSIONS=(1.29.0 1.37.0)
 # Kustomize directories; each is validated and built.
 K8S_DIRS=(deploy/kubernetes deploy/injector)
-# What `keygate inject` writes (tests/it/inject.rs compares it byte for byte): a pod it
-# injected must be one the API server accepts, on the oldest and the newest schema.
-INJECTED_GOLDEN=(tests/golden/inject/*.out.yaml tests/golden/inject/*.out.json)
+# What `keygate inject` writes and the pod the webhook's patch makes (tests/it/inject.rs and
+# tests/it/webhook.rs compare them byte for byte): an injected pod must be one the API server
+# accepts, on the oldest and the newest schema.
+INJECTED_GOLDEN=(tests/golden/inject/*.out.yaml tests/golden/inject/*.out.json tests/golden/webhook/*.out.yaml)
 
 run() {
   printf '+ %s\n' "$*"
@@ -76,7 +77,8 @@ for dir in "${K8S_DIRS[@]}"; do
   fi
 done
 # kubernetes-validate has no schema for kind List: its items are validated, as documents of
-# a file of the same name under a scratch directory.
+# a file of the same name under a scratch directory. It also needs metadata.name, which a pod
+# made by a controller does not have yet at admission (only generateName): one is filled in.
 items_dir="$(mktemp -d)"
 trap 'rm -rf "$items_dir"' EXIT
 for f in "${INJECTED_GOLDEN[@]}"; do
@@ -87,6 +89,10 @@ import sys, yaml
 docs = []
 for d in yaml.safe_load_all(open(sys.argv[1])):
     docs.extend(d["items"] if d and d.get("kind") == "List" else [d])
+for d in docs:
+    meta = d.setdefault("metadata", {})
+    if "name" not in meta and "generateName" in meta:
+        meta["name"] = meta["generateName"] + "x"
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
 EOF
   manifests+=("$items_dir/$f")

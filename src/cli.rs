@@ -1,4 +1,4 @@
-//! Command line: `serve`, `demo`, `check-config`, `hash-key`, `keys`, `inject`.
+//! Command line: `serve`, `demo`, `check-config`, `hash-key`, `keys`, `inject`, `webhook`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +60,11 @@ pub enum Command {
     /// Add keygate as a sidecar to every pod template in Kubernetes manifests (like `linkerd
     /// inject`): `keygate inject deploy.yaml | kubectl apply -f -`.
     Inject(crate::k8s::InjectArgs),
+    /// The Kubernetes admission webhook that injects keygate into new pods, and its certificate.
+    Webhook {
+        #[command(subcommand)]
+        command: crate::k8s::WebhookCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

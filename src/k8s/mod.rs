@@ -1,11 +1,15 @@
 //! Kubernetes sidecar injection: `keygate inject` rewrites manifests, `keygate webhook` answers
 //! the API server's admission reviews with the same injection as a JSON patch.
-//! `inject` + `sidecar` are the pure injection; `objects` and `service` the manifest handling.
+//! `inject` + `sidecar` are the pure injection; `objects` and `service` the manifest handling;
+//! `review` the webhook's decision, `webhook` its HTTPS server, `certs` its certificate.
 
+pub mod certs;
 pub mod inject;
 pub mod objects;
+pub mod review;
 pub mod service;
 pub mod sidecar;
+pub mod webhook;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -39,6 +43,16 @@ impl SidecarArgs {
             legacy_sidecar: self.legacy_sidecar,
         }
     }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WebhookCommand {
+    /// Serve the mutating admission webhook (HTTPS): pods created in opted-in namespaces get
+    /// keygate as a sidecar.
+    Serve(webhook::ServeArgs),
+    /// Write a self-signed CA, a serving certificate for the webhook's Service and the
+    /// caBundle patch (for clusters without cert-manager).
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Debug, clap::Args)]

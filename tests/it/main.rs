@@ -18,3 +18,4 @@ mod relay;
 mod tls;
 mod tokens;
 mod upstream_pool;
+mod webhook;
