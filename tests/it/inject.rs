@@ -176,3 +176,75 @@ fn the_cli_injects_stdin_and_refuses_host_network_with_nothing_on_stdout() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("<stdin>: Pod/on-the-node: spec.hostNetwork is true"), "{stderr}");
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Manifest-shaped text: the keys and values inject looks at, in random nesting.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let words = prop::sample::select(vec![
+            "kind",
+            "Pod",
+            "List",
+            "items",
+            "CronJob",
+            "Deployment",
+            "spec",
+            "template",
+            "jobTemplate",
+            "metadata",
+            "annotations",
+            "containers",
+            "initContainers",
+            "volumes",
+            "ports",
+            "containerPort",
+            "8080",
+            "hostNetwork",
+            "true",
+            "name",
+            "keygate",
+            "keygate.io/inject",
+            "disabled",
+            "Service",
+            "selector",
+            "targetPort",
+            "-",
+            ":",
+            "\n",
+            "\n  ",
+            "\n    ",
+            "---\n",
+            "[",
+            "]",
+            "{",
+            "}",
+            "null",
+            "3000",
+            "\"",
+        ]);
+        prop::collection::vec(words, 0..60).prop_map(|w| w.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn inject_text_on_manifest_shaped_text(text in yamlish(), rewrite in any::<bool>()) {
+            let (opts, _) = options_for("fuzz");
+            if let Ok((out, _)) = inject_text(&text, "fuzz", &opts, rewrite) {
+                // Whatever it accepted, a second pass accepts too and leaves as it was.
+                let (again, _) = inject_text(&out, "fuzz", &opts, rewrite).expect("its own output is accepted");
+                prop_assert_eq!(again, out);
+            }
+        }
+
+        #[test]
+        fn inject_text_on_arbitrary_text(text in ".{0,200}") {
+            let (opts, _) = options_for("fuzz");
+            let _ = inject_text(&text, "fuzz", &opts, false);
+        }
+    }
+}
