@@ -47,12 +47,23 @@ pub fn review(body: &[u8], policy: &Policy) -> (Json, Decision) {
         Ok(x) => x,
         Err(reason) => (AdmissionResponse::invalid(reason), Decision::Invalid),
     };
-    let out = serde_json::to_value(response.into_review()).unwrap_or_else(|e| {
+    let mut out = serde_json::to_value(response.into_review()).unwrap_or_else(|e| {
         // Only a patch that cannot be serialised gets here; answer without one.
         serde_json::to_value(AdmissionResponse::invalid(format!("cannot encode the response: {e}")).into_review())
             .unwrap_or(Json::Null)
     });
+    base64_patch(&mut out);
     (out, decision)
+}
+
+/// kube-core serialises the patch (`[]byte` in the API) as an array of numbers; the API's JSON
+/// form is base64 text, as the Kubernetes documentation shows it (kube-rs/kube#1781).
+fn base64_patch(review: &mut Json) {
+    use base64::Engine;
+    let Some(patch) = review.pointer_mut("/response/patch") else { return };
+    if let Ok(bytes) = serde_json::from_value::<Vec<u8>>(patch.clone()) {
+        *patch = Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
 }
 
 fn respond(body: &[u8], policy: &Policy) -> Result<(AdmissionResponse, Decision), String> {

@@ -122,12 +122,11 @@ impl Webhook {
         };
         let (out, decision) = review(&body, &self.policy);
         self.metrics.reviewed(decision);
-        let response = out.get("response");
-        let field = |f: &str| response.and_then(|r| r.get(f)).cloned().unwrap_or_default();
+        let text = |pointer: &str| out.pointer(pointer).and_then(serde_json::Value::as_str).unwrap_or("");
         tracing::info!(
-            uid = %field("uid"),
+            uid = text("/response/uid"),
             decision = decision.as_str(),
-            message = %field("status").get("message").cloned().unwrap_or_default(),
+            message = text("/response/status/message"),
             "admission review"
         );
         // A review that could not be read is still answered 200 with allowed: false: the API
@@ -190,7 +189,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
     };
     let done = tokio::spawn(server::serve(listener, Arc::clone(&webhook), opts, shutdown));
     let reloader = tokio::spawn(reload_on_change(tls, files, args.reload_interval));
-    tracing::info!(%addr, namespace = ?args.namespace, "keygate webhook listening");
+    tracing::info!(%addr, namespace = args.namespace.as_deref().unwrap_or(""), "keygate webhook listening");
     Ok(Running { addr, webhook, stop, done, reloader })
 }
 

@@ -132,9 +132,8 @@ impl Hook {
 
 fn patched(review: &Value, response: &Value) -> Value {
     assert_eq!(response["patchType"], "JSONPatch", "{response}");
-    // kube-core sends the []byte as a JSON array of numbers (Go's decoder takes that as well
-    // as base64 text).
-    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    // base64 text, the API's JSON form of []byte (kube-core alone would send an array).
+    let bytes = base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &patch).unwrap();
