@@ -188,6 +188,13 @@ async fn opted_out_already_injected_and_excluded_pods_are_allowed_unchanged() {
     let mut update = create_review();
     update["request"]["operation"] = json!("UPDATE");
     cases.push(("an update", update));
+    let mut binding = create_review();
+    binding["request"]["subResource"] = json!("binding");
+    cases.push(("a subresource", binding));
+    let mut not_a_pod = create_review();
+    not_a_pod["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    not_a_pod["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
+    cases.push(("not a pod", not_a_pod));
     for (what, req) in &cases {
         let resp = hook.review(req).await;
         assert_eq!(resp["allowed"], true, "{what}: {resp}");
