@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
+/// The webhooks in deploy/injector/mutatingwebhookconfiguration.yaml, each given the caBundle.
+const WEBHOOKS: usize = 2;
+
 #[derive(Debug, clap::Args)]
 pub struct CertsArgs {
     /// The webhook's Service name.
@@ -70,11 +73,17 @@ pub fn issue(service: &str, namespace: &str, days: i64) -> anyhow::Result<Issued
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     let issued = issue(&args.service, &args.namespace, args.days)?;
     std::fs::create_dir_all(&args.out).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
-    let patch = serde_json::json!([{
-        "op": "add",
-        "path": "/webhooks/0/clientConfig/caBundle",
-        "value": issued.ca_bundle,
-    }]);
+    // deploy/injector's configuration has two webhooks (namespace opt-in, pod opt-in).
+    let patch: Vec<serde_json::Value> = (0..WEBHOOKS)
+        .map(|i| {
+            serde_json::json!({
+                "op": "add",
+                "path": format!("/webhooks/{i}/clientConfig/caBundle"),
+                "value": issued.ca_bundle,
+            })
+        })
+        .collect();
+    let patch = serde_json::Value::from(patch);
     write(&args.out.join("ca.crt"), issued.ca_pem.as_bytes(), 0o644)?;
     write(&args.out.join("tls.crt"), issued.cert_pem.as_bytes(), 0o644)?;
     write(&args.out.join("tls.key"), issued.key_pem.as_bytes(), 0o600)?;

@@ -272,9 +272,18 @@ fn certs_writes_a_private_key_only_its_owner_reads_and_a_ca_bundle_patch() {
     assert_eq!(mode & 0o777, 0o600);
     let patch: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("cabundle-patch.json")).unwrap()).unwrap();
-    assert_eq!(patch[0]["path"], "/webhooks/0/clientConfig/caBundle");
-    let bundle = base64::engine::general_purpose::STANDARD.decode(patch[0]["value"].as_str().unwrap()).unwrap();
-    assert_eq!(bundle, std::fs::read(dir.path().join("ca.crt")).unwrap());
+    // One op per webhook in deploy/injector's configuration.
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/injector/mutatingwebhookconfiguration.yaml"),
+    )
+    .unwrap();
+    let webhooks = serde_yaml::from_str::<Value>(&config).unwrap()["webhooks"].as_array().unwrap().len();
+    assert_eq!(patch.as_array().unwrap().len(), webhooks);
+    for (i, op) in patch.as_array().unwrap().iter().enumerate() {
+        assert_eq!(op["path"], format!("/webhooks/{i}/clientConfig/caBundle"));
+        let bundle = base64::engine::general_purpose::STANDARD.decode(op["value"].as_str().unwrap()).unwrap();
+        assert_eq!(bundle, std::fs::read(dir.path().join("ca.crt")).unwrap());
+    }
 }
 
 mod never_panics {
