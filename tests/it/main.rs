@@ -6,6 +6,7 @@ mod alerts;
 mod anomaly;
 mod authz;
 mod check_config;
+mod demo;
 mod fleet_limit;
 mod hygiene;
 mod keys_cli;
