@@ -288,13 +288,9 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     };
 
     let log = Log {
-        format: match raw.log.format.as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => {
-                c.0.push(format!("log.format: {other:?} is not json or text"));
-                LogFormat::Json
-            }
+        format: match raw.log.format {
+            None | Some(raw::LogFormat::Json) => LogFormat::Json,
+            Some(raw::LogFormat::Text) => LogFormat::Text,
         },
         level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
     };

@@ -25,13 +25,9 @@ pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteS
     if let Some(res) = &r.resource {
         c.val(&format!("{at}.resource"), crate::keys::Scope::parse(&format!("{res}:read")));
     }
-    let foreign_clinic = match r.on_foreign_clinic.as_deref() {
-        None | Some("empty") => ForeignClinic::EmptyResult,
-        Some("deny") => ForeignClinic::Deny,
-        Some(other) => {
-            c.0.push(format!("{at}.on_foreign_clinic: {other:?} is not empty or deny"));
-            ForeignClinic::EmptyResult
-        }
+    let foreign_clinic = match r.on_foreign_clinic {
+        None | Some(raw::OnForeignClinic::Empty) => ForeignClinic::EmptyResult,
+        Some(raw::OnForeignClinic::Deny) => ForeignClinic::Deny,
     };
     let empty_body = r.empty_body.clone().unwrap_or_else(|| defaults::EMPTY_BODY.to_string());
     if serde_json::from_str::<serde_json::Value>(&empty_body).is_err() {
