@@ -281,18 +281,18 @@ pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<AlertSettings> {
             return None;
         }
     };
-    let queue = w.queue.unwrap_or(1024);
-    if queue == 0 {
+    // The defaults live with the alerter (AlertSettings::new); the config only overrides them.
+    let instance = w.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "keygate".into());
+    let mut s = AlertSettings::new(url, instance);
+    s.cooldown = c.duration("alerts.webhook.cooldown", &w.cooldown, s.cooldown);
+    s.timeout = c.duration("alerts.webhook.timeout", &w.timeout, s.timeout);
+    s.queue = w.queue.unwrap_or(s.queue);
+    if s.queue == 0 {
         c.0.push("alerts.webhook.queue: must be at least 1".into());
+        s.queue = 1;
     }
-    Some(AlertSettings {
-        url,
-        cooldown: c.duration("alerts.webhook.cooldown", &w.cooldown, Duration::from_secs(600)),
-        timeout: c.duration("alerts.webhook.timeout", &w.timeout, Duration::from_secs(5)),
-        queue: queue.max(1),
-        ca_file: w.ca_file.as_ref().map(PathBuf::from),
-        instance: w.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "keygate".into()),
-    })
+    s.ca_file = w.ca_file.as_ref().map(PathBuf::from);
+    Some(s)
 }
 
 #[cfg(test)]
