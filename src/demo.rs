@@ -135,6 +135,30 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     };
     tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
     let running = crate::app::start(config).await.map_err(|e| explain_bind_error(e, listen, admin_listen))?;
+    let keys = DemoSecrets { all: &all.secret, one: &one.secret, test: &test.secret, tiny: &tiny.secret };
+    print_banner(&running, upstream_addr, &config_path, &keys_path, &keys);
+    crate::signals::run_until_terminated(&running).await?;
+    running.stopped().await;
+    drop(guard);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo keys' secrets, for the banner (this terminal is the only place they are shown).
+struct DemoSecrets<'a> {
+    all: &'a str,
+    one: &'a str,
+    test: &'a str,
+    tiny: &'a str,
+}
+
+/// Where everything is, the demo keys, and curl commands to paste.
+fn print_banner(
+    running: &crate::app::Running,
+    upstream_addr: SocketAddr,
+    config_path: &std::path::Path,
+    keys_path: &std::path::Path,
+    k: &DemoSecrets<'_>,
+) {
     let base = format!("http://{}", running.proxy_addr);
     let admin = format!("http://{}", running.admin_addr);
     println!(
@@ -176,13 +200,9 @@ Ctrl-C stops it.
 "#,
         config = config_path.display(),
         keys = keys_path.display(),
-        all = all.secret,
-        one = one.secret,
-        test = test.secret,
-        tiny = tiny.secret,
+        all = k.all,
+        one = k.one,
+        test = k.test,
+        tiny = k.tiny,
     );
-    crate::signals::run_until_terminated(&running).await?;
-    running.stopped().await;
-    drop(guard);
-    Ok(ExitCode::SUCCESS)
 }

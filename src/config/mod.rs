@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::{Method, Uri};
+use http::Uri;
 use ipnet::IpNet;
 
 use crate::keys::{Environment, KeyFormat};
@@ -223,26 +223,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     let keys = keys(&mut c, &raw.keys);
     let key_store = key_store::key_store(&mut c, raw.key_store.as_ref(), raw.keys.file.as_ref());
 
-    let l = &raw.limits;
-    let limits = Limits {
-        max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
-        max_headers: l.max_headers.unwrap_or(100),
-        header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
-        idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
-        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
-        max_connections: l.max_connections.unwrap_or(4096),
-        max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
-        request_id_max_length: l.request_id_max_length.unwrap_or(128),
-    };
-    if limits.max_header_bytes < 8192 {
-        c.0.push("limits.max_header_bytes: must be at least 8192".into());
-    }
-    if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
-        c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
-    }
-    if !(16..=1024).contains(&limits.request_id_max_length) {
-        c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
-    }
+    let limits = limits(&mut c, &raw.limits);
     let drain_timeout = c.duration("drain_timeout", &raw.drain_timeout, Duration::from_secs(20));
 
     let trusted_proxies = raw
@@ -262,41 +243,9 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     }
     let headers = HeaderPolicy::new(&raw.strip_headers, raw.allow_method_override);
 
-    let specs = match &raw.routes {
-        Some(list) => list.iter().enumerate().filter_map(|(i, r)| routes::route(&mut c, i, r)).collect(),
-        None => defaults::clinic_api_routes(),
-    };
-    let public: Vec<(String, Vec<Method>)> = raw
-        .public_routes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let m = c.methods(&format!("public_routes[{i}].methods"), &p.methods, &[Method::GET, Method::HEAD]);
-            (p.path.clone(), m)
-        })
-        .collect();
-    let routes = match RouteTable::new(specs, public) {
-        Ok(t) => {
-            // The first match wins: a route behind a broader one would silently never apply.
-            c.0.extend(t.shadowed());
-            t
-        }
-        Err(errs) => {
-            c.0.extend(errs.into_iter().map(|e| format!("routes: {e}")));
-            RouteTable::default()
-        }
-    };
+    let routes = routes::table(&mut c, &raw.routes, &raw.public_routes);
 
-    let log = Log {
-        format: match raw.log.format {
-            None | Some(raw::LogFormat::Json) => LogFormat::Json,
-            Some(raw::LogFormat::Text) => LogFormat::Text,
-        },
-        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
-    }
+    let log = log(&mut c, &raw.log);
 
     let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
     let anomaly = protection::anomaly(&mut c, &raw.anomaly);
@@ -327,6 +276,44 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         upstream_context,
     };
     (cfg, c.0)
+}
+
+fn limits(c: &mut Check, l: &raw::RawLimits) -> Limits {
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
+        max_headers: l.max_headers.unwrap_or(100),
+        header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
+        idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
+        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
+        max_connections: l.max_connections.unwrap_or(4096),
+        max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+        request_id_max_length: l.request_id_max_length.unwrap_or(128),
+    };
+    if limits.max_header_bytes < 8192 {
+        c.0.push("limits.max_header_bytes: must be at least 8192".into());
+    }
+    if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
+        c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
+    }
+    if !(16..=1024).contains(&limits.request_id_max_length) {
+        c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
+    }
+    limits
+}
+
+fn log(c: &mut Check, l: &raw::RawLog) -> Log {
+    let log = Log {
+        format: match l.format {
+            None | Some(raw::LogFormat::Json) => LogFormat::Json,
+            Some(raw::LogFormat::Text) => LogFormat::Text,
+        },
+        level: l.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
+    }
+
+    log
 }
 
 fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {

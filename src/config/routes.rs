@@ -2,9 +2,10 @@
 //! gets.
 
 use bytes::Bytes;
+use http::Method;
 
 use super::{defaults, raw, Check};
-use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec};
+use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable};
 
 pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteSpec> {
     let at = format!("routes[{i}] ({})", r.path);
@@ -50,4 +51,32 @@ pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteS
         foreign_clinic,
         empty_body: Bytes::from(empty_body),
     })
+}
+
+/// The route table: configured routes (else the shipped ones) and public routes, with every
+/// route an earlier one shadows refused.
+pub(super) fn table(c: &mut Check, routes: &Option<Vec<raw::RawRoute>>, public: &[raw::RawPublicRoute]) -> RouteTable {
+    let specs = match routes {
+        Some(list) => list.iter().enumerate().filter_map(|(i, r)| route(c, i, r)).collect(),
+        None => defaults::clinic_api_routes(),
+    };
+    let public: Vec<(String, Vec<Method>)> = public
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let m = c.methods(&format!("public_routes[{i}].methods"), &p.methods, &[Method::GET, Method::HEAD]);
+            (p.path.clone(), m)
+        })
+        .collect();
+    match RouteTable::new(specs, public) {
+        Ok(t) => {
+            // The first match wins: a route behind a broader one would silently never apply.
+            c.0.extend(t.shadowed());
+            t
+        }
+        Err(errs) => {
+            c.0.extend(errs.into_iter().map(|e| format!("routes: {e}")));
+            RouteTable::default()
+        }
+    }
 }
