@@ -136,8 +136,10 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
     let running = crate::app::start(config).await.map_err(|e| explain_bind_error(e, listen, admin_listen))?;
     let keys = DemoSecrets { all: &all.secret, one: &one.secret, test: &test.secret, tiny: &tiny.secret };
+    // Before the banner says "Ctrl-C stops it": a signal from then on drains and cleans up.
+    let signals = crate::signals::Signals::install()?;
     print_banner(&running, upstream_addr, &config_path, &keys_path, &keys);
-    crate::signals::run_until_terminated(&running).await?;
+    signals.run_until_terminated(&running).await;
     running.stopped().await;
     drop(guard);
     Ok(ExitCode::SUCCESS)
