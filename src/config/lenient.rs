@@ -60,3 +60,31 @@ fn cut_block(text: &str, line: usize) -> Option<(String, String)> {
         .collect();
     Some((out.join("\n") + "\n", field))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    const GOOD: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys:\n  file: k.yaml\n";
+
+    #[test]
+    fn each_refused_field_is_reported_on_its_own_line() {
+        let text = format!("{GOOD}listn: x\nlimits:\n  max_headers: many\n  max_connections: -1\n");
+        let (raw, problems) = super::parse_lenient(&text);
+        assert!(raw.is_some(), "what is left parses: {problems:?}");
+        let lines: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(lines, ["line 6", "line 8", "line 9"], "{problems:?}");
+    }
+
+    proptest! {
+        /// Whatever the text, parsing ends (bounded retries), never panics, and a problem is
+        /// reported whenever no config comes out.
+        #[test]
+        fn never_panics_and_never_fails_silently(lines in prop::collection::vec("[ a-z_:\\-\\[\\]{}0-9\"é]{0,30}", 0..12)) {
+            let text = format!("{GOOD}{}\n", lines.join("\n"));
+            let (raw, problems) = super::parse_lenient(&text);
+            prop_assert!(raw.is_some() || !problems.is_empty());
+            let _ = crate::config::parse_all(&text);
+        }
+    }
+}
