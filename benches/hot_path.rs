@@ -128,6 +128,7 @@ fn bench(c: &mut Criterion) {
         }],
         issue: None,
         jwks_path: "/.well-known/jwks.json".into(),
+        loaded: Default::default(),
     };
     let jwt_keys = keygate::jwt::KeySet::load(&settings.keys).unwrap();
     let (t, _) = table(1, 1);

@@ -46,6 +46,7 @@ pub enum Command {
     /// Create or upgrade the PostgreSQL key store's schema (key_store.kind: postgres). Safe to
     /// run again: applies only what is missing.
     Migrate {
+        /// The YAML config whose key_store to migrate.
         #[arg(long, short, env = "KEYGATE_CONFIG", default_value = "/etc/keygate/config.yaml")]
         config: PathBuf,
     },
@@ -230,4 +231,31 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every flag or argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "keygate", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -56,9 +56,44 @@ fn demo_key(id: &str, prefix: &str, env: &str, extra: &str) -> DemoKey {
     DemoKey { secret, yaml }
 }
 
+/// The demo's temp dir (it holds a private signing key): owner-only, and removed however the
+/// demo ends, a busy port included.
+struct DemoDir(std::path::PathBuf);
+
+impl DemoDir {
+    fn create() -> anyhow::Result<DemoDir> {
+        let dir = std::env::temp_dir().join(format!("keygate-demo-{}", std::process::id()));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.recursive(true).create(&dir)?;
+        Ok(DemoDir(dir))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port already in use is the demo's most likely failure: say how to pick another.
+fn explain_bind_error(e: anyhow::Error, listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Error {
+    let in_use = e
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse));
+    if !in_use {
+        return e;
+    }
+    e.context(format!(
+        "a port the demo needs is in use ({listen} or {admin_listen}); pick others, e.g. \
+         keygate demo --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090"
+    ))
+}
+
 pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("keygate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let guard = DemoDir::create()?;
+    let dir = guard.0.clone();
 
     let upstream_listener = TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
@@ -99,7 +134,33 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
         name: "demo-upstream",
     };
     tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
-    let running = crate::app::start(config).await?;
+    let running = crate::app::start(config).await.map_err(|e| explain_bind_error(e, listen, admin_listen))?;
+    let keys = DemoSecrets { all: &all.secret, one: &one.secret, test: &test.secret, tiny: &tiny.secret };
+    // Before the banner says "Ctrl-C stops it": a signal from then on drains and cleans up.
+    let signals = crate::signals::Signals::install()?;
+    print_banner(&running, upstream_addr, &config_path, &keys_path, &keys);
+    signals.run_until_terminated(&running).await;
+    running.stopped().await;
+    drop(guard);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo keys' secrets, for the banner (this terminal is the only place they are shown).
+struct DemoSecrets<'a> {
+    all: &'a str,
+    one: &'a str,
+    test: &'a str,
+    tiny: &'a str,
+}
+
+/// Where everything is, the demo keys, and curl commands to paste.
+fn print_banner(
+    running: &crate::app::Running,
+    upstream_addr: SocketAddr,
+    config_path: &std::path::Path,
+    keys_path: &std::path::Path,
+    k: &DemoSecrets<'_>,
+) {
     let base = format!("http://{}", running.proxy_addr);
     let admin = format!("http://{}", running.admin_addr);
     println!(
@@ -116,24 +177,24 @@ DEMO keys (generated just now, valid only for this demo):
   test environment               {test}
   3 requests a minute            {tiny}
 
-Try:
+Try (each prints the status code last):
   # 200: the upstream sees X-Allowed-Clinics, X-Scopes, X-Api-Key-Id (never the key)
-  curl -s -H "Authorization: Bearer {all}" {base}/api/v1/clinics/clinic_001/interactions
+  curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {all}" {base}/api/v1/clinics/clinic_001/interactions
   # 401 UNAUTHORIZED: missing Authorization header
-  curl -s {base}/api/v1/clinics/clinic_001/interactions
+  curl -s -w '\nHTTP %{{http_code}}\n' {base}/api/v1/clinics/clinic_001/interactions
   # 403 INSUFFICIENT_SCOPE: this key has interactions:read only
-  curl -s -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_001/metrics
+  curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_001/metrics
   # 200 with empty results: clinic_002 is outside this key's clinics; the upstream is never asked
-  curl -s -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_002/interactions
+  curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_002/interactions
   # 401 API_KEY_ENVIRONMENT_MISMATCH: a test key on a live proxy
-  curl -s -H "Authorization: Bearer {test}" {base}/api/v1/clinics
+  curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {test}" {base}/api/v1/clinics
   # 200, 200, 200, then 429 RATE_LIMIT_EXCEEDED with Retry-After (RateLimit headers on each)
   for i in 1 2 3 4; do curl -s -i -H "Authorization: Bearer {tiny}" {base}/api/v1/clinics | grep -iE '^(HTTP|ratelimit|retry-after)'; done
   # A 5-minute token for clinic_001 only, traded for the key; then use it like the key
   TOKEN=$(curl -s -X POST -H "Authorization: Bearer {all}" -d '{{"clinics":["clinic_001"],"ttl_seconds":300}}' {base}/auth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
-  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/clinics/clinic_001/interactions
+  curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer $TOKEN" {base}/api/v1/clinics/clinic_001/interactions
   # The token's public keys
-  curl -s {base}/.well-known/jwks.json
+  curl -s -w '\nHTTP %{{http_code}}\n' {base}/.well-known/jwks.json
   # Prometheus metrics: decisions, rate limits, anomalies (the test key above was one)
   curl -s {admin}/metrics | grep -E 'keygate_(requests|rate_limit_decisions|anomalies)_total'
 
@@ -141,13 +202,9 @@ Ctrl-C stops it.
 "#,
         config = config_path.display(),
         keys = keys_path.display(),
-        all = all.secret,
-        one = one.secret,
-        test = test.secret,
-        tiny = tiny.secret,
+        all = k.all,
+        one = k.one,
+        test = k.test,
+        tiny = k.tiny,
     );
-    crate::signals::run_until_terminated(&running).await?;
-    running.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(ExitCode::SUCCESS)
 }

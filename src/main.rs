@@ -42,7 +42,15 @@ fn init_tracing(format: LogFormat, level: &str) -> keygate::logbuf::FlushGuard {
                 .with(keygate::auditlog::AuditLayer::new(writer))
                 .init();
         }
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).init(),
+        // Colour codes only for a person at a terminal, never into a file or a log collector.
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(writer)
+                .init()
+        }
     }
     guard
 }

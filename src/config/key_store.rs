@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawKeyCache, RawKeyStore, RawUsageWriteBack};
+use super::raw::{self, RawKeyCache, RawKeyStore, RawUsageWriteBack, StoreKind, Sync};
 use super::Check;
 
 #[derive(Debug, Clone)]
@@ -104,15 +104,15 @@ pub fn valid_schema(s: &str) -> bool {
 }
 
 pub(super) fn key_store(c: &mut Check, raw: Option<&RawKeyStore>, file: Option<&String>) -> KeyStore {
-    let kind = raw.and_then(|r| r.kind.as_deref()).unwrap_or("file");
+    let kind = raw.and_then(|r| r.kind).unwrap_or(StoreKind::File);
     match (kind, raw) {
-        ("postgres", Some(r)) => {
+        (StoreKind::Postgres, Some(r)) => {
             if file.is_some() {
                 c.0.push("keys.file: not used with key_store.kind postgres; remove it (use `keygate keys import FILE` to move a table)".into());
             }
             KeyStore::Postgres(postgres(c, r))
         }
-        ("file", _) => {
+        (StoreKind::File, _) | (StoreKind::Postgres, None) => {
             if let Some(r) = raw {
                 let set = [
                     ("url", r.url.is_some()),
@@ -140,10 +140,6 @@ pub(super) fn key_store(c: &mut Check, raw: Option<&RawKeyStore>, file: Option<&
                 }
             }
         }
-        (other, _) => {
-            c.0.push(format!("key_store.kind: {other:?} is not file or postgres"));
-            KeyStore::File(PathBuf::new())
-        }
     }
 }
 
@@ -162,27 +158,19 @@ fn postgres(c: &mut Check, r: &RawKeyStore) -> PgStore {
             "key_store.schema: {schema:?} must be 1-48 characters of [a-z0-9_], not starting with a digit"
         ));
     }
-    let sync = match r.sync.as_deref() {
-        None | Some("replica") => {
+    let sync = match r.sync {
+        None | Some(Sync::Replica) => {
             if r.cache.is_some() {
                 c.0.push("key_store.cache: only used with sync: cache".into());
             }
             SyncMode::Replica
         }
-        Some("cache") => SyncMode::Cache(cache(c, r.cache.as_ref())),
-        Some(other) => {
-            c.0.push(format!("key_store.sync: {other:?} is not replica or cache"));
-            SyncMode::Replica
-        }
+        Some(Sync::Cache) => SyncMode::Cache(cache(c, r.cache.as_ref())),
     };
     let usage_flush = usage(c, r.usage.as_ref());
-    let on_stale = match r.on_stale.as_deref() {
-        None | Some("refuse") => OnStale::Refuse,
-        Some("serve") => OnStale::Serve,
-        Some(other) => {
-            c.0.push(format!("key_store.on_stale: {other:?} is not refuse or serve"));
-            OnStale::Refuse
-        }
+    let on_stale = match r.on_stale {
+        None | Some(raw::OnStale::Refuse) => OnStale::Refuse,
+        Some(raw::OnStale::Serve) => OnStale::Serve,
     };
     let poll_interval = c.duration("key_store.poll_interval", &r.poll_interval, Duration::from_secs(2));
     let timeout = c.duration("key_store.timeout", &r.timeout, Duration::from_secs(5));

@@ -249,7 +249,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_any_text(text in "[ a-z:#\\-\\[\\]{}'\"\n]{0,200}", field in "[a-z\\[\\]0-9. ()]{0,20}") {
+        fn never_panics_on_any_text(text in "[ a-z:#\\-\\[\\]{}'\"\néµ]{0,200}", field in "[a-z\\[\\]0-9. ()]{0,20}") {
             if let Some(p) = parse_path(&field) {
                 let _ = line_of(&text, &p);
             }

@@ -60,7 +60,9 @@ fn unknown(msg: &str, what: &str) -> Option<String> {
         (None, false) => format!(" (allowed here: {})", allowed.join(", ")),
         (None, true) => " (nothing is allowed here)".to_string(),
     };
-    Some(format!("{prefix}{what} `{name}`{hint}"))
+    // serde's "variant" is a Rust word; to the operator it is a value.
+    let said = if what == "unknown variant" { "unknown value" } else { what };
+    Some(format!("{prefix}{said} `{name}`{hint}"))
 }
 
 /// "field: message" → "line N: field: message" when the text shows where `field` is.
@@ -110,7 +112,7 @@ mod tests {
         );
         assert_eq!(
             reword("k: unknown variant `ful`, expected one of `read_only`, `write`, `full`"),
-            "k: unknown variant `ful` (did you mean `full`?)"
+            "k: unknown value `ful` (did you mean `full`?)"
         );
     }
 

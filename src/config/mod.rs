@@ -3,12 +3,15 @@
 //! `keygate check-config` runs exactly this.
 
 pub mod alert;
+mod check;
 mod defaults;
 mod key_store;
+mod lenient;
 pub mod locate;
 pub mod messages;
 mod protection;
 pub mod raw;
+mod routes;
 mod secrets;
 mod tokens;
 
@@ -16,13 +19,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Uri};
+use http::Uri;
 use ipnet::IpNet;
 
 use crate::keys::{Environment, KeyFormat};
-use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable};
+use crate::policy::{Required, RouteTable};
 use crate::sanitize::HeaderPolicy;
+use check::Check;
 use raw::RawConfig;
 
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
@@ -186,7 +189,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 /// problem found, each with its line where the text shows it. For `check-config`, which goes on
 /// to load the files a broken config names too.
 pub fn parse_all(text: &str) -> (Option<Config>, Vec<String>) {
-    let (raw, mut problems) = parse_lenient(text);
+    let (raw, mut problems) = lenient::parse_lenient(text);
     let cfg = raw.map(|raw| {
         let (cfg, more) = build(raw);
         problems.extend(more.into_iter().map(|p| messages::with_line(text, p)));
@@ -194,102 +197,6 @@ pub fn parse_all(text: &str) -> (Option<Config>, Vec<String>) {
     });
     messages::sort_by_line(&mut problems);
     (cfg, problems)
-}
-
-/// The raw config, if what is left parses once the refused fields are cut out, and the
-/// syntax and type problems met on the way.
-fn parse_lenient(text: &str) -> (Option<RawConfig>, Vec<String>) {
-    let mut text = text.to_string();
-    let mut problems: Vec<String> = Vec::new();
-    let mut cut: Vec<String> = Vec::new();
-    for _ in 0..32 {
-        let e = match serde_yaml::from_str::<RawConfig>(&text) {
-            Ok(raw) => return (Some(raw), problems),
-            Err(e) => e,
-        };
-        let msg = messages::reword(&e.to_string());
-        // A field cut out for being wrong then reads as missing: that was said already.
-        if cut.iter().any(|f| msg.contains(&format!("missing field `{f}`"))) {
-            break;
-        }
-        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-        problems.push(match line {
-            Some(l) => format!("line {l}: {msg}"),
-            None => msg,
-        });
-        match line.and_then(|l| cut_block(&text, l)) {
-            Some((rest, field)) => {
-                cut.push(field);
-                text = rest;
-            }
-            None => break,
-        }
-    }
-    (None, problems)
-}
-
-/// `text` with line `line` (1-based) and the lines nested under it blanked (so later errors
-/// keep their line numbers), and the key it held; `None` when that line holds no key to cut (a
-/// syntax error, say).
-fn cut_block(text: &str, line: usize) -> Option<(String, String)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let at = *lines.get(line - 1)?;
-    let indent = at.len() - at.trim_start().len();
-    let body = at.trim_start().trim_start_matches("- ");
-    let field = body.split_once(':')?.0.trim().trim_matches(['"', '\'']).to_string();
-    let nested = |l: &&&str| l.trim().is_empty() || l.len() - l.trim_start().len() > indent;
-    let end = line + lines[line..].iter().take_while(nested).count();
-    // An item's dash stays, so the list keeps its shape.
-    let dash = format!("{}- {{}}", " ".repeat(indent));
-    let first = if at.trim_start().starts_with("- ") { dash.as_str() } else { "" };
-    let out: Vec<&str> = lines[..line - 1]
-        .iter()
-        .copied()
-        .chain(std::iter::once(first))
-        .chain(std::iter::repeat_n("", end - line))
-        .chain(lines[end..].iter().copied())
-        .collect();
-    Some((out.join("\n") + "\n", field))
-}
-
-/// Collects problems instead of stopping at the first, so one run shows them all.
-struct Check(Vec<String>);
-
-impl Check {
-    fn val<T, E: std::fmt::Display>(&mut self, field: &str, r: Result<T, E>) -> Option<T> {
-        r.map_err(|e| self.0.push(format!("{field}: {e}"))).ok()
-    }
-
-    fn duration(&mut self, field: &str, v: &Option<String>, default: Duration) -> Duration {
-        match v {
-            None => default,
-            Some(s) => self
-                .val(field, humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 2m)")))
-                .unwrap_or(default),
-        }
-    }
-
-    fn addr(&mut self, field: &str, v: &Option<String>, default: &str) -> SocketAddr {
-        let s = v.as_deref().unwrap_or(default);
-        self.val(field, s.parse::<SocketAddr>().map_err(|e| format!("{s:?}: {e} (expected ip:port)")))
-            .unwrap_or_else(|| default.parse().expect("default address parses"))
-    }
-
-    fn methods(&mut self, field: &str, v: &Option<Vec<String>>, default: &[Method]) -> Vec<Method> {
-        match v {
-            None => default.to_vec(),
-            Some(list) => list
-                .iter()
-                .filter_map(|m| {
-                    let upper = m.to_ascii_uppercase();
-                    self.val(
-                        field,
-                        Method::from_bytes(upper.as_bytes()).map_err(|_| format!("{m:?} is not an HTTP method")),
-                    )
-                })
-                .collect(),
-        }
-    }
 }
 
 /// Every field validated; a field with a problem holds its default, so the rest can still be
@@ -317,26 +224,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     let keys = keys(&mut c, &raw.keys);
     let key_store = key_store::key_store(&mut c, raw.key_store.as_ref(), raw.keys.file.as_ref());
 
-    let l = &raw.limits;
-    let limits = Limits {
-        max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
-        max_headers: l.max_headers.unwrap_or(100),
-        header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
-        idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
-        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
-        max_connections: l.max_connections.unwrap_or(4096),
-        max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
-        request_id_max_length: l.request_id_max_length.unwrap_or(128),
-    };
-    if limits.max_header_bytes < 8192 {
-        c.0.push("limits.max_header_bytes: must be at least 8192".into());
-    }
-    if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
-        c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
-    }
-    if !(16..=1024).contains(&limits.request_id_max_length) {
-        c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
-    }
+    let limits = limits(&mut c, &raw.limits);
     let drain_timeout = c.duration("drain_timeout", &raw.drain_timeout, Duration::from_secs(20));
 
     let trusted_proxies = raw
@@ -356,45 +244,9 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     }
     let headers = HeaderPolicy::new(&raw.strip_headers, raw.allow_method_override);
 
-    let specs = match &raw.routes {
-        Some(list) => list.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r)).collect(),
-        None => defaults::clinic_api_routes(),
-    };
-    let public: Vec<(String, Vec<Method>)> = raw
-        .public_routes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let m = c.methods(&format!("public_routes[{i}].methods"), &p.methods, &[Method::GET, Method::HEAD]);
-            (p.path.clone(), m)
-        })
-        .collect();
-    let routes = match RouteTable::new(specs, public) {
-        Ok(t) => {
-            // The first match wins: a route behind a broader one would silently never apply.
-            c.0.extend(t.shadowed());
-            t
-        }
-        Err(errs) => {
-            c.0.extend(errs.into_iter().map(|e| format!("routes: {e}")));
-            RouteTable::default()
-        }
-    };
+    let routes = routes::table(&mut c, &raw.routes, &raw.public_routes);
 
-    let log = Log {
-        format: match raw.log.format.as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => {
-                c.0.push(format!("log.format: {other:?} is not json or text"));
-                LogFormat::Json
-            }
-        },
-        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
-    }
+    let log = log(&mut c, &raw.log);
 
     let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
     let anomaly = protection::anomaly(&mut c, &raw.anomaly);
@@ -425,6 +277,44 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         upstream_context,
     };
     (cfg, c.0)
+}
+
+fn limits(c: &mut Check, l: &raw::RawLimits) -> Limits {
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
+        max_headers: l.max_headers.unwrap_or(100),
+        header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
+        idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
+        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
+        max_connections: l.max_connections.unwrap_or(4096),
+        max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+        request_id_max_length: l.request_id_max_length.unwrap_or(128),
+    };
+    if limits.max_header_bytes < 8192 {
+        c.0.push("limits.max_header_bytes: must be at least 8192".into());
+    }
+    if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
+        c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
+    }
+    if !(16..=1024).contains(&limits.request_id_max_length) {
+        c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
+    }
+    limits
+}
+
+fn log(c: &mut Check, l: &raw::RawLog) -> Log {
+    let log = Log {
+        format: match l.format {
+            None | Some(raw::LogFormat::Json) => LogFormat::Json,
+            Some(raw::LogFormat::Text) => LogFormat::Text,
+        },
+        level: l.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
+    }
+
+    log
 }
 
 fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {
@@ -471,56 +361,6 @@ fn keys(c: &mut Check, k: &raw::RawKeys) -> Keys {
         reload_interval: c.duration("keys.reload_interval", &k.reload_interval, Duration::from_millis(250)),
         format: KeyFormat::new(prefixes, min, max, k.checksum.unwrap_or(true)),
     }
-}
-
-fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteSpec> {
-    let at = format!("routes[{i}] ({})", r.path);
-    let methods = c.methods(&format!("{at}.methods"), &r.methods, &defaults::ALL_METHODS);
-    let required = match (&r.resource, &r.scopes) {
-        (Some(res), None) => Required::Resource { read: format!("{res}:read"), write: format!("{res}:write") },
-        (None, Some(list)) if !list.is_empty() => {
-            for s in list {
-                c.val(&format!("{at}.scopes"), crate::keys::Scope::parse(s));
-            }
-            Required::Scopes(list.clone())
-        }
-        _ => {
-            c.0.push(format!("{at}: give exactly one of `resource` (e.g. interactions) or a non-empty `scopes` list"));
-            return None;
-        }
-    };
-    if let Some(res) = &r.resource {
-        c.val(&format!("{at}.resource"), crate::keys::Scope::parse(&format!("{res}:read")));
-    }
-    let foreign_clinic = match r.on_foreign_clinic.as_deref() {
-        None | Some("empty") => ForeignClinic::EmptyResult,
-        Some("deny") => ForeignClinic::Deny,
-        Some(other) => {
-            c.0.push(format!("{at}.on_foreign_clinic: {other:?} is not empty or deny"));
-            ForeignClinic::EmptyResult
-        }
-    };
-    let empty_body = r.empty_body.clone().unwrap_or_else(|| defaults::EMPTY_BODY.to_string());
-    if serde_json::from_str::<serde_json::Value>(&empty_body).is_err() {
-        c.0.push(format!("{at}.empty_body: must be valid JSON"));
-    }
-    let clinic = match r.clinic.as_ref().map(|cl| (&cl.path_param, &cl.query_param)) {
-        None => None,
-        Some((Some(p), None)) => Some(ClinicSource::PathParam(p.clone())),
-        Some((None, Some(q))) => Some(ClinicSource::QueryParam(q.clone())),
-        Some(_) => {
-            c.0.push(format!("{at}.clinic: give exactly one of path_param or query_param"));
-            None
-        }
-    };
-    Some(RouteSpec {
-        pattern: r.path.clone(),
-        methods,
-        required,
-        clinic,
-        foreign_clinic,
-        empty_body: Bytes::from(empty_body),
-    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::alert::AlertSettings;
-use super::raw::{RawAlerts, RawAnomaly, RawRateLimits, RawTier};
+use super::raw::{self, Backend, Headers, RawAlerts, RawAnomaly, RawRateLimits, RawTier};
 use super::Check;
 use crate::anomaly::{self, BlockStatus};
 use crate::ratelimit::{Quota, Tier, Tiers};
@@ -140,22 +140,18 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
         .expect("one tier")
     });
     let per_ip = r.per_ip.as_ref().and_then(|t| quota(c, "rate_limits.per_ip", t));
-    let headers = match r.headers.as_deref() {
-        None | Some("ietf") => LimitHeaders::Ietf,
-        Some("x-ratelimit") => LimitHeaders::XRateLimit,
-        Some("none") => LimitHeaders::None,
-        Some(other) => {
-            c.0.push(format!("rate_limits.headers: {other:?} is not ietf, x-ratelimit or none"));
-            LimitHeaders::Ietf
-        }
+    let headers = match r.headers {
+        None | Some(Headers::Ietf) => LimitHeaders::Ietf,
+        Some(Headers::XRateLimit) => LimitHeaders::XRateLimit,
+        Some(Headers::None) => LimitHeaders::None,
     };
-    let backend = match (r.backend.as_deref(), &r.redis) {
-        (None | Some("local"), _) => LimitBackend::Local,
-        (Some("redis"), None) => {
+    let backend = match (r.backend, &r.redis) {
+        (None | Some(Backend::Local), _) => LimitBackend::Local,
+        (Some(Backend::Redis), None) => {
             c.0.push("rate_limits.redis: required with backend: redis (url at least)".into());
             LimitBackend::Local
         }
-        (Some("redis"), Some(rd)) => {
+        (Some(Backend::Redis), Some(rd)) => {
             let field = "rate_limits.redis.url";
             let url = super::secrets::inline_or_file(c, field, rd.url.as_deref(), rd.url_file.as_deref());
             if rd.url.is_none() && rd.url_file.is_none() {
@@ -167,13 +163,9 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
             if !url.is_empty() && !scheme_ok {
                 c.0.push(format!("{field}: must start with redis://, rediss:// or unix://"));
             }
-            let on_error = match rd.on_error.as_deref() {
-                None | Some("fail_open") => OnRedisError::FailOpen,
-                Some("fail_closed") => OnRedisError::FailClosed,
-                Some(other) => {
-                    c.0.push(format!("rate_limits.redis.on_error: {other:?} is not fail_open or fail_closed"));
-                    OnRedisError::FailOpen
-                }
+            let on_error = match rd.on_error {
+                None | Some(raw::OnRedisError::FailOpen) => OnRedisError::FailOpen,
+                Some(raw::OnRedisError::FailClosed) => OnRedisError::FailClosed,
             };
             LimitBackend::Redis(RedisBackend {
                 url,
@@ -186,10 +178,6 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
                 ),
                 on_error,
             })
-        }
-        (Some(other), _) => {
-            c.0.push(format!("rate_limits.backend: {other:?} is not local or redis"));
-            LimitBackend::Local
         }
     };
     RateLimits {
@@ -293,18 +281,18 @@ pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<AlertSettings> {
             return None;
         }
     };
-    let queue = w.queue.unwrap_or(1024);
-    if queue == 0 {
+    // The defaults live with the alerter (AlertSettings::new); the config only overrides them.
+    let instance = w.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "keygate".into());
+    let mut s = AlertSettings::new(url, instance);
+    s.cooldown = c.duration("alerts.webhook.cooldown", &w.cooldown, s.cooldown);
+    s.timeout = c.duration("alerts.webhook.timeout", &w.timeout, s.timeout);
+    s.queue = w.queue.unwrap_or(s.queue);
+    if s.queue == 0 {
         c.0.push("alerts.webhook.queue: must be at least 1".into());
+        s.queue = 1;
     }
-    Some(AlertSettings {
-        url,
-        cooldown: c.duration("alerts.webhook.cooldown", &w.cooldown, Duration::from_secs(600)),
-        timeout: c.duration("alerts.webhook.timeout", &w.timeout, Duration::from_secs(5)),
-        queue: queue.max(1),
-        ca_file: w.ca_file.as_ref().map(PathBuf::from),
-        instance: w.instance.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "keygate".into()),
-    })
+    s.ca_file = w.ca_file.as_ref().map(PathBuf::from);
+    Some(s)
 }
 
 #[cfg(test)]

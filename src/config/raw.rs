@@ -85,8 +85,8 @@ pub struct RawUpstreamContext {
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
     pub enabled: Option<bool>,
-    pub backend: Option<String>,
-    pub headers: Option<String>,
+    pub backend: Option<Backend>,
+    pub headers: Option<Headers>,
     pub default_tier: Option<String>,
     pub tiers: Option<BTreeMap<String, RawTier>>,
     pub per_ip: Option<RawTier>,
@@ -110,7 +110,7 @@ pub struct RawRedis {
     pub url_file: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
-    pub on_error: Option<String>,
+    pub on_error: Option<OnRedisError>,
     pub retry_after_failure: Option<String>,
 }
 
@@ -215,18 +215,18 @@ pub struct RawKeys {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeyStore {
-    pub kind: Option<String>,
+    pub kind: Option<StoreKind>,
     pub url: Option<String>,
     /// A file holding the URL (a mounted Secret: the URL may carry a password).
     pub url_file: Option<String>,
     pub schema: Option<String>,
     pub ca_file: Option<String>,
     pub auto_migrate: Option<bool>,
-    pub sync: Option<String>,
+    pub sync: Option<Sync>,
     pub poll_interval: Option<String>,
     pub timeout: Option<String>,
     pub max_staleness: Option<String>,
-    pub on_stale: Option<String>,
+    pub on_stale: Option<OnStale>,
     pub cache: Option<RawKeyCache>,
     pub usage: Option<RawUsageWriteBack>,
 }
@@ -277,7 +277,7 @@ pub struct RawRoute {
     pub resource: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub clinic: Option<RawClinic>,
-    pub on_foreign_clinic: Option<String>,
+    pub on_foreign_clinic: Option<OnForeignClinic>,
     pub empty_body: Option<String>,
 }
 
@@ -292,6 +292,76 @@ pub struct RawClinic {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
-    pub format: Option<String>,
+    pub format: Option<LogFormat>,
     pub level: Option<String>,
+}
+
+// The settings that take one of a few words, as serde enums: a typo is refused while parsing,
+// with the nearest allowed word, like an unknown key.
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `rate_limits.backend`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Local,
+    Redis,
+}
+
+/// `rate_limits.headers`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum Headers {
+    #[serde(rename = "ietf")]
+    Ietf,
+    #[serde(rename = "x-ratelimit")]
+    XRateLimit,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// `rate_limits.redis.on_error`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    FailOpen,
+    FailClosed,
+}
+
+/// `key_store.kind`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    File,
+    Postgres,
+}
+
+/// `key_store.sync`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sync {
+    Replica,
+    Cache,
+}
+
+/// `key_store.on_stale`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStale {
+    Refuse,
+    Serve,
+}
+
+/// `routes[].on_foreign_clinic`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnForeignClinic {
+    Empty,
+    Deny,
 }

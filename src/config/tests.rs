@@ -1,4 +1,5 @@
 use super::*;
+use http::Method;
 
 const MINIMAL: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys:\n  file: keys.yaml\n";
 

@@ -56,12 +56,18 @@ pub(super) fn jwt(c: &mut Check, r: &Option<RawJwt>) -> Option<jwt::Settings> {
     if kids.windows(2).any(|w| w[0] == w[1]) {
         c.0.push("jwt.keys: every kid must be unique".into());
     }
-    // Loaded once here so that check-config reports unreadable or wrong keys.
-    match KeySet::load(&keys) {
-        Ok(set) if set.keys.is_empty() => c.0.push("jwt.keys: at least one key".into()),
-        Ok(_) => {}
-        Err(e) => c.0.push(format!("jwt.keys: {e}")),
-    }
+    // Loaded once, here, so check-config reports unreadable or wrong keys; kept for start-up.
+    let loaded = match KeySet::load(&keys) {
+        Ok(set) if set.keys.is_empty() => {
+            c.0.push("jwt.keys: at least one key".into());
+            None
+        }
+        Ok(set) => Some(std::sync::Arc::new(set)),
+        Err(e) => {
+            c.0.push(format!("jwt.keys: {e}"));
+            None
+        }
+    };
     let issue = r.issue.as_ref().filter(|i| i.enabled != Some(false)).map(|i| jwt::Issue {
         path: i.path.clone().unwrap_or_else(|| "/auth/token".into()),
         max_ttl: c.duration("jwt.issue.max_ttl", &i.max_ttl, Duration::from_secs(15 * 60)),
@@ -74,7 +80,7 @@ pub(super) fn jwt(c: &mut Check, r: &Option<RawJwt>) -> Option<jwt::Settings> {
         if i.max_ttl.as_secs() == 0 {
             c.0.push("jwt.issue.max_ttl: at least 1s".into());
         }
-        if KeySet::load(&keys).is_ok_and(|s| s.signer().is_none()) {
+        if loaded.as_ref().is_some_and(|s| s.signer().is_none()) {
             c.0.push("jwt.issue: needs a key with private_key_file to sign with".into());
         }
     }
@@ -89,6 +95,7 @@ pub(super) fn jwt(c: &mut Check, r: &Option<RawJwt>) -> Option<jwt::Settings> {
         keys,
         issue,
         jwks_path,
+        loaded: jwt::Loaded(loaded),
     })
 }
 
@@ -114,7 +121,7 @@ pub(super) fn upstream_context(
             Some(ContextSigning::Hmac { key_id: r.key_id.clone().unwrap_or_else(|| "1".into()), secret })
         }
         "jwt" => {
-            if jwt.is_none_or(|j| KeySet::load(&j.keys).map_or(true, |s| s.signer().is_none())) {
+            if jwt.is_none_or(|j| j.loaded.0.as_ref().is_none_or(|s| s.signer().is_none())) {
                 c.0.push("upstream_context: sign: jwt needs jwt.keys with a private_key_file".into());
             }
             Some(ContextSigning::Jwt {
@@ -126,5 +133,26 @@ pub(super) fn upstream_context(
             c.0.push(format!("upstream_context.sign: {other:?} is not hmac, jwt or none"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Validation reads the key files once and start-up uses what it read: the files can be gone
+    /// by then (or changed) without the running keys differing from the checked ones.
+    #[test]
+    fn jwt_keys_are_read_once_by_validation_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("jwt.pem");
+        std::fs::write(&pem, crate::jwt::keys::generate_ed25519_pem()).unwrap();
+        let text = format!(
+            "environment: live\nupstream:\n  url: http://127.0.0.1:1\nkeys:\n  file: k.yaml\njwt:\n  keys:\n    - {{kid: k1, algorithm: EdDSA, private_key_file: {}}}\n  issue: {{}}\nupstream_context:\n  sign: jwt\n",
+            pem.display()
+        );
+        let cfg = crate::config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_file(&pem).unwrap();
+        let tokens = crate::proxy::tokens::Tokens::new(cfg.jwt.unwrap()).expect("the kept keys, not the file");
+        assert_eq!(tokens.key_set().keys.len(), 1);
+        assert!(tokens.reload().is_err(), "SIGHUP does read the files again");
     }
 }

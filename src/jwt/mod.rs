@@ -21,6 +21,22 @@ pub struct Settings {
     pub keys: Vec<KeySource>,
     pub issue: Option<Issue>,
     pub jwks_path: String,
+    /// The key files as validation read them, kept so start-up does not read them again (a
+    /// file changed in between would make the running keys differ from the checked ones).
+    pub loaded: Loaded,
+}
+
+/// A loaded key set, shared; Debug says only how many keys.
+#[derive(Clone, Default)]
+pub struct Loaded(pub Option<std::sync::Arc<KeySet>>);
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(set) => write!(f, "Loaded({} keys)", set.keys.len()),
+            None => f.write_str("NotLoaded"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

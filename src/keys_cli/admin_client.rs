@@ -1,8 +1,8 @@
-//! Asks a running proxy's admin API about one key, for `keygate keys show`. A tiny blocking
-//! HTTP/1.1 GET with a timeout: the key CLI stays free of the async network stack.
+//! Asks a running proxy's admin API about one key, for `keygate keys show`: one blocking GET
+//! through `ureq` with a deadline, so the key CLI stays free of the async network stack and of
+//! a hand-written HTTP parser.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -24,19 +24,22 @@ pub fn key_usage(admin: &str, id: &str, token: Option<&AdminToken>) -> anyhow::R
         .trim_end_matches('/')
         .parse()
         .with_context(|| format!("admin address {admin:?} (expected host:port)"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("the proxy's admin API at {addr} is not reachable"))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {}\r\n", t.as_str())).unwrap_or_default();
-    write!(s, "GET /admin/keys/{id} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
-    let mut resp = Vec::new();
-    s.take(1 << 20).read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed admin response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("admin API answered {status}: {}", body.trim());
+    // Non-2xx answers are read as answers (their body says why), not turned into errors.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://{addr}/admin/keys/{id}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {}", t.as_str()));
     }
-    let v: serde_json::Value = serde_json::from_str(body).context("admin API body is not JSON")?;
+    let mut resp = req.call().with_context(|| format!("the proxy's admin API at {addr} is not reachable"))?;
+    let status = resp.status();
+    let body = resp.body_mut().with_config().limit(1 << 20).read_to_string().context("reading the admin response")?;
+    if status != 200 {
+        bail!("admin API answered {}: {}", status.as_u16(), body.trim());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("admin API body is not JSON")?;
     Ok(v["usage"].clone())
 }

@@ -3,6 +3,7 @@
 //! A secret is printed once, by `create` and `rotate`, and never stored.
 
 mod admin_client;
+mod import;
 mod print;
 mod store;
 mod tsv;
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::cli::KeysCommand;
 use crate::config::{AdminToken, Config, KeyStore};
-use crate::keys::file::{RawKey, RawTable, Shape};
+use crate::keys::file::{RawKey, Shape};
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated};
 use crate::keys::scope::KeyType;
 use crate::keys::Environment;
@@ -168,8 +169,8 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
         }
         KeysCommand::Revoke { id, reason, json } => revoke(&ctx, &id, reason, json, now),
         KeysCommand::Rotate { id, grace, json } => rotate(&ctx, &id, &grace, json, now),
-        KeysCommand::Import { file: Some(path), .. } => import_file(&ctx, &path),
-        KeysCommand::Import { tsv: Some(tsv), label, .. } => import_tsv(&ctx, &tsv, &label, now),
+        KeysCommand::Import { file: Some(path), .. } => import::import_file(&ctx, &path),
+        KeysCommand::Import { tsv: Some(tsv), label, .. } => import::import_tsv(&ctx, &tsv, &label, now),
         KeysCommand::Import { .. } => bail!("give a key table FILE or --tsv FILE"),
         KeysCommand::Export { out, jsonl } => export(&ctx, out, jsonl),
         KeysCommand::Update {
@@ -291,43 +292,6 @@ fn update(ctx: &KeysContext, id: &str, u: Update, json: bool, now: OffsetDateTim
     Ok(())
 }
 
-fn import_file(ctx: &KeysContext, path: &std::path::Path) -> anyhow::Result<()> {
-    // Validated whole, as the proxy would load it (the config's scopes included), before
-    // anything is written.
-    let incoming = FileStore::new(path, ctx.table_scopes.clone()).read()?;
-    let (added, same) = ctx.store.modify(|t| import_table(t, incoming))?;
-    println!(
-        "Imported {added} keys from {} into {} ({same} already there, unchanged; hashes only).",
-        path.display(),
-        ctx.store.describe()
-    );
-    Ok(())
-}
-
-fn import_tsv(ctx: &KeysContext, tsv: &std::path::Path, label: &str, now: OffsetDateTime) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(tsv).with_context(|| format!("{}", tsv.display()))?;
-    let rows = tsv::parse(&text);
-    let added = ctx.store.modify(|t| {
-        let before = t.keys.len();
-        for row in rows {
-            let at = |e: lifecycle::LifecycleError| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), row.line);
-            if let Some(sc) = &row.scopes {
-                lifecycle::check_scopes(&ctx.catalogue, sc).map_err(at)?;
-            }
-            let spec = KeySpec {
-                label: label.to_string(),
-                clinics: row.clinics.clone(),
-                scopes: row.scopes.clone(),
-                ..KeySpec::default()
-            };
-            lifecycle::import(t, &row.secret, spec, &ctx.format, now).map_err(at)?;
-        }
-        Ok(t.keys.len() - before)
-    })?;
-    println!("Imported {added} keys into {} (hashes only).", ctx.store.describe());
-    Ok(())
-}
-
 fn export(ctx: &KeysContext, out: Option<PathBuf>, jsonl: bool) -> anyhow::Result<()> {
     let t = ctx.store.read()?;
     let shape = if jsonl { Shape::JsonLines } else { Shape::Yaml };
@@ -396,28 +360,6 @@ fn show(ctx: &KeysContext, id: &str, json: bool, admin: Option<String>, now: Off
         print::print_show(&v);
     }
     Ok(())
-}
-
-/// Adds the keys of `incoming` that `t` lacks; returns (added, already there). A different key
-/// under an id `t` has is refused: an import never overwrites.
-fn import_table(t: &mut RawTable, incoming: RawTable) -> anyhow::Result<(usize, usize)> {
-    let have: std::collections::HashMap<String, serde_json::Value> =
-        t.keys.iter().map(|k| (k.id.clone(), serde_json::to_value(k).unwrap_or_default())).collect();
-    let (mut added, mut same, mut clash) = (0, 0, Vec::new());
-    for k in incoming.keys {
-        match have.get(&k.id) {
-            Some(v) if *v == serde_json::to_value(&k)? => same += 1,
-            Some(_) => clash.push(k.id),
-            None => {
-                t.keys.push(k);
-                added += 1;
-            }
-        }
-    }
-    if !clash.is_empty() {
-        bail!("these ids are already in the store with different contents (nothing imported): {}", clash.join(", "));
-    }
-    Ok((added, same))
 }
 
 /// A table file holds only hashes, but it is still the list of every key: owner-only.

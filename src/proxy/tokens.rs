@@ -46,9 +46,13 @@ fn invalid(e: TokenError) -> TokenRefusal {
 }
 
 impl Tokens {
+    /// Starts with the keys validation loaded (read only if it did not); SIGHUP re-reads them.
     pub fn new(settings: Settings) -> Result<Tokens, String> {
-        let keys = KeySet::load(&settings.keys)?;
-        Ok(Tokens { settings, keys: ArcSwap::from_pointee(keys), verified: DashMap::new() })
+        let keys = match &settings.loaded.0 {
+            Some(set) => Arc::clone(set),
+            None => Arc::new(KeySet::load(&settings.keys)?),
+        };
+        Ok(Tokens { settings, keys: ArcSwap::new(keys), verified: DashMap::new() })
     }
 
     /// Re-reads the key files (SIGHUP); on failure the current keys stay.

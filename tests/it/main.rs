@@ -8,6 +8,7 @@ mod architecture;
 mod authz;
 mod check;
 mod check_config;
+mod demo;
 mod fleet_limit;
 mod fuzz;
 mod hostile;

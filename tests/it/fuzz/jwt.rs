@@ -52,6 +52,7 @@ fn fixture() -> &'static Fixture {
             keys: vec![source("k-ed", Alg::EdDsa, "ed.pem"), source("k-es", Alg::Es256, "es.pem")],
             issue: Some(Issue { path: "/auth/token".into(), max_ttl: Duration::from_secs(900), max_body_bytes: 4096 }),
             jwks_path: "/.well-known/jwks.json".into(),
+            loaded: Default::default(),
         };
         let tokens = Tokens::new(settings.clone()).unwrap();
         let table = file::parse(
