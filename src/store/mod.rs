@@ -4,6 +4,7 @@
 //! PostgreSQL store is `pgstore`). The decisions over what these hold stay pure in `keys` and
 //! `ratelimit`.
 
+pub mod backend;
 pub mod file;
 pub mod freshness;
 pub mod redis_limits;
