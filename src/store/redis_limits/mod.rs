@@ -5,7 +5,6 @@
 //! back to its local limits) until a single probe finds Redis again.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,31 +14,11 @@ use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
 use crate::ratelimit::{Quota, Verdict};
 
-/// GCRA over microseconds on Redis's clock: the same decision as `gcra::decide`.
-/// KEYS[1] holds the subject's TAT. ARGV[1] = T (emission interval), ARGV[2] = tau (T * burst).
-/// Returns {allowed (0|1), remaining, reset, retry_after}, the last two in microseconds.
-/// Numbers stay below 2^53 (exact in Lua's doubles). The TAT is stored formatted with %.0f, so it
-/// is a plain integer whatever number format the server's Lua bridge (or `tostring`) would use.
-const GCRA_LUA: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local t = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
-local base = math.max(tat, now)
-local new_tat = base + t
-local allow_at = new_tat - tau
-if allow_at > now then
-  return {0, 0, base - now, allow_at - now}
-end
-local debt = new_tat - now
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', math.ceil(debt / 1000)))
-local room = tau - debt
-local remaining = math.floor(room / t)
-if remaining * t > room then remaining = remaining - 1 end
-return {1, remaining, debt, 0}
-";
+mod breaker;
+mod script;
+
+use breaker::{Admit, Breaker};
+use script::{script_quota, verdict_from_reply, GCRA_LUA};
 
 /// Where the shared budget lives and how long the request path may wait for it.
 #[derive(Clone)]
@@ -261,64 +240,6 @@ impl Inner {
     }
 }
 
-/// Open means "until" (nanoseconds since the limiter started); 0 means closed. While open, calls
-/// fail at once; the first call after the deadline pushes it on and probes, so a down Redis sees
-/// one attempt per `retry_after` from each replica, not one per request.
-struct Breaker {
-    open_until: AtomicU64,
-    retry_after: Duration,
-    /// How long a probe keeps others out: it may take up to the call timeout.
-    probe_hold: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
-    Closed,
-    Probe,
-    Reject,
-}
-
-impl Breaker {
-    fn new(retry_after: Duration, timeout: Duration) -> Breaker {
-        Breaker { open_until: AtomicU64::new(0), retry_after, probe_hold: retry_after.max(timeout) }
-    }
-
-    fn admit(&self, now: u64) -> Admit {
-        let until = self.open_until.load(Ordering::Acquire);
-        if until == 0 {
-            return Admit::Closed;
-        }
-        if now < until {
-            return Admit::Reject;
-        }
-        let hold = deadline(now, self.probe_hold);
-        match self.open_until.compare_exchange(until, hold, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => Admit::Probe,
-            Err(_) => Admit::Reject,
-        }
-    }
-
-    /// True when this failure opened the circuit (for a single log line per outage).
-    fn failure(&self, now: u64) -> bool {
-        self.open_until.swap(deadline(now, self.retry_after), Ordering::AcqRel) == 0
-    }
-
-    /// True when this success closed the circuit. No write while already closed: this runs on
-    /// every call, from every thread.
-    fn success(&self) -> bool {
-        self.open_until.load(Ordering::Acquire) != 0 && self.open_until.swap(0, Ordering::AcqRel) != 0
-    }
-
-    fn is_open(&self) -> bool {
-        self.open_until.load(Ordering::Acquire) != 0
-    }
-}
-
-/// Never 0, which means "closed".
-fn deadline(now: u64, after: Duration) -> u64 {
-    now.saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX)).max(1)
-}
-
 /// Anything at the transport is `Connection` (or `Timeout`); Redis's own refusals are `Response`.
 fn classify(e: &RedisError) -> RedisLimitError {
     if e.is_timeout() {
@@ -337,41 +258,6 @@ fn connect_error(e: &RedisError) -> RedisLimitError {
     } else {
         RedisLimitError::Connection
     }
-}
-
-/// Sums of these with Redis's clock (≈2^50.7 µs today) stay below 2^53 until the 22nd century.
-const MAX_SCRIPT_MICROS: u64 = 1 << 51;
-
-/// `(T, tau)` in whole microseconds, Redis's clock unit. T rounds up, so the shared budget is never
-/// more generous than the configured rate; absurd windows (over 70 years) are capped.
-fn script_quota(q: &Quota) -> (u64, u64) {
-    let t = q.emission_nanos.div_ceil(1_000).clamp(1, MAX_SCRIPT_MICROS);
-    let tau = t.saturating_mul(u64::from(q.burst)).min(MAX_SCRIPT_MICROS);
-    (t, tau)
-}
-
-/// The script's reply, checked: anything else (a foreign script under the same SHA, a proxy
-/// that mangles replies) is `None`, never a panic and never an "allowed".
-fn verdict_from_reply(reply: &Value, quota: &Quota) -> Option<Verdict> {
-    let Value::Array(items) = reply else { return None };
-    let [allowed, remaining, reset, retry_after] = items.as_slice() else { return None };
-    let int = |v: &Value| match v {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        _ => None,
-    };
-    let (allowed, remaining, reset, retry_after) = (int(allowed)?, int(remaining)?, int(reset)?, int(retry_after)?);
-    let allowed = match (allowed, retry_after, remaining) {
-        (1, 0, _) => true,
-        (0, 1.., 0) => false,
-        _ => return None,
-    };
-    Some(Verdict {
-        allowed,
-        limit: quota.burst,
-        remaining: u32::try_from(remaining).unwrap_or(u32::MAX).min(quota.burst),
-        reset: Duration::from_micros(reset),
-        retry_after: Duration::from_micros(retry_after),
-    })
 }
 
 /// Keeps scheme, host, port and path; drops user info and the query (which can carry `pass=`).

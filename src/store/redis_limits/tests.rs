@@ -1,3 +1,4 @@
+use super::script::MAX_SCRIPT_MICROS;
 use super::*;
 
 const MS: u64 = 1_000_000;
