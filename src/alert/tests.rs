@@ -1,3 +1,6 @@
+use http::{StatusCode, Uri};
+
+use super::webhook::Failure;
 use super::*;
 
 const COOL: Duration = Duration::from_secs(600);
