@@ -62,7 +62,42 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
 
     let upstream_listener = TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
+    let (files, config) = write_files(&dir, listen, admin_listen, upstream_addr)?;
 
+    let upstream_opts = ServeOptions {
+        limits: config.limits.clone(),
+        drain_timeout: std::time::Duration::from_secs(1),
+        tls: None,
+        metrics: None,
+        name: "demo-upstream",
+    };
+    tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
+    let running = crate::app::start(config).await?;
+    print_banner(&running, upstream_addr, &files);
+    crate::signals::run_until_terminated(&running).await?;
+    running.stopped().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the demo wrote, for the banner: the two files and the four keys' secrets.
+struct DemoFiles {
+    config_path: std::path::PathBuf,
+    keys_path: std::path::PathBuf,
+    all: DemoKey,
+    one: DemoKey,
+    test: DemoKey,
+    tiny: DemoKey,
+}
+
+/// Writes the demo's keys (hashes only), JWT signing key and config into `dir`, and parses the
+/// config as `keygate run` would.
+fn write_files(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    upstream_addr: SocketAddr,
+) -> anyhow::Result<(DemoFiles, crate::config::Config)> {
     let all = demo_key("demo_all_clinics", "dpl_live_", "live", "");
     let one = demo_key(
         "demo_clinic_001",
@@ -90,16 +125,12 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, &config_text)?;
     let config = crate::config::parse(&config_text, &config_path.display().to_string())?;
+    Ok((DemoFiles { config_path, keys_path, all, one, test, tiny }, config))
+}
 
-    let upstream_opts = ServeOptions {
-        limits: config.limits.clone(),
-        drain_timeout: std::time::Duration::from_secs(1),
-        tls: None,
-        metrics: None,
-        name: "demo-upstream",
-    };
-    tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
-    let running = crate::app::start(config).await?;
+/// What is running, with the demo keys and a curl for each behaviour worth seeing.
+fn print_banner(running: &crate::app::Running, upstream_addr: SocketAddr, files: &DemoFiles) {
+    let DemoFiles { config_path, keys_path, all, one, test, tiny } = files;
     let base = format!("http://{}", running.proxy_addr);
     let admin = format!("http://{}", running.admin_addr);
     println!(
@@ -146,8 +177,4 @@ Ctrl-C stops it.
         test = test.secret,
         tiny = tiny.secret,
     );
-    crate::signals::run_until_terminated(&running).await?;
-    running.stopped().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(ExitCode::SUCCESS)
 }
