@@ -30,7 +30,7 @@ fn shipped(path: &Path) -> String {
 /// The decisions: pure functions over plain data (STYLE.md).
 const DECISION_MODULES: &[&str] = &[
     "keys",
-    "policy.rs",
+    "policy",
     "authn.rs",
     "path",
     "sanitize.rs",

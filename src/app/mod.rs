@@ -1,0 +1,259 @@
+//! Wiring: builds every part from a validated config, binds the listeners, starts the key
+//! reloader, and runs until told to stop. `main`, `demo` and the integration tests all start
+//! keygate through here, so what the tests run is what ships.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, AdminApi, Health};
+use crate::config::Config;
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::proxy::anomalies::Anomalies;
+use crate::proxy::limit::Limiter;
+use crate::proxy::tokens::Tokens;
+use crate::proxy::{ConnFacts, Proxy};
+use crate::server::{self, Handler, ServeOptions};
+mod backend;
+
+use self::backend::{BackendTasks, KeyBackend, Shared};
+use crate::store::freshness::Freshness;
+use crate::store::reload::SharedTable;
+use crate::store::source::KeySource;
+use crate::tls::TlsState;
+use crate::usage::UsageBook;
+
+impl Handler for Proxy {
+    type Body = crate::proxy::Body;
+
+    fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        conn: Arc<ConnFacts>,
+    ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send {
+        self.handle(req, conn)
+    }
+}
+
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub table: SharedTable,
+    /// The request path, for the external-authorization listeners (`Proxy::check`).
+    pub proxy: Arc<Proxy>,
+    reload: Arc<Notify>,
+    tls: Option<Arc<TlsState>>,
+    tokens: Option<Arc<Tokens>>,
+    stop: watch::Sender<bool>,
+    done: JoinHandle<usize>,
+}
+
+impl Running {
+    /// SIGHUP: re-read the key table, the TLS pair and the JWT signing keys now.
+    pub fn reload(&self) {
+        self.reload.notify_one();
+        if let Some(tokens) = &self.tokens {
+            match tokens.reload() {
+                Ok(n) => tracing::info!(keys = n, "jwt signing keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "jwt key reload failed; keeping the previous keys"),
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("tls certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "tls reload failed; keeping the previous certificate"),
+            }
+        }
+    }
+
+    /// Turns `/readyz` to 503 and starts draining.
+    pub fn shutdown(&self) {
+        self.health.shutting_down.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the drain; returns the number of connections it had to cut.
+    pub async fn stopped(self) -> usize {
+        self.done.await.unwrap_or(0)
+    }
+}
+
+async fn until_stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Loads the key table (refusing to start without one), binds both listeners and serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::with_key_label_cap(config.rate_limits.metrics_key_labels));
+    let usage = Arc::new(UsageBook::default());
+    let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage).await?;
+    let health = Arc::new(Health { freshness: backend.freshness.clone(), ..Health::default() });
+    if backend.loaded {
+        health.table_loaded.store(true, Ordering::Release);
+    }
+    let (table, freshness) = (Arc::clone(&backend.table), backend.freshness.clone());
+
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(TlsState::load(files)?)),
+        None => None,
+    };
+    let forwarder = Forwarder::new(&config.upstream)?;
+    let listeners = Listeners::bind(&config).await?;
+
+    let reload = Arc::new(Notify::new());
+    let shared = Shared { metrics: Arc::clone(&metrics), usage: Arc::clone(&usage), health: Arc::clone(&health) };
+    let store = backend.start(shared, Arc::clone(&reload));
+    let tokens = match &config.jwt {
+        Some(settings) => Some(Arc::new(Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let parts = Parts { config: &config, metrics: &metrics, usage: &usage, keys: &store.source };
+    let proxy = request_path(&parts, forwarder, tokens.clone(), freshness)?;
+    let sweep = spawn_sweep(Arc::clone(&proxy));
+    let admin = Arc::new(Admin {
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+        keys: store.source,
+        usage: Arc::clone(&usage),
+        api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
+    tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
+    let serving = Serving { proxy: Arc::clone(&proxy), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
+    let done = serve_until_stopped(&config, listeners, serving, stop_rx, Background { store: store.tasks, sweep });
+    Ok(Running { proxy_addr, admin_addr, metrics, health, table, proxy, reload, tls, tokens, stop, done })
+}
+
+/// Both listeners, bound before anything serves so a taken port fails the start.
+struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let proxy = TcpListener::bind(config.listen).await.with_context(|| format!("listen {}", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("admin_listen {}", config.admin_listen))?;
+        let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin.local_addr()?);
+        Ok(Listeners { proxy, admin, proxy_addr, admin_addr })
+    }
+}
+
+/// What the request path shares with the rest of keygate.
+struct Parts<'a> {
+    config: &'a Arc<Config>,
+    metrics: &'a Arc<Metrics>,
+    usage: &'a Arc<UsageBook>,
+    keys: &'a KeySource,
+}
+
+/// The request path: keys, limits, anomaly alerts, tokens and the upstream.
+fn request_path(
+    parts: &Parts<'_>,
+    forwarder: Forwarder,
+    tokens: Option<Arc<Tokens>>,
+    freshness: Option<Arc<Freshness>>,
+) -> anyhow::Result<Arc<Proxy>> {
+    let Parts { config, metrics, usage, keys } = *parts;
+    let alerter: Option<Box<dyn crate::proxy::anomalies::Notify>> = match &config.webhook {
+        Some(settings) => Some(Box::new(
+            crate::alert::Alerter::spawn(settings.clone(), Arc::clone(metrics)).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    Ok(Arc::new(Proxy {
+        config: Arc::clone(config),
+        keys: keys.clone(),
+        forwarder,
+        metrics: Arc::clone(metrics),
+        usage: Arc::clone(usage),
+        limiter: Limiter::new(&config.rate_limits, Arc::clone(metrics)).map_err(anyhow::Error::msg)?,
+        anomalies: Anomalies::new(config.anomaly.clone(), Arc::clone(metrics), alerter),
+        epoch: std::time::Instant::now(),
+        tokens,
+        freshness,
+    }))
+}
+
+/// Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
+/// off the request threads.
+fn spawn_sweep(proxy: Arc<Proxy>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let p = Arc::clone(&proxy);
+            let _ = crate::background::run(move || p.sweep()).await;
+        }
+    })
+}
+
+/// What the two listeners serve.
+struct Serving {
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    tls: Option<Arc<TlsState>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Work that runs beside the listeners and stops after the drain.
+struct Background {
+    store: BackendTasks,
+    sweep: JoinHandle<()>,
+}
+
+/// Serves both listeners; once `stop` is set, drains the proxy, stops the background work, then
+/// the admin listener (so `/readyz` answers 503 through the drain). Yields the connections cut.
+fn serve_until_stopped(
+    config: &Config,
+    listeners: Listeners,
+    serving: Serving,
+    stop: watch::Receiver<bool>,
+    background: Background,
+) -> JoinHandle<usize> {
+    let proxy_opts = ServeOptions {
+        limits: config.limits.clone(),
+        drain_timeout: config.drain_timeout,
+        tls: serving.tls,
+        metrics: Some(serving.metrics),
+        name: "proxy",
+    };
+    let admin_opts = ServeOptions {
+        limits: config.limits.clone(),
+        drain_timeout: Duration::from_secs(1),
+        tls: None,
+        metrics: None,
+        name: "admin",
+    };
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let admin_task =
+        tokio::spawn(server::serve(listeners.admin, serving.admin, admin_opts, until_stopped(admin_stop_rx)));
+    tokio::spawn(async move {
+        let cut = server::serve(listeners.proxy, serving.proxy, proxy_opts, until_stopped(stop)).await;
+        background.sweep.abort();
+        background.store.stop().await;
+        let _ = admin_stop.send(true);
+        let _ = admin_task.await;
+        tracing::info!(cut_connections = cut, "keygate stopped");
+        cut
+    })
+}

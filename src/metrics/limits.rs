@@ -1,0 +1,110 @@
+//! Rate-limit decisions: per key (capped), per client IP, and the shared Redis budget's failures.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use super::{counters, register, Metrics};
+
+/// The `key_id` label of keys past the per-key label cap.
+pub const OTHER_KEYS: &str = "_other";
+
+/// Every outcome label of `keygate_rate_limit_decisions_total`.
+pub const LIMIT_OUTCOMES: [&str; 3] = ["allowed", "near_limit", "limited"];
+
+/// Rate-limit outcome of one request, for the per-key counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOutcome {
+    Allowed,
+    /// Allowed, with 80% or more of the burst used.
+    NearLimit,
+    Limited,
+}
+
+/// One key's three counters, resolved once and then reused without label hashing.
+#[derive(Clone)]
+struct KeyLimitCounters([IntCounter; 3]);
+
+pub(super) struct LimitMetrics {
+    decisions: IntCounterVec,
+    /// Key ids come from the key table: the fast hasher is safe.
+    by_key: DashMap<Arc<str>, KeyLimitCounters, rustc_hash::FxBuildHasher>,
+    max_key_labels: usize,
+    ip_decisions: IntCounterVec,
+    redis_errors: IntCounterVec,
+    redis_fallback: IntCounterVec,
+}
+
+impl LimitMetrics {
+    pub(super) fn new(registry: &Registry, max_key_labels: usize) -> LimitMetrics {
+        LimitMetrics {
+            decisions: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "keygate_rate_limit_decisions_total",
+                        "Rate-limit decisions for authenticated requests by key id, tier and outcome \
+                         (allowed, near_limit = allowed with at least 80% of the burst used, limited = answered 429).",
+                    ),
+                    &["key_id", "tier", "outcome"],
+                )
+                .unwrap(),
+            ),
+            by_key: DashMap::default(),
+            max_key_labels,
+            ip_decisions: counters(
+                registry,
+                "keygate_ip_rate_limit_decisions_total",
+                "Per-client-IP rate-limit decisions for requests that did not authenticate, by outcome.",
+                "outcome",
+                &["allowed", "limited"],
+            ),
+            redis_errors: counters(
+                registry,
+                "keygate_rate_limit_redis_errors_total",
+                "Failed Redis rate-limit calls by kind (timeout, connection, response).",
+                "kind",
+                &["timeout", "connection", "response"],
+            ),
+            redis_fallback: counters(
+                registry,
+                "keygate_rate_limit_redis_fallback_total",
+                "Decisions made without Redis, by policy (fail_open = local limiter, fail_closed = refused).",
+                "policy",
+                &["fail_open", "fail_closed"],
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// One authenticated request's rate-limit outcome. `key_id` comes from the key table, never
+    /// from the request; past the label cap keys share the `_other` series.
+    pub fn rate_limit(&self, key_id: &Arc<str>, tier: &str, outcome: LimitOutcome) {
+        let m = &self.limits;
+        let i = outcome as usize;
+        if let Some(c) = m.by_key.get(key_id) {
+            c.0[i].inc();
+            return;
+        }
+        let label = if m.by_key.len() < m.max_key_labels { &**key_id } else { OTHER_KEYS };
+        let counters = KeyLimitCounters(LIMIT_OUTCOMES.map(|o| m.decisions.with_label_values(&[label, tier, o])));
+        counters.0[i].inc();
+        if label != OTHER_KEYS {
+            m.by_key.insert(Arc::clone(key_id), counters);
+        }
+    }
+
+    pub fn ip_rate_limit(&self, limited: bool) {
+        self.limits.ip_decisions.with_label_values(&[if limited { "limited" } else { "allowed" }]).inc();
+    }
+
+    pub fn redis_error(&self, kind: &str) {
+        self.limits.redis_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn redis_fallback(&self, policy: &str) {
+        self.limits.redis_fallback.with_label_values(&[policy]).inc();
+    }
+}

@@ -1,0 +1,92 @@
+//! Prometheus metrics behind named methods. The struct owns its registry (no globals), label
+//! sets are fixed, and every label value comes from config or code, never from the request.
+//! Each subsystem declares its series once, in its own file, with the methods that feed them:
+//! requests and the upstream, rate limits, the key table and store, anomalies and alerts.
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+mod anomalies;
+mod key_store;
+mod key_table;
+mod limits;
+mod requests;
+#[cfg(test)]
+mod tests;
+
+pub use key_store::CacheLookup;
+pub use limits::{LimitOutcome, LIMIT_OUTCOMES, OTHER_KEYS};
+pub use requests::{InFlight, NO_ROUTE};
+
+pub struct Metrics {
+    registry: Registry,
+    requests: requests::RequestMetrics,
+    limits: limits::LimitMetrics,
+    key_table: key_table::KeyTableMetrics,
+    store: key_store::StoreMetrics,
+    cache: key_store::CacheMetrics,
+    anomalies: anomalies::AnomalyMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::with_key_label_cap(1000)
+    }
+
+    /// `max_key_labels`: how many distinct keys get their own `key_id` label; the rest are
+    /// counted under `_other`, so a huge table cannot blow up the scrape.
+    pub fn with_key_label_cap(max_key_labels: usize) -> Metrics {
+        let registry = Registry::new();
+        Metrics {
+            requests: requests::RequestMetrics::new(&registry),
+            limits: limits::LimitMetrics::new(&registry, max_key_labels),
+            key_table: key_table::KeyTableMetrics::new(&registry),
+            store: key_store::StoreMetrics::new(&registry),
+            cache: key_store::CacheMetrics::new(&registry),
+            anomalies: anomalies::AnomalyMetrics::new(&registry),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is utf-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Registers `c` and hands it back: each series is declared and registered in one expression.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+/// A counter family with one label, every value in `zero` pre-registered at zero so that
+/// `increase()` works from the first event.
+fn counters(registry: &Registry, name: &str, help: &str, label: &str, zero: &[&str]) -> IntCounterVec {
+    let vec = register(registry, IntCounterVec::new(Opts::new(name, help), &[label]).unwrap());
+    for v in zero {
+        vec.with_label_values(&[v]);
+    }
+    vec
+}
+
+/// A gauge family; like `counters`, with the given label sets shown from the start.
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str], zero: &[&[&str]]) -> IntGaugeVec {
+    let vec = register(registry, IntGaugeVec::new(Opts::new(name, help), labels).unwrap());
+    for v in zero {
+        vec.with_label_values(v);
+    }
+    vec
+}
+
+/// A count as a gauge value, saturating rather than wrapping.
+fn gauge_value(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
