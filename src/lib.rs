@@ -8,6 +8,7 @@ pub mod anomaly;
 pub mod app;
 pub mod auditlog;
 pub mod authn;
+pub mod authz;
 pub mod background;
 pub mod cli;
 pub mod client_ip;

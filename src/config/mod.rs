@@ -2,6 +2,7 @@
 //! turns it into typed values and reports every problem at once, each naming its field.
 //! `keygate check-config` runs exactly this.
 
+mod authz;
 mod defaults;
 mod key_store;
 mod protection;
@@ -21,6 +22,7 @@ use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable
 use crate::sanitize::HeaderPolicy;
 use raw::RawConfig;
 
+pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
@@ -47,6 +49,8 @@ pub struct Config {
     pub webhook: Option<crate::alert::AlertSettings>,
     pub jwt: Option<crate::jwt::Settings>,
     pub upstream_context: Option<ContextSigning>,
+    /// keygate as a front proxy's external authorizer (`authz:`), when configured.
+    pub authz: Option<Authz>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.
@@ -310,6 +314,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let webhook = protection::webhook(&mut c, &raw.alerts);
     let jwt = tokens::jwt(&mut c, &raw.jwt);
     let upstream_context = tokens::upstream_context(&mut c, &raw.upstream_context, jwt.as_ref());
+    let authz = authz::authz(&mut c, raw.authz.as_ref(), &[("listen", listen), ("admin_listen", admin_listen)]);
 
     if !c.0.is_empty() {
         return Err(c.0);
@@ -335,6 +340,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         webhook,
         jwt,
         upstream_context,
+        authz,
     })
 }
 
