@@ -246,6 +246,9 @@ impl From<AuthnError> for ApiError {
             }
             AuthnError::Revoked => ApiError::Revoked,
             AuthnError::Expired => ApiError::Expired,
+            AuthnError::TokenInvalid => ApiError::InvalidToken,
+            AuthnError::TokenExpired => ApiError::TokenExpired,
+            AuthnError::TokenClinicsRevoked => ApiError::ClinicNotAllowed,
         }
     }
 }

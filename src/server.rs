@@ -25,7 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Limits;
 use crate::head_check::HeadReader;
 use crate::metrics::Metrics;
-use crate::pipeline::ConnFacts;
+use crate::proxy::ConnFacts;
 use crate::tls::TlsState;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -2,6 +2,7 @@
 //! turns it into typed values and reports every problem at once, each naming its field.
 //! `keygate check-config` runs exactly this.
 
+pub mod alert;
 mod authz;
 mod defaults;
 mod key_store;
@@ -46,7 +47,7 @@ pub struct Config {
     pub log: Log,
     pub rate_limits: RateLimits,
     pub anomaly: crate::anomaly::Settings,
-    pub webhook: Option<crate::alert::AlertSettings>,
+    pub webhook: Option<alert::AlertSettings>,
     pub jwt: Option<crate::jwt::Settings>,
     pub upstream_context: Option<ContextSigning>,
     /// keygate as a front proxy's external authorizer (`authz:`), when configured.

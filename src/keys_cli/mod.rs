@@ -18,10 +18,10 @@ use crate::config::{AdminToken, Config, KeyStore};
 use crate::keys::file::{RawKey, RawTable, Shape};
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Update};
 use crate::keys::scope::KeyType;
-use crate::keys::store::FileStore;
 use crate::keys::table::KeyState;
 use crate::keys::Environment;
 use crate::policy::Required;
+use crate::store::file::FileStore;
 use store::TableStore;
 
 /// What the key commands need from the config (or sensible defaults with only `--table`).

@@ -6,8 +6,8 @@ use anyhow::Context;
 
 use crate::config::PgStore;
 use crate::keys::file::RawTable;
-use crate::keys::store::FileStore;
 use crate::pgstore;
+use crate::store::file::FileStore;
 
 pub enum TableStore {
     File(FileStore),

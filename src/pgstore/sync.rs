@@ -15,9 +15,9 @@ use super::cache::{self, KeyCache};
 use super::{bounded, connect, jitter, migrate, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::PgStore;
 use crate::keys::file::{self, TableBuilder};
-use crate::keys::freshness::Freshness;
-use crate::keys::reload::{retire, ReloadEvent, SharedTable};
 use crate::metrics::Metrics;
+use crate::store::freshness::Freshness;
+use crate::store::reload::{retire, ReloadEvent, SharedTable};
 
 /// Rows per round trip on a load: bounded memory, and each step bounded by the timeout.
 const BATCH: i32 = 5_000;

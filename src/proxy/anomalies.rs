@@ -1,32 +1,33 @@
-//! The anomaly step of the request path: feeds the detectors what the pipeline learnt about a
-//! request, and reports what they find once per episode: counted in
+//! The anomaly detectors beside the request path: the steps tell them what they learnt about a
+//! request (decision errors, never HTTP errors), and reports what they find once per episode: counted in
 //! `keygate_anomalies_total{kind}`, written as an audit event, and handed to the alerter
 //! (which never blocks).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::limit::ceil_secs;
 use crate::anomaly::{Anomaly, BlockStatus, Detectors, Kind, Now, Settings, Subject};
 use crate::authn::AuthnError;
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
-use crate::limit::ceil_secs;
 use crate::metrics::Metrics;
+use crate::policy::Denied;
 
 /// Where anomalies go besides the metric and the log (the webhook alerter).
 pub trait Notify: Send + Sync {
     fn notify(&self, a: &Anomaly);
 }
 
-pub struct Watch {
+pub struct Anomalies {
     detectors: Detectors,
     metrics: Arc<Metrics>,
     notify: Option<Box<dyn Notify>>,
 }
 
-impl Watch {
-    pub fn new(settings: Settings, metrics: Arc<Metrics>, notify: Option<Box<dyn Notify>>) -> Watch {
-        Watch { detectors: Detectors::new(settings), metrics, notify }
+impl Anomalies {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>, notify: Option<Box<dyn Notify>>) -> Anomalies {
+        Anomalies { detectors: Detectors::new(settings), metrics, notify }
     }
 
     fn on(&self) -> bool {
@@ -59,12 +60,17 @@ impl Watch {
         let subject = || key_id.map_or(Subject::Ip(ip), |id| Subject::Key(Arc::clone(id)));
         let found = match e {
             AuthnError::Missing => None,
-            AuthnError::Multiple | AuthnError::Malformed(_) | AuthnError::BadFormat | AuthnError::Unknown => {
+            AuthnError::Multiple
+            | AuthnError::Malformed(_)
+            | AuthnError::BadFormat
+            | AuthnError::Unknown
+            | AuthnError::TokenInvalid
+            | AuthnError::TokenClinicsRevoked => {
                 let a = self.detectors.ips.invalid_key(ip, now.mono);
                 self.metrics.blocked_ips(self.detectors.ips.blocked_count());
                 a
             }
-            AuthnError::NotYetValid => None,
+            AuthnError::NotYetValid | AuthnError::TokenExpired => None,
             AuthnError::Revoked => {
                 Some(Anomaly { kind: Kind::RevokedKeyUse, subject: subject(), detail: format!("from {ip}") })
             }
@@ -102,17 +108,17 @@ impl Watch {
     }
 
     /// The key was refused by policy (scope, clinic, route).
-    pub fn refused(&self, key_id: &Arc<str>, e: &ApiError, now: Now, rid: &str) {
+    pub fn refused(&self, key_id: &Arc<str>, denied: &Denied, now: Now, rid: &str) {
         if !self.on() {
             return;
         }
-        let probing = matches!(
-            e,
-            ApiError::InsufficientScope { .. }
-                | ApiError::ClinicNotAllowed
-                | ApiError::RouteNotFound
-                | ApiError::MethodNotAllowed { .. }
-        );
+        let probing = match denied {
+            Denied::InsufficientScope { .. }
+            | Denied::ClinicNotAllowed
+            | Denied::RouteNotFound
+            | Denied::MethodNotAllowed { .. } => true,
+            Denied::IpNotAllowed => false,
+        };
         if probing {
             if let Some(a) = self.detectors.keys.refused(key_id, now) {
                 self.report(a, now, rid);

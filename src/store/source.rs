@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::keys::reload::SharedTable;
 use crate::keys::{KeyHash, KeyRecord, KeyTable};
 use crate::pgstore::cache::{Cached, KeyCache, StoreDown};
+use crate::store::reload::SharedTable;
 
 #[derive(Clone)]
 pub enum KeySource {

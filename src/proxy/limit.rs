@@ -12,7 +12,8 @@ use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
 use crate::metrics::{LimitOutcome, Metrics};
-use crate::ratelimit::{LocalLimits, RedisLimiter, RedisSettings, Tier, Verdict};
+use crate::ratelimit::{LocalLimits, Tier, Verdict};
+use crate::store::redis_limits::{RedisLimiter, RedisSettings};
 
 /// A key's decision, kept for the response headers (429s carry them too).
 #[derive(Debug, Clone, Copy)]
@@ -153,4 +154,24 @@ impl Limiter {
 /// The 429 for a refused key decision.
 pub fn refusal(a: &Applied<'_>) -> ApiError {
     ApiError::RateLimited { retry_after: ceil_secs(a.verdict.retry_after).max(1) }
+}
+
+/// Step 3, limit: the key's budget, charged before authorisation so that a key probing routes
+/// it may not use spends budget too. Its decision rides in the trail for the response headers.
+pub(super) async fn charge<'s>(
+    p: &'s super::Proxy,
+    key: &KeyRecord,
+    req: &super::admit::Admitted<'_>,
+    trail: &mut super::finish::Trail<'s>,
+) -> Result<(), ApiError> {
+    let Some(applied) = p.limiter.key(key, trail.clock.mono).await? else { return Ok(()) };
+    trail.limit = Some(applied);
+    if applied.verdict.allowed {
+        return Ok(());
+    }
+    // The route is looked up, for the label only, when refused.
+    if let Some(route) = p.config.routes.route_of(&req.method, &req.path) {
+        trail.route = &route.spec.pattern;
+    }
+    Err(refusal(&applied))
 }

@@ -30,24 +30,19 @@ pub struct Tokens {
 
 const MAX_VERIFIED: usize = 100_000;
 
-/// Why a bearer JWT was refused, with what the anomaly detectors need to know.
+/// Why a bearer JWT was refused, with the parent's id when the parent exists (revoked or
+/// expired), for the anomaly report.
 pub struct TokenRefusal {
-    pub error: ApiError,
-    /// The refusal as the detectors classify authentication failures.
-    pub as_authn: AuthnError,
-    /// The parent's id when the parent exists (revoked or expired).
+    pub why: AuthnError,
     pub parent: Option<Arc<str>>,
 }
 
 fn invalid(e: TokenError) -> TokenRefusal {
-    match e {
-        TokenError::Invalid => {
-            TokenRefusal { error: ApiError::InvalidToken, as_authn: AuthnError::Unknown, parent: None }
-        }
-        TokenError::Expired => {
-            TokenRefusal { error: ApiError::TokenExpired, as_authn: AuthnError::NotYetValid, parent: None }
-        }
-    }
+    let why = match e {
+        TokenError::Invalid => AuthnError::TokenInvalid,
+        TokenError::Expired => AuthnError::TokenExpired,
+    };
+    TokenRefusal { why, parent: None }
 }
 
 impl Tokens {
@@ -107,11 +102,11 @@ impl Tokens {
         if claims.env != proxy_env || parent.environment() != proxy_env {
             return Err(invalid(TokenError::Invalid));
         }
-        let refused = |error, as_authn| TokenRefusal { error, as_authn, parent: Some(Arc::clone(&parent.id)) };
+        let refused = |why| TokenRefusal { why, parent: Some(Arc::clone(&parent.id)) };
         match parent.state_at(now) {
             KeyState::Active => {}
-            KeyState::Revoked => return Err(refused(ApiError::Revoked, AuthnError::Revoked)),
-            KeyState::Expired => return Err(refused(ApiError::Expired, AuthnError::Expired)),
+            KeyState::Revoked => return Err(refused(AuthnError::Revoked)),
+            KeyState::Expired => return Err(refused(AuthnError::Expired)),
             KeyState::NotYetValid => return Err(invalid(TokenError::Invalid)),
         }
         // What the token says, within what the parent holds now: narrowing the key narrows
@@ -127,7 +122,7 @@ impl Tokens {
             Some(list) => {
                 let kept: Vec<&str> = list.iter().map(String::as_str).filter(|c| parent.allows_clinic(c)).collect();
                 if kept.is_empty() {
-                    return Err(refused(ApiError::ClinicNotAllowed, AuthnError::Unknown));
+                    return Err(refused(AuthnError::TokenClinicsRevoked));
                 }
                 Some(Arc::from(kept.join(",")))
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use super::{file, KeyTable};
+use crate::keys::{file, KeyTable};
 
 pub type SharedTable = Arc<ArcSwap<KeyTable>>;
 

@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::file::{self, RawTable, Shape, TableError};
+use crate::keys::file::{self, RawTable, Shape, TableError};
 
 pub struct FileStore {
     path: PathBuf,

@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
-use super::gcra::{Quota, Verdict};
+use crate::ratelimit::{Quota, Verdict};
 
 /// GCRA over microseconds on Redis's clock: the same decision as `gcra::decide`.
 /// KEYS[1] holds the subject's TAT. ARGV[1] = T (emission interval), ARGV[2] = tau (T * burst).
