@@ -49,6 +49,9 @@ pub struct Running {
     pub table: SharedTable,
     /// The request path, for the external-authorization listeners (`Proxy::check`).
     pub proxy: Arc<Proxy>,
+    /// The external-authorization check listeners (`authz:`), when configured.
+    pub authz_addr: Option<SocketAddr>,
+    pub authz_grpc_addr: Option<SocketAddr>,
     reload: Arc<Notify>,
     tls: Option<Arc<TlsState>>,
     tokens: Option<Arc<crate::proxy::tokens::Tokens>>,
@@ -303,8 +306,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
     let admin_task = tokio::spawn(server::serve(admin_listener, admin, admin_opts, until_stopped(admin_stop_rx)));
     let proxy = Arc::clone(&proxy_path);
+    let authz = match &config.authz {
+        Some(settings) => {
+            let rx = stop_rx.clone();
+            let stopped = move || until_stopped(rx.clone());
+            Some(
+                crate::authz::start(settings, Arc::clone(&proxy), &config.limits, config.drain_timeout, stopped)
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    let (authz_addr, authz_grpc_addr) = (authz.as_ref().map(|a| a.http_addr), authz.as_ref().and_then(|a| a.grpc_addr));
     let done = tokio::spawn(async move {
         let cut = server::serve(proxy_listener, proxy_path, proxy_opts, until_stopped(stop_rx)).await;
+        if let Some(a) = authz {
+            let _ = a.done.await;
+        }
         reload_task.abort();
         if let Some(census) = census_task {
             census.abort();
@@ -324,5 +342,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!(cut_connections = cut, "keygate stopped");
         cut
     });
-    Ok(Running { proxy_addr, admin_addr, metrics, health, table, proxy, reload, tls, tokens, stop, done })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        metrics,
+        health,
+        table,
+        proxy,
+        authz_addr,
+        authz_grpc_addr,
+        reload,
+        tls,
+        tokens,
+        stop,
+        done,
+    })
 }

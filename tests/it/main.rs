@@ -5,6 +5,7 @@ mod support;
 mod alerts;
 mod anomaly;
 mod authz;
+mod authz_grpc;
 mod check;
 mod fleet_limit;
 mod hostile;
