@@ -231,7 +231,6 @@ fn slack_escape(s: &str) -> String {
     out
 }
 
-/// Scheme and host (and port) only: no userinfo, path or query, where webhook tokens live.
 // ---------- delivery ----------
 
 struct Webhook {

@@ -51,7 +51,7 @@ impl fmt::Debug for AlertSettings {
     }
 }
 
-/// Scheme and host only: webhook URLs often carry a token in the path or query.
+/// Scheme and host (and port) only: no userinfo, path or query, where webhook tokens live.
 pub fn redacted(url: &Uri) -> String {
     let scheme = url.scheme_str().unwrap_or("?");
     let host = url.host().unwrap_or("?");

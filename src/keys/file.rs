@@ -92,11 +92,17 @@ pub fn load(path: &Path) -> Result<KeyTable, TableError> {
     let cannot = |e: std::io::Error| TableError { source: source.clone(), problems: vec![format!("cannot read: {e}")] };
     let mut f = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(cannot)?);
     let size = f.get_ref().metadata().map_err(cannot)?.len();
-    let mut head = String::new();
-    (&mut f).take(64 * 1024).read_to_string(&mut head).map_err(cannot)?;
-    if shape_of(&head) == Shape::Yaml || head.trim().is_empty() {
-        let mut text = head;
-        f.read_to_string(&mut text).map_err(cannot)?;
+    // Bytes, not a string: the 64 KiB may end inside a character, which is no fault of the file.
+    let mut head = Vec::new();
+    (&mut f).take(64 * 1024).read_to_end(&mut head).map_err(cannot)?;
+    let head_text = String::from_utf8_lossy(&head);
+    if shape_of(&head_text) == Shape::Yaml || head_text.trim().is_empty() {
+        let mut bytes = head;
+        f.read_to_end(&mut bytes).map_err(cannot)?;
+        let text = String::from_utf8(bytes).map_err(|e| TableError {
+            source: source.clone(),
+            problems: vec![format!("not UTF-8: {}", e.utf8_error())],
+        })?;
         return parse(&text, &source);
     }
     f.seek(std::io::SeekFrom::Start(0)).map_err(cannot)?;
@@ -604,5 +610,17 @@ mod tests {
         std::fs::write(&y, format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'))).unwrap();
         assert_eq!(load(&y).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_character_across_the_first_64_kib_does_not_stop_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // `é` is two bytes: the first is the last byte of the 64 KiB the shape is told from.
+        let yaml = format!("#{}é\nkeys:\n  - id: k1\n    hash: {}\n    environment: live\n", "a".repeat(65534), h('a'));
+        let p = dir.path().join("t.yaml");
+        std::fs::write(&p, &yaml).unwrap();
+        assert_eq!(load(&p).map(|t| t.len()).map_err(|e| e.to_string()), Ok(1));
+        std::fs::write(&p, b"keys: []\n# \xff\n").unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("not UTF-8"));
     }
 }

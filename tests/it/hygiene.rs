@@ -313,6 +313,29 @@ async fn an_allowed_method_override_is_what_gets_authorised() {
     assert_eq!(up.count(), 0);
 }
 
+/// Found by the header fuzz target: an override header the client also names in `Connection`
+/// is removed before forwarding, so the upstream acts on the request's own method; keygate must
+/// authorise that method, not the override (a read key could DELETE by overriding to GET).
+#[tokio::test]
+async fn a_method_override_named_in_connection_is_not_what_gets_authorised() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_reader").with("    type: read_only\n");
+    let kg = spawn_proxy(up.addr, &[&key], "allow_method_override: true\n").await;
+
+    let resp = kg
+        .raw(&request(&[
+            "DELETE /api/v1/clinics/clinic_001/interactions HTTP/1.1",
+            "Host: x",
+            &format!("Authorization: {}", key.bearer()),
+            "X-HTTP-Method-Override: GET",
+            "Connection: close, X-HTTP-Method-Override",
+        ]))
+        .await;
+
+    assert_raw_error(&resp, 403, "INSUFFICIENT_SCOPE");
+    assert_eq!(up.count(), 0, "the upstream never sees the DELETE");
+}
+
 // ---------- Host ----------
 
 #[tokio::test]

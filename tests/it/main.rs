@@ -9,6 +9,7 @@ mod authz_grpc;
 mod check;
 mod fleet_limit;
 mod hostile;
+mod fuzz;
 mod hygiene;
 mod keys_cli;
 mod lifecycle;
