@@ -6,6 +6,7 @@ mod alerts;
 mod anomaly;
 mod authz;
 mod authz_caddy;
+mod authz_deploy;
 mod authz_front;
 mod authz_grpc;
 mod authz_nginx;
