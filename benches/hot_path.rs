@@ -27,7 +27,7 @@ fn table(n: usize, sample: usize) -> (KeyTable, Vec<String>) {
             secrets.push(secret);
         }
     }
-    (keygate::keys::file::parse(&text, "bench").unwrap(), secrets)
+    (keygate::keys::file::parse(&text, "bench", &keygate::keys::Catalogue::default()).unwrap(), secrets)
 }
 
 fn config() -> keygate::config::Config {

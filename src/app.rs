@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, AdminApi, Health};
 use crate::config::{Config, KeyStore, PgStore, SyncMode};
 use crate::forward::Forwarder;
-use crate::keys::{file, KeyTable};
+use crate::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::proxy::anomalies::Anomalies;
 use crate::proxy::limit::Limiter;
@@ -131,7 +131,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         KeyStore::File(path) => {
             let path = path.clone();
             let started = std::time::Instant::now();
-            let t: KeyTable = tokio::task::spawn_blocking(move || file::load(&path)).await??;
+            let scopes = config.scope_catalogue();
+            let t: KeyTable =
+                tokio::task::spawn_blocking(move || crate::store::table_file::load(&path, &scopes)).await??;
             let took_ms = started.elapsed().as_millis() as u64;
             tracing::info!(keys = t.len(), took_ms, file = %config.keys_source(), "key table loaded");
             after_load(&metrics, &t, &usage);
@@ -179,9 +181,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With `sync: cache` the table stays empty: keys are looked up in the cache.
     let (source, cache_tasks) = match &config.key_store {
         KeyStore::Postgres(pg @ PgStore { sync: SyncMode::Cache(cs), .. }) => {
-            let pool = Arc::new(crate::pgstore::pool::Pool::new(cs.pool_size));
+            let pool = Arc::new(crate::store::pgstore::pool::Pool::new(cs.pool_size));
             let keeper = tokio::spawn(Arc::clone(&pool).keep(pg.clone(), Arc::clone(&metrics)));
-            let cache = crate::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
+            let cache = crate::store::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
             (KeySource::Cache(Arc::new(cache)), Some(keeper))
         }
         KeyStore::Postgres(_) | KeyStore::File(_) => (KeySource::Table(Arc::clone(&table)), None),
@@ -193,19 +195,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 table: Arc::clone(&table),
                 interval: config.keys.reload_interval,
                 trigger: Arc::clone(&reload),
+                scopes: config.scope_catalogue(),
             };
             tokio::spawn(reloader.run(on_event))
         }
         KeyStore::Postgres(pg) => {
-            let follower = crate::pgstore::sync::Follower {
+            let follower = crate::store::pgstore::sync::Follower {
                 settings: pg.clone(),
                 target: match &source {
-                    KeySource::Table(t) => crate::pgstore::sync::Target::Table(Arc::clone(t)),
-                    KeySource::Cache(c) => crate::pgstore::sync::Target::Cache(Arc::clone(c)),
+                    KeySource::Table(t) => crate::store::pgstore::sync::Target::Table(Arc::clone(t)),
+                    KeySource::Cache(c) => crate::store::pgstore::sync::Target::Cache(Arc::clone(c)),
                 },
                 freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
                 metrics: Arc::clone(&metrics),
                 trigger: Arc::clone(&reload),
+                scopes: config.scope_catalogue(),
             };
             tokio::spawn(follower.run(on_event))
         }
@@ -214,7 +218,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let usage_writer = match &config.key_store {
         KeyStore::Postgres(pg) => pg.usage_flush.map(|interval| {
             let (stop, stopped) = tokio::sync::oneshot::channel();
-            let writer = crate::pgstore::usage::UsageWriter {
+            let writer = crate::store::pgstore::usage::UsageWriter {
                 settings: pg.clone(),
                 book: Arc::clone(&usage),
                 metrics: Arc::clone(&metrics),

@@ -140,7 +140,7 @@ mod tests {
     fn table(extra: &str) -> KeyTable {
         let text =
             format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n{extra}", KeyHash::of(LIVE).to_hex());
-        file::parse(&text, "t").unwrap()
+        file::parse(&text, "t", &crate::keys::Catalogue::unchecked()).unwrap()
     }
 
     fn auth(t: &KeyTable, token: &str, now: OffsetDateTime) -> Result<String, AuthnError> {

@@ -29,13 +29,20 @@ pub enum Command {
     /// Run keygate in front of a built-in sample upstream with freshly generated demo keys,
     /// and print curl commands to try.
     Demo {
+        /// Where the demo proxy listens (pick another if the port is taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API (/metrics, /healthz, /readyz) listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
     },
-    /// Validate a config file (and the key table file it names) and exit: 0 valid, 1 invalid.
-    CheckConfig { config: PathBuf },
+    /// Validate a config file as `serve` would, short of binding sockets: the files it names
+    /// (TLS pair, CAs, JWT keys, secrets, the key table) are loaded, and every problem is listed
+    /// with its line. Exit 0 valid, 1 invalid.
+    CheckConfig {
+        /// The YAML config to check.
+        config: PathBuf,
+    },
     /// Create or upgrade the PostgreSQL key store's schema (key_store.kind: postgres). Safe to
     /// run again: applies only what is missing.
     Migrate {
@@ -96,6 +103,7 @@ pub enum KeysCommand {
     },
     /// List keys (never secrets).
     List {
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
         /// Only this environment.
@@ -111,7 +119,9 @@ pub enum KeysCommand {
     /// Everything about one key, with last use and request counts: the whole fleet's from the
     /// PostgreSQL store, or the running proxy's (the file store, or --admin).
     Show {
+        /// The key's id (key_…), never its secret.
         id: String,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
         /// Ask this proxy's admin address for its own usage (the file store's default: the
@@ -119,18 +129,27 @@ pub enum KeysCommand {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Revoke a key; the proxy refuses it within seconds (API_KEY_REVOKED).
+    /// Revoke a key; the proxy refuses it within seconds (API_KEY_REVOKED). Revoking a key
+    /// that is already revoked succeeds and changes nothing.
     Revoke {
+        /// The key's id (key_…).
         id: String,
+        /// Why, kept with the key (e.g. "leaked in ticket 123").
         #[arg(long)]
         reason: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Issue a successor with the same label, scopes, clinics and IPs; the old key keeps
     /// working for the grace period, then answers API_KEY_EXPIRED.
     Rotate {
+        /// The key's id (key_…).
         id: String,
+        /// How long the old key keeps working, e.g. 24h, 30m.
         #[arg(long, default_value = "24h")]
         grace: String,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -161,15 +180,21 @@ pub enum KeysCommand {
         #[arg(long)]
         jsonl: bool,
     },
-    /// Change a key's label, scopes, clinics, IPs, expiry or tier.
+    /// Change a key's label, scopes, clinics, IPs, expiry or tier. A change to what the key
+    /// already has changes nothing (updated_at included).
     Update {
+        /// The key's id (key_…).
         id: String,
+        /// New label.
         #[arg(long)]
         label: Option<String>,
+        /// read_only, write or full (replaces the scopes).
         #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
         key_type: Option<String>,
+        /// Comma-separated scopes (replaces the type).
         #[arg(long, value_delimiter = ',')]
         scopes: Option<Vec<String>>,
+        /// Comma-separated clinic ids the key is restricted to.
         #[arg(long, value_delimiter = ',', conflicts_with = "all_clinics")]
         clinics: Option<Vec<String>>,
         /// Lift the clinic restriction.
@@ -181,14 +206,20 @@ pub enum KeysCommand {
         /// Lift the IP restriction.
         #[arg(long)]
         any_ip: bool,
+        /// New lifetime from now, e.g. 90d, 12h.
         #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
         expires_in: Option<String>,
+        /// New expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
         #[arg(long, conflicts_with = "no_expiry")]
         expires_at: Option<String>,
         /// Remove the expiry.
         #[arg(long)]
         no_expiry: bool,
+        /// Rate-limit tier name.
         #[arg(long)]
         rate_limit: Option<String>,
+        /// Machine-readable output: the key as `show --json` prints it, and whether it changed.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use keygate::cli::{Cli, Command};
 use keygate::config::{self, LogFormat};
-use keygate::keys::{file, KeyHash};
+use keygate::keys::KeyHash;
 
 /// Logs (the audit line above all) go through `logbuf`: batched, bounded, never blocking a
 /// request. The guard flushes on exit.
@@ -81,19 +81,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { config } => {
-            let cfg = config::load(&config)?;
-            let keys = match &cfg.key_store {
-                config::KeyStore::File(path) => {
-                    format!("key table {} with {} keys", path.display(), file::load(path)?.len())
-                }
-                config::KeyStore::Postgres(_) => format!("key store {} (not contacted)", cfg.keys_source()),
-            };
-            println!(
-                "{}: ok ({} routes, {} public routes, {keys})",
-                config.display(),
-                cfg.routes.routes().len(),
-                cfg.routes.public_routes().len(),
-            );
+            println!("{}", keygate::check_config::run(&config)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {
@@ -102,9 +90,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{}: key_store.kind is not postgres; the file store has no schema", config.display());
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let applied = rt.block_on(keygate::pgstore::migrate::run(pg))?;
+            let applied = rt.block_on(keygate::store::pgstore::migrate::run(pg))?;
             if applied.is_empty() {
-                println!("schema {} is up to date (version {})", pg.schema, keygate::pgstore::migrate::latest());
+                println!("schema {} is up to date (version {})", pg.schema, keygate::store::pgstore::migrate::latest());
             } else {
                 println!("schema {}: applied migrations {applied:?}", pg.schema);
             }

@@ -171,6 +171,21 @@ fn matches<'p>(segs: &[Seg], path: &'p str, want: Option<&str>) -> Option<Option
     None
 }
 
+/// Does every path `b` matches also match `a`? (A `{param}` takes any one segment, `{*rest}`
+/// one or more.)
+fn covers(a: &[Seg], b: &[Seg]) -> bool {
+    for (i, sa) in a.iter().enumerate() {
+        let Some(sb) = b.get(i) else { return false };
+        match (sa, sb) {
+            (Seg::Rest, _) => return true,
+            (Seg::Param(_), Seg::Lit(_) | Seg::Param(_)) => {}
+            (Seg::Lit(x), Seg::Lit(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+    a.len() == b.len()
+}
+
 impl RouteTable {
     pub fn new(specs: Vec<RouteSpec>, public: Vec<(String, Vec<Method>)>) -> Result<RouteTable, Vec<String>> {
         let mut errs = Vec::new();
@@ -245,6 +260,30 @@ impl RouteTable {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// Routes an earlier route answers first, for some or all of their methods (the first match
+    /// wins, so those never apply): one message per such route, naming the earlier one.
+    pub fn shadowed(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (j, later) in self.routes.iter().enumerate() {
+            let mut taken: Vec<(String, usize)> = Vec::new();
+            for m in &later.spec.methods {
+                let first =
+                    self.routes[..j].iter().position(|r| r.spec.methods.contains(m) && covers(&r.segs, &later.segs));
+                if let Some(i) = first {
+                    taken.push((m.to_string(), i));
+                }
+            }
+            if taken.is_empty() {
+                continue;
+            }
+            let by: Vec<String> =
+                taken.iter().map(|(m, i)| format!("{m} by routes[{i}] ({})", self.routes[*i].spec.pattern)).collect();
+            let what = if taken.len() == later.spec.methods.len() { "is unreachable" } else { "is partly unreachable" };
+            out.push(format!("routes[{j}] ({}): {what}: answered first for {}", later.spec.pattern, by.join(", ")));
+        }
+        out
     }
 
     pub fn public_routes(&self) -> &[PublicRoute] {
@@ -351,7 +390,7 @@ mod tests {
     /// One key from a one-line table entry, e.g. "scopes: [interactions:read]".
     fn key(extra: &str) -> crate::keys::KeyTable {
         let text = format!("keys:\n  - id: k\n    hash: {}\n    environment: live\n    {extra}\n", "a".repeat(64));
-        file::parse(&text, "t").unwrap()
+        file::parse(&text, "t", &crate::keys::Catalogue::unchecked()).unwrap()
     }
 
     fn decide(extra: &str, method: Method, path: &str, query: Option<&str>) -> Result<Decision, Denied> {
@@ -440,6 +479,37 @@ mod tests {
         assert!(t.public_route(&Method::GET, "/health").is_some());
         assert!(t.public_route(&Method::POST, "/health").is_none());
         assert!(t.public_route(&Method::GET, "/health/x").is_none());
+    }
+
+    #[test]
+    fn a_route_behind_a_broader_earlier_one_is_reported() {
+        let spec = |p: &str, methods: &[Method]| RouteSpec {
+            methods: methods.to_vec(),
+            ..route(p, "x", None, ForeignClinic::EmptyResult)
+        };
+        let t = RouteTable::new(
+            vec![
+                spec("/api/{*rest}", &[Method::GET]),
+                spec("/api/v1/items", &[Method::GET, Method::POST]),
+                spec("/api/v1/{id}", &[Method::GET]),
+                spec("/other/{id}", &[Method::GET]),
+                spec("/other/fixed", &[Method::GET]),
+                spec("/other/{id}/deeper", &[Method::GET]),
+                spec("/", &[Method::GET]),
+                spec("/api", &[Method::GET]),
+            ],
+            vec![],
+        )
+        .unwrap();
+        let s = t.shadowed();
+        assert_eq!(s.len(), 3, "{s:#?}");
+        assert!(
+            s[0].starts_with("routes[1] (/api/v1/items): is partly unreachable: answered first for GET by routes[0]"),
+            "{}",
+            s[0]
+        );
+        assert!(s[1].starts_with("routes[2] (/api/v1/{id}): is unreachable"), "{}", s[1]);
+        assert!(s[2].starts_with("routes[4] (/other/fixed): is unreachable"), "{}", s[2]);
     }
 
     #[test]

@@ -141,9 +141,8 @@ fn secret(c: &mut Check, raw: &RawAuthz) -> Option<CheckSecret> {
         "authz.shared_secret_header",
         HeaderName::from_bytes(header_text.as_bytes()).map_err(|_| format!("{header_text:?} is not a header name")),
     );
-    let path = raw.shared_secret_file.as_ref()?;
-    let read = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"));
-    let value = c.val("authz.shared_secret_file", read)?.trim().to_string();
+    let path = raw.shared_secret_file.as_deref();
+    let value = super::secrets::inline_or_file(c, "authz.shared_secret", None, path)?.trim().to_string();
     if value.len() < 16 || !value.bytes().all(|b| b.is_ascii_graphic()) {
         c.0.push("authz.shared_secret_file: the secret must be at least 16 visible ASCII characters".into());
         return None;

@@ -116,6 +116,7 @@ pub(super) fn key_store(c: &mut Check, raw: Option<&RawKeyStore>, file: Option<&
             if let Some(r) = raw {
                 let set = [
                     ("url", r.url.is_some()),
+                    ("url_file", r.url_file.is_some()),
                     ("schema", r.schema.is_some()),
                     ("ca_file", r.ca_file.is_some()),
                     ("auto_migrate", r.auto_migrate.is_some()),
@@ -147,7 +148,9 @@ pub(super) fn key_store(c: &mut Check, raw: Option<&RawKeyStore>, file: Option<&
 }
 
 fn postgres(c: &mut Check, r: &RawKeyStore) -> PgStore {
-    if let Some(url) = &r.url {
+    // Neither given: the standard PG* environment variables.
+    let url = super::secrets::inline_or_file(c, "key_store.url", r.url.as_deref(), r.url_file.as_deref());
+    if let Some(url) = &url {
         // Never echo the URL: it may hold a password.
         if url.parse::<tokio_postgres::Config>().is_err() {
             c.0.push("key_store.url: not a PostgreSQL connection URL (postgres://user@host:5432/db)".into());
@@ -194,7 +197,7 @@ fn postgres(c: &mut Check, r: &RawKeyStore) -> PgStore {
         ));
     }
     PgStore {
-        url: r.url.clone().map(DbUrl),
+        url: url.map(DbUrl),
         schema,
         ca_file: r.ca_file.as_ref().map(PathBuf::from),
         auto_migrate: r.auto_migrate.unwrap_or(false),

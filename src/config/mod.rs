@@ -6,8 +6,11 @@ pub mod alert;
 mod authz;
 mod defaults;
 mod key_store;
+pub mod locate;
+pub mod messages;
 mod protection;
 pub mod raw;
+mod secrets;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -146,6 +149,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The scopes a key may hold: the product's, and every scope a configured route requires.
+    pub fn scope_catalogue(&self) -> crate::keys::Catalogue {
+        let route_scopes = self.routes.routes().iter().flat_map(|r| match &r.spec.required {
+            Required::Resource { read, write } => vec![read.clone(), write.clone()],
+            Required::Scopes(list) => list.clone(),
+        });
+        crate::keys::Catalogue::new(route_scopes)
+    }
+
     /// Where the keys come from, for logs and `check-config` (never a URL: it may hold a password).
     pub fn keys_source(&self) -> String {
         match &self.key_store {
@@ -164,12 +176,84 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &path.display().to_string())
 }
 
+/// Parses and validates, reporting every problem it can find in one go: serde stops at the
+/// first, so a field it refuses is cut out of the text and the rest parsed again (bounded);
+/// what survives is validated too. Each problem carries its line where the text shows it.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
-        let at = e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
-        ConfigError { file: file.to_string(), problems: vec![format!("{at}{e}")] }
-    })?;
-    validate(raw).map_err(|problems| ConfigError { file: file.to_string(), problems })
+    match parse_all(text) {
+        (Some(cfg), problems) if problems.is_empty() => Ok(cfg),
+        (_, problems) => Err(ConfigError { file: file.to_string(), problems }),
+    }
+}
+
+/// The config as far as it could be built (problem fields at their defaults) and every
+/// problem found, each with its line where the text shows it. For `check-config`, which goes on
+/// to load the files a broken config names too.
+pub fn parse_all(text: &str) -> (Option<Config>, Vec<String>) {
+    let (raw, mut problems) = parse_lenient(text);
+    let cfg = raw.map(|raw| {
+        let (cfg, more) = build(raw);
+        problems.extend(more.into_iter().map(|p| messages::with_line(text, p)));
+        cfg
+    });
+    messages::sort_by_line(&mut problems);
+    (cfg, problems)
+}
+
+/// The raw config, if what is left parses once the refused fields are cut out, and the
+/// syntax and type problems met on the way.
+fn parse_lenient(text: &str) -> (Option<RawConfig>, Vec<String>) {
+    let mut text = text.to_string();
+    let mut problems: Vec<String> = Vec::new();
+    let mut cut: Vec<String> = Vec::new();
+    for _ in 0..32 {
+        let e = match serde_yaml::from_str::<RawConfig>(&text) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => e,
+        };
+        let msg = messages::reword(&e.to_string());
+        // A field cut out for being wrong then reads as missing: that was said already.
+        if cut.iter().any(|f| msg.contains(&format!("missing field `{f}`"))) {
+            break;
+        }
+        let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
+        problems.push(match line {
+            Some(l) => format!("line {l}: {msg}"),
+            None => msg,
+        });
+        match line.and_then(|l| cut_block(&text, l)) {
+            Some((rest, field)) => {
+                cut.push(field);
+                text = rest;
+            }
+            None => break,
+        }
+    }
+    (None, problems)
+}
+
+/// `text` with line `line` (1-based) and the lines nested under it blanked (so later errors
+/// keep their line numbers), and the key it held; `None` when that line holds no key to cut (a
+/// syntax error, say).
+fn cut_block(text: &str, line: usize) -> Option<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = *lines.get(line - 1)?;
+    let indent = at.len() - at.trim_start().len();
+    let body = at.trim_start().trim_start_matches("- ");
+    let field = body.split_once(':')?.0.trim().trim_matches(['"', '\'']).to_string();
+    let nested = |l: &&&str| l.trim().is_empty() || l.len() - l.trim_start().len() > indent;
+    let end = line + lines[line..].iter().take_while(nested).count();
+    // An item's dash stays, so the list keeps its shape.
+    let dash = format!("{}- {{}}", " ".repeat(indent));
+    let first = if at.trim_start().starts_with("- ") { dash.as_str() } else { "" };
+    let out: Vec<&str> = lines[..line - 1]
+        .iter()
+        .copied()
+        .chain(std::iter::once(first))
+        .chain(std::iter::repeat_n("", end - line))
+        .chain(lines[end..].iter().copied())
+        .collect();
+    Some((out.join("\n") + "\n", field))
 }
 
 /// Collects problems instead of stopping at the first, so one run shows them all.
@@ -212,7 +296,9 @@ impl Check {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
+/// Every field validated; a field with a problem holds its default, so the rest can still be
+/// checked.
+fn build(raw: RawConfig) -> (Config, Vec<String>) {
     let mut c = Check(Vec::new());
     let environment = c.val("environment", raw.environment.parse::<Environment>()).unwrap_or(Environment::Live);
     let listen = c.addr("listen", &raw.listen, "0.0.0.0:8080");
@@ -288,7 +374,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         })
         .collect();
     let routes = match RouteTable::new(specs, public) {
-        Ok(t) => t,
+        Ok(t) => {
+            // The first match wins: a route behind a broader one would silently never apply.
+            c.0.extend(t.shadowed());
+            t
+        }
         Err(errs) => {
             c.0.extend(errs.into_iter().map(|e| format!("routes: {e}")));
             RouteTable::default()
@@ -317,10 +407,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
     let upstream_context = tokens::upstream_context(&mut c, &raw.upstream_context, jwt.as_ref());
     let authz = authz::authz(&mut c, raw.authz.as_ref(), &[("listen", listen), ("admin_listen", admin_listen)]);
 
-    if !c.0.is_empty() {
-        return Err(c.0);
-    }
-    Ok(Config {
+    let cfg = Config {
         environment,
         listen,
         admin_listen,
@@ -342,7 +429,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<String>> {
         jwt,
         upstream_context,
         authz,
-    })
+    };
+    (cfg, c.0)
 }
 
 fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {

@@ -31,13 +31,26 @@ pub enum LimitBackend {
     Redis(RedisBackend),
 }
 
-#[derive(Debug, Clone)]
+/// Its Debug never shows the URL (it may carry a password).
+#[derive(Clone)]
 pub struct RedisBackend {
     pub url: String,
     pub key_prefix: String,
     pub timeout: Duration,
     pub retry_after_failure: Duration,
     pub on_error: OnRedisError,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("retry_after_failure", &self.retry_after_failure)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +156,16 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
             LimitBackend::Local
         }
         (Some("redis"), Some(rd)) => {
-            if !(rd.url.starts_with("redis://") || rd.url.starts_with("rediss://") || rd.url.starts_with("unix://")) {
-                c.0.push("rate_limits.redis.url: must start with redis://, rediss:// or unix://".into());
+            let field = "rate_limits.redis.url";
+            let url = super::secrets::inline_or_file(c, field, rd.url.as_deref(), rd.url_file.as_deref());
+            if rd.url.is_none() && rd.url_file.is_none() {
+                c.0.push(format!("{field}: required with backend: redis (or {field}_file)"));
+            }
+            let url = url.unwrap_or_default();
+            // Never echo the URL: it may carry a password.
+            let scheme_ok = ["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s));
+            if !url.is_empty() && !scheme_ok {
+                c.0.push(format!("{field}: must start with redis://, rediss:// or unix://"));
             }
             let on_error = match rd.on_error.as_deref() {
                 None | Some("fail_open") => OnRedisError::FailOpen,
@@ -155,7 +176,7 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
                 }
             };
             LimitBackend::Redis(RedisBackend {
-                url: rd.url.clone(),
+                url,
                 key_prefix: rd.key_prefix.clone().unwrap_or_else(|| "keygate:rl:".into()),
                 timeout: c.duration("rate_limits.redis.timeout", &rd.timeout, Duration::from_millis(50)),
                 retry_after_failure: c.duration(
@@ -257,11 +278,18 @@ pub(super) fn anomaly(c: &mut Check, r: &RawAnomaly) -> anomaly::Settings {
 
 pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<AlertSettings> {
     let w = r.webhook.as_ref()?;
+    let field = "alerts.webhook.url";
+    let Some(text) = super::secrets::inline_or_file(c, field, w.url.as_deref(), w.url_file.as_deref()) else {
+        if w.url.is_none() && w.url_file.is_none() {
+            c.0.push(format!("{field}: required (or {field}_file)"));
+        }
+        return None;
+    };
     // Never echo the URL: webhook URLs carry their token in the path or query.
-    let url = match w.url.parse::<Uri>() {
+    let url = match text.parse::<Uri>() {
         Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
         _ => {
-            c.0.push("alerts.webhook.url: must be an http:// or https:// URL with a host".into());
+            c.0.push(format!("{field}: must be an http:// or https:// URL with a host"));
             return None;
         }
     };

@@ -106,7 +106,9 @@ pub struct RawTier {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    pub url: Option<String>,
+    /// A file holding the URL (a mounted Secret: the URL may carry a password).
+    pub url_file: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
     pub on_error: Option<String>,
@@ -170,7 +172,9 @@ pub struct RawAlerts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
-    pub url: String,
+    pub url: Option<String>,
+    /// A file holding the URL (a mounted Secret: webhook URLs carry their token).
+    pub url_file: Option<String>,
     pub cooldown: Option<String>,
     pub timeout: Option<String>,
     pub queue: Option<usize>,
@@ -214,6 +218,8 @@ pub struct RawKeys {
 pub struct RawKeyStore {
     pub kind: Option<String>,
     pub url: Option<String>,
+    /// A file holding the URL (a mounted Secret: the URL may carry a password).
+    pub url_file: Option<String>,
     pub schema: Option<String>,
     pub ca_file: Option<String>,
     pub auto_migrate: Option<bool>,

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 // Build-time maps hash operator-written data, not request data: a fast non-keyed hasher is
@@ -18,7 +17,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::scope::KeyType;
+use super::scope::{Catalogue, KeyType};
 use super::{Access, AccessHeaders, Environment, KeyHash, KeyRecord, KeyTable, KeyTimes, Profile, Scope, ScopeSet};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -28,7 +27,7 @@ pub struct RawTable {
     pub keys: Vec<RawKey>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     pub id: String,
@@ -84,68 +83,18 @@ impl fmt::Display for TableError {
 
 impl std::error::Error for TableError {}
 
-/// Loads a table file. JSON Lines are streamed line by line, so a large table never sits in
-/// memory twice (as text and as records).
-pub fn load(path: &Path) -> Result<KeyTable, TableError> {
-    use std::io::{Read, Seek};
-    let source = path.display().to_string();
-    let cannot = |e: std::io::Error| TableError { source: source.clone(), problems: vec![format!("cannot read: {e}")] };
-    let mut f = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(cannot)?);
-    let size = f.get_ref().metadata().map_err(cannot)?.len();
-    // Bytes, not a string: the 64 KiB may end inside a character, which is no fault of the file.
-    let mut head = Vec::new();
-    (&mut f).take(64 * 1024).read_to_end(&mut head).map_err(cannot)?;
-    let head_text = String::from_utf8_lossy(&head);
-    if shape_of(&head_text) == Shape::Yaml || head_text.trim().is_empty() {
-        let mut bytes = head;
-        f.read_to_end(&mut bytes).map_err(cannot)?;
-        let text = String::from_utf8(bytes).map_err(|e| TableError {
-            source: source.clone(),
-            problems: vec![format!("not UTF-8: {}", e.utf8_error())],
-        })?;
-        return parse(&text, &source);
-    }
-    f.seek(std::io::SeekFrom::Start(0)).map_err(cannot)?;
-    let mut lines = JsonLines::new(usize::try_from(size / 160).unwrap_or(0));
-    // Whole lines out of 4 MiB chunks: bounded memory, one UTF-8 check per chunk.
-    let mut chunk: Vec<u8> = Vec::with_capacity(4 << 20);
-    let mut n = 0;
-    loop {
-        // Appended without zeroing the room first (as `resize` then `read` would: 4 MiB a turn).
-        let got = (&mut f).take(4 << 20).read_to_end(&mut chunk).map_err(cannot)?;
-        let end = if got == 0 { chunk.len() } else { chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-        let text = std::str::from_utf8(&chunk[..end]).map_err(|e| TableError {
-            source: source.clone(),
-            problems: vec![format!("after line {n}: not UTF-8: {e}")],
-        })?;
-        for line in text.split_inclusive('\n') {
-            n += 1;
-            if !line.ends_with('\n') {
-                // Every line ends in a newline: a missing one is the sign of a cut-off write.
-                lines.problems.push(format!("line {n}: no newline at the end: the file looks truncated"));
-            }
-            lines.add(n, line);
-        }
-        chunk.drain(..end);
-        if got == 0 {
-            break;
-        }
-    }
-    lines.finish().map_err(|problems| TableError { source, problems })
-}
-
 /// Builds a table from JSON Lines, one line at a time.
-struct JsonLines {
+pub struct JsonLines {
     builder: Builder,
     problems: Vec<String>,
 }
 
 impl JsonLines {
-    fn new(capacity: usize) -> JsonLines {
-        JsonLines { builder: Builder::with_capacity(capacity), problems: Vec::new() }
+    pub fn new(capacity: usize, scopes: &Catalogue) -> JsonLines {
+        JsonLines { builder: Builder::with_capacity(capacity, scopes), problems: Vec::new() }
     }
 
-    fn add(&mut self, n: usize, line: &str) {
+    pub fn add(&mut self, n: usize, line: &str) {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
             return;
@@ -156,7 +105,12 @@ impl JsonLines {
         }
     }
 
-    fn finish(mut self) -> Result<KeyTable, Vec<String>> {
+    /// A line that ends without a newline: the sign of a cut-off write.
+    pub fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    pub fn finish(mut self) -> Result<KeyTable, Vec<String>> {
         match (self.problems.is_empty(), self.builder.finish()) {
             (true, Ok(t)) => Ok(t),
             (_, Ok(_)) => Err(self.problems),
@@ -184,7 +138,7 @@ pub fn shape_of(text: &str) -> Shape {
     }
 }
 
-pub fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
+pub fn parse(text: &str, source: &str, scopes: &Catalogue) -> Result<KeyTable, TableError> {
     let err = |problems| TableError { source: source.to_string(), problems };
     if text.trim().is_empty() {
         // An empty file is far more often a truncated write than an intent to lock everyone out.
@@ -193,14 +147,14 @@ pub fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
     match shape_of(text) {
         Shape::Yaml => {
             let raw: RawTable = serde_yaml::from_str(text).map_err(|e| err(vec![yaml_error(&e)]))?;
-            build(raw).map_err(err)
+            build(raw, scopes).map_err(err)
         }
         Shape::JsonLines => {
             if !text.ends_with('\n') {
                 // Every line ends in a newline: a missing one is the sign of a cut-off write.
                 return Err(err(vec!["the last line has no newline: the file looks truncated".into()]));
             }
-            let mut lines = JsonLines::new(text.len() / 160);
+            let mut lines = JsonLines::new(text.len() / 160, scopes);
             for (n, line) in text.lines().enumerate() {
                 lines.add(n + 1, line);
             }
@@ -247,8 +201,8 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-pub fn build(raw: RawTable) -> Result<KeyTable, Vec<String>> {
-    let mut b = Builder::with_capacity(raw.keys.len());
+pub fn build(raw: RawTable, scopes: &Catalogue) -> Result<KeyTable, Vec<String>> {
+    let mut b = Builder::with_capacity(raw.keys.len(), scopes);
     for (i, k) in raw.keys.into_iter().enumerate() {
         b.add(At::Text(format!("keys[{i}] (id {:?})", k.id)), k);
     }
@@ -263,8 +217,8 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    pub fn with_capacity(n: usize) -> TableBuilder {
-        TableBuilder { builder: Builder::with_capacity(n), rows: 0 }
+    pub fn with_capacity(n: usize, scopes: &Catalogue) -> TableBuilder {
+        TableBuilder { builder: Builder::with_capacity(n, scopes), rows: 0 }
     }
 
     pub fn add(&mut self, k: RawKey) {
@@ -305,10 +259,12 @@ struct Builder {
     scratch: String,
     /// Ids of keys that have a successor (rotated out, in their grace period or past it).
     rotated: Vec<Arc<str>>,
+    /// The scopes a key may hold (checked once per distinct access profile).
+    known: Catalogue,
 }
 
 impl Builder {
-    fn with_capacity(n: usize) -> Builder {
+    fn with_capacity(n: usize, known: &Catalogue) -> Builder {
         Builder {
             records: Vec::with_capacity(n),
             at: Vec::with_capacity(n),
@@ -316,6 +272,7 @@ impl Builder {
             profiles: FxHashMap::default(),
             scratch: String::new(),
             rotated: Vec::new(),
+            known: known.clone(),
         }
     }
 
@@ -329,7 +286,13 @@ impl Builder {
                 self.records.push(r);
                 self.at.push(at);
             }
-            Err(errs) => self.problems.extend(errs.into_iter().map(|e| format!("{at}: {e}"))),
+            // A line or row number alone does not say which key: name it (YAML's `at` does).
+            Err((errs, id)) => match at {
+                At::Text(_) => self.problems.extend(errs.into_iter().map(|e| format!("{at}: {e}"))),
+                At::Line(_) | At::Row(_) => {
+                    self.problems.extend(errs.into_iter().map(|e| format!("{at} (id {id:?}): {e}")))
+                }
+            },
         }
     }
 
@@ -354,7 +317,8 @@ impl Builder {
         }
     }
 
-    fn record(&mut self, k: RawKey) -> Result<KeyRecord, Vec<String>> {
+    /// The record for `k`, or every problem with it and its id.
+    fn record(&mut self, k: RawKey) -> Result<KeyRecord, (Vec<String>, String)> {
         let mut errs = Vec::new();
         if !valid_id(&k.id) {
             errs.push("id must be 1-64 characters of [A-Za-z0-9_-]".to_string());
@@ -384,7 +348,7 @@ impl Builder {
         }
         let profile = self.profile(&k, &mut errs);
         if !errs.is_empty() {
-            return Err(errs);
+            return Err((errs, k.id));
         }
         // Not interned: real clinic lists are mostly per integration, and a million-entry
         // intern map cost more load time than the sharing saved memory.
@@ -418,7 +382,17 @@ impl Builder {
             return Some(Arc::clone(p));
         }
         let scopes: Vec<Scope> = match (&k.scopes, k.key_type) {
-            (Some(list), None) => list.iter().filter_map(|s| Scope::parse(s).map_err(|e| errs.push(e)).ok()).collect(),
+            (Some(list), None) => {
+                let mut parsed = Vec::with_capacity(list.len());
+                for s in list {
+                    match Scope::parse(s) {
+                        Ok(scope) if self.known.knows(s) => parsed.push(scope),
+                        Ok(_) => errs.push(self.known.unknown(s)),
+                        Err(e) => errs.push(e),
+                    }
+                }
+                parsed
+            }
             (None, Some(t)) => t.scopes(),
             (None, None) => ScopeSet::default_read().iter().cloned().collect(),
             (Some(_), Some(_)) => return None,
@@ -460,6 +434,10 @@ fn header(s: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str, source: &str) -> Result<KeyTable, TableError> {
+        super::parse(text, source, &Catalogue::default())
+    }
 
     fn h(c: char) -> String {
         c.to_string().repeat(64)
@@ -515,6 +493,33 @@ mod tests {
         for want in ["keys[1] (id \"k1\"): duplicate id", "keys[1] (id \"k1\"): duplicate hash", "keys[2]", "keys[3]"] {
             assert!(msg.contains(want), "{want} in {msg}");
         }
+    }
+
+    #[test]
+    fn a_scope_no_route_knows_is_refused_naming_the_key_in_either_shape() {
+        let yaml = format!(
+            "keys:\n  - id: k_typo\n    hash: {}\n    environment: live\n    scopes: [\"invoices:raed\"]\n",
+            h('a')
+        );
+        let msg = parse(&yaml, "t").unwrap_err().to_string();
+        assert!(msg.contains(r#"keys[0] (id "k_typo"): unknown scope "invoices:raed""#), "{msg}");
+        let line = format!(r#"{{"id":"k_typo","hash":"{}","environment":"live","scopes":["invoices:raed"]}}"#, h('a'));
+        let msg = parse(&jsonl(&[line]), "t").unwrap_err().to_string();
+        assert!(msg.contains(r#"line 1 (id "k_typo"): unknown scope "invoices:raed""#), "{msg}");
+        // The same table is fine where the routes require that scope.
+        let cat = Catalogue::new(["invoices:raed".to_string()]);
+        assert_eq!(super::parse(&yaml, "t", &cat).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_key_holding_an_unknown_scope_is_named_though_they_share_a_profile() {
+        let yaml = format!(
+            "keys:\n  - id: k1\n    hash: {}\n    environment: live\n    scopes: [\"x:read\"]\n  - id: k2\n    hash: {}\n    environment: live\n    scopes: [\"x:read\"]\n",
+            h('a'),
+            h('b')
+        );
+        let e = parse(&yaml, "t").unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
     }
 
     #[test]
@@ -588,39 +593,5 @@ mod tests {
             assert_eq!(parse(&text, "t").unwrap().len(), 1);
             assert_eq!(parse_raw(&text).unwrap().keys[0].id, "k1");
         }
-    }
-
-    #[test]
-    fn loading_a_file_streams_json_lines_and_agrees_with_parse() {
-        let dir = std::env::temp_dir().join(format!("kg-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let good = jsonl(&[
-            "# header".into(),
-            format!(r#"{{"id":"k1","hash":"{}","environment":"live"}}"#, h('a')),
-            format!(r#"{{"id":"k2","hash":"{}","environment":"live"}}"#, h('b')),
-        ]);
-        let p = dir.join("t.jsonl");
-        std::fs::write(&p, &good).unwrap();
-        assert_eq!(load(&p).unwrap().len(), 2);
-        std::fs::write(&p, &good[..good.len() - 1]).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
-        std::fs::write(&p, format!("{good}{{\"id\":\"k3\",\"hash\":\"nothex\",\"environment\":\"live\"}}\n")).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("line 4"));
-        let y = dir.join("t.yaml");
-        std::fs::write(&y, format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'))).unwrap();
-        assert_eq!(load(&y).unwrap().len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_character_across_the_first_64_kib_does_not_stop_a_load() {
-        let dir = tempfile::tempdir().unwrap();
-        // `é` is two bytes: the first is the last byte of the 64 KiB the shape is told from.
-        let yaml = format!("#{}é\nkeys:\n  - id: k1\n    hash: {}\n    environment: live\n", "a".repeat(65534), h('a'));
-        let p = dir.path().join("t.yaml");
-        std::fs::write(&p, &yaml).unwrap();
-        assert_eq!(load(&p).map(|t| t.len()).map_err(|e| e.to_string()), Ok(1));
-        std::fs::write(&p, b"keys: []\n# \xff\n").unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("not UTF-8"));
     }
 }

@@ -10,15 +10,16 @@ use time::OffsetDateTime;
 
 use super::file::{RawKey, RawTable};
 use super::generate::generate;
-use super::scope::{KeyType, Scope, READ_SCOPES, WRITE_SCOPES};
+use super::scope::{KeyType, Scope};
 use super::{Environment, KeyHash};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LifecycleError {
     #[error("no key with id {0:?}")]
     UnknownId(String),
-    #[error("unknown scope {0:?} (known: {1})")]
-    UnknownScope(String, String),
+    /// The catalogue's message: the scope, and the nearest known one or the known list.
+    #[error("{0}")]
+    UnknownScope(String),
     #[error("{0}")]
     Invalid(String),
     #[error("expiry {0} is not in the future")]
@@ -38,44 +39,20 @@ pub fn key_id(secret: &str) -> String {
     format!("key_{}", &hex::encode(h.finalize())[..20])
 }
 
-/// Which scopes a key may be given: the product's read/write scopes, their `resource:*`
-/// wildcards, `*`, and anything the configured routes require.
-#[derive(Debug, Clone)]
-pub struct Catalogue {
-    known: Vec<String>,
-}
+pub use super::scope::Catalogue;
 
-impl Catalogue {
-    pub fn new(extra: impl IntoIterator<Item = String>) -> Catalogue {
-        let mut known: Vec<String> = READ_SCOPES.iter().chain(WRITE_SCOPES.iter()).map(|s| s.to_string()).collect();
-        known.extend(extra);
-        let resources: Vec<String> =
-            known.iter().filter_map(|s| s.split_once(':').map(|(r, _)| format!("{r}:*"))).collect();
-        known.extend(resources);
-        known.push("*".into());
-        known.sort();
-        known.dedup();
-        Catalogue { known }
-    }
-
-    pub fn check(&self, scopes: &[String]) -> Result<(), LifecycleError> {
-        for s in scopes {
-            Scope::parse(s).map_err(LifecycleError::Invalid)?;
-            if !self.known.contains(s) {
-                return Err(LifecycleError::UnknownScope(s.clone(), self.known.join(", ")));
-            }
+/// Checks scopes a command was given against the catalogue: well formed, known, not empty.
+pub fn check_scopes(cat: &Catalogue, scopes: &[String]) -> Result<(), LifecycleError> {
+    for s in scopes {
+        Scope::parse(s).map_err(LifecycleError::Invalid)?;
+        if !cat.knows(s) {
+            return Err(LifecycleError::UnknownScope(cat.unknown(s)));
         }
-        if scopes.is_empty() {
-            return Err(LifecycleError::Invalid("scopes is empty".into()));
-        }
-        Ok(())
     }
-}
-
-impl Default for Catalogue {
-    fn default() -> Self {
-        Catalogue::new([])
+    if scopes.is_empty() {
+        return Err(LifecycleError::Invalid("scopes is empty".into()));
     }
+    Ok(())
 }
 
 /// What a new key may carry. `None` means the default (all read scopes, all clinics, …).
@@ -109,7 +86,7 @@ fn check_spec(s: &KeySpec, cat: &Catalogue, now: OffsetDateTime) -> Result<(), L
         return Err(LifecycleError::Invalid("give --type or --scopes, not both".into()));
     }
     if let Some(scopes) = &s.scopes {
-        cat.check(scopes)?;
+        check_scopes(cat, scopes)?;
     }
     if let Some(exp) = s.expires_at {
         if exp <= now {
@@ -130,7 +107,7 @@ pub fn create(
     check_spec(&spec, cat, now)?;
     let secret = generate(prefix);
     let key = entry(&secret, spec, environment, now);
-    validate_entry(&key)?;
+    validate_entry(&key, cat)?;
     let id = key.id.clone();
     t.keys.push(key);
     Ok(Created { id, secret })
@@ -160,20 +137,33 @@ fn entry(secret: &str, spec: KeySpec, environment: Environment, now: OffsetDateT
 }
 
 /// Checks one entry exactly as the proxy's loader will (clinic charset, empty lists, …).
-fn validate_entry(k: &RawKey) -> Result<(), LifecycleError> {
+fn validate_entry(k: &RawKey, cat: &Catalogue) -> Result<(), LifecycleError> {
     let probe = RawTable { keys: vec![k.clone()] };
-    super::file::build(probe).map(|_| ()).map_err(|p| LifecycleError::Invalid(p.join("; ")))
+    super::file::build(probe, cat).map(|_| ()).map_err(|p| LifecycleError::Invalid(p.join("; ")))
 }
 
-pub fn revoke(t: &mut RawTable, id: &str, reason: Option<String>, now: OffsetDateTime) -> Result<(), LifecycleError> {
+/// What `revoke` did: revoking twice is not an error (a retried script, two operators), but
+/// the first revocation's time and reason stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already { at: OffsetDateTime, reason: Option<String> },
+}
+
+pub fn revoke(
+    t: &mut RawTable,
+    id: &str,
+    reason: Option<String>,
+    now: OffsetDateTime,
+) -> Result<Revoked, LifecycleError> {
     let k = find(t, id)?;
-    if k.revoked_at.is_some() {
-        return Err(LifecycleError::Revoked(id.to_string()));
+    if let Some(at) = k.revoked_at {
+        return Ok(Revoked::Already { at, reason: k.revoke_reason.clone() });
     }
     k.revoked_at = Some(now);
     k.revoke_reason = reason;
     k.updated_at = Some(now);
-    Ok(())
+    Ok(Revoked::Now)
 }
 
 /// Issues a successor with the same label, scopes, clinics, IPs and tier. The old key keeps
@@ -260,7 +250,7 @@ pub fn update(
     u: Update,
     cat: &Catalogue,
     now: OffsetDateTime,
-) -> Result<(), LifecycleError> {
+) -> Result<Updated, LifecycleError> {
     let k = find(t, id)?;
     if k.revoked_at.is_some() {
         return Err(LifecycleError::Revoked(id.to_string()));
@@ -279,7 +269,7 @@ pub fn update(
             next.scopes = None;
         }
         (None, Some(scopes)) => {
-            cat.check(&scopes)?;
+            check_scopes(cat, &scopes)?;
             next.key_type = None;
             next.scopes = Some(scopes);
         }
@@ -300,10 +290,21 @@ pub fn update(
     if let Some(r) = u.rate_limit {
         next.rate_limit = r;
     }
+    // A change that changes nothing leaves the key as it was, `updated_at` included.
+    if next == *k {
+        return Ok(Updated::Unchanged);
+    }
     next.updated_at = Some(now);
-    validate_entry(&next)?;
+    validate_entry(&next, cat)?;
     *k = next;
-    Ok(())
+    Ok(Updated::Changed)
+}
+
+/// Whether `update` changed the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Changed,
+    Unchanged,
 }
 
 #[cfg(test)]
@@ -364,7 +365,10 @@ mod tests {
         revoke(&mut t, &c.id, Some("leaked".into()), NOW).unwrap();
         assert_eq!(t.keys[0].revoked_at, Some(NOW));
         assert_eq!(t.keys[0].revoke_reason.as_deref(), Some("leaked"));
-        assert_eq!(revoke(&mut t, &c.id, None, NOW), Err(LifecycleError::Revoked(c.id.clone())));
+        let later = NOW + time::Duration::hours(1);
+        let again = revoke(&mut t, &c.id, Some("twice".into()), later);
+        assert_eq!(again, Ok(Revoked::Already { at: NOW, reason: Some("leaked".into()) }));
+        assert_eq!((t.keys[0].revoked_at, t.keys[0].updated_at), (Some(NOW), Some(NOW)), "the first one stands");
         assert_eq!(revoke(&mut t, "nope", None, NOW), Err(LifecycleError::UnknownId("nope".into())));
     }
 
@@ -409,8 +413,18 @@ mod tests {
             expires_at: Some(Some(NOW + time::Duration::hours(1))),
             ..Update::default()
         };
-        update(&mut t, &c.id, good, &cat, NOW).unwrap();
+        assert_eq!(update(&mut t, &c.id, good, &cat, NOW), Ok(Updated::Changed));
         assert_eq!(t.keys[0].clinics, Some(vec!["c9".to_string()]));
         assert_eq!(t.keys[0].updated_at, Some(NOW));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_keeps_updated_at() {
+        let mut t = RawTable::default();
+        let c = new_key(&mut t, KeySpec { clinics: Some(vec!["c1".into()]), ..spec("x") }).unwrap();
+        let same = Update { label: Some("x".into()), clinics: Some(Some(vec!["c1".into()])), ..Update::default() };
+        let later = NOW + time::Duration::hours(1);
+        assert_eq!(update(&mut t, &c.id, same, &Catalogue::default(), later), Ok(Updated::Unchanged));
+        assert_eq!(t.keys[0].updated_at, None, "no change, no new updated_at");
     }
 }

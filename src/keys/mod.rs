@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 pub use format::KeyFormat;
 pub use hash::KeyHash;
-pub use scope::{Scope, ScopeSet};
+pub use scope::{Catalogue, Scope, ScopeSet};
 pub use table::KeyTable;
 
 /// Which keys a proxy accepts: a live proxy refuses test keys and the reverse.

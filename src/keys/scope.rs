@@ -123,6 +123,60 @@ impl fmt::Debug for ScopeSet {
     }
 }
 
+/// Which scopes a key may hold: the product's read/write scopes, their `resource:*`
+/// wildcards, `*`, and whatever the configured routes require. A scope outside it is a typo
+/// (`invoices:raed`) that would leave the key unable to reach what it was meant for, so tables
+/// holding one are refused. `unchecked` is for a caller that does not know the routes (the key
+/// CLI given only `--table`): any well-formed scope passes.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// Sorted; `None` when unchecked.
+    known: Option<Vec<String>>,
+}
+
+impl Catalogue {
+    pub fn new(extra: impl IntoIterator<Item = String>) -> Catalogue {
+        let mut known: Vec<String> = READ_SCOPES.iter().chain(WRITE_SCOPES.iter()).map(|s| s.to_string()).collect();
+        known.extend(extra);
+        let resources: Vec<String> =
+            known.iter().filter_map(|s| s.split_once(':').map(|(r, _)| format!("{r}:*"))).collect();
+        known.extend(resources);
+        known.push("*".into());
+        known.sort();
+        known.dedup();
+        Catalogue { known: Some(known) }
+    }
+
+    pub fn unchecked() -> Catalogue {
+        Catalogue { known: None }
+    }
+
+    /// Is `scope` one a key may hold?
+    pub fn knows(&self, scope: &str) -> bool {
+        self.known.as_ref().is_none_or(|k| k.binary_search_by(|s| s.as_str().cmp(scope)).is_ok())
+    }
+
+    /// The known scopes, comma-separated, for error messages.
+    pub fn describe(&self) -> String {
+        self.known.as_ref().map_or_else(|| "any".to_string(), |k| k.join(", "))
+    }
+
+    /// The refusal for an unknown scope, naming the nearest known one when it is a likely typo.
+    pub fn unknown(&self, scope: &str) -> String {
+        let near = self.known.iter().flatten().map(|k| (strsim::levenshtein(k, scope), k)).min();
+        match near {
+            Some((d, k)) if d <= 3 => format!("unknown scope {scope:?} (did you mean {k:?}?)"),
+            _ => format!("unknown scope {scope:?} (known: {})", self.describe()),
+        }
+    }
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Catalogue::new([])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +225,28 @@ mod tests {
         assert!(ScopeSet::from(KeyType::Write.scopes()).grants("clinics:write"));
         assert!(!ScopeSet::from(KeyType::ReadOnly.scopes()).grants("clinics:write"));
         assert!(ScopeSet::from(KeyType::Full.scopes()).grants("anything:write"));
+    }
+
+    #[test]
+    fn the_catalogue_knows_product_route_and_wildcard_scopes_only() {
+        let c = Catalogue::new(["reports:export".to_string()]);
+        for ok in ["interactions:read", "clinics:write", "reports:export", "reports:*", "interactions:*", "*"] {
+            assert!(c.knows(ok), "{ok}");
+        }
+        for bad in ["invoices:raed", "reports:read", "interactions:delete"] {
+            assert!(!c.knows(bad), "{bad}");
+        }
+        assert!(Catalogue::unchecked().knows("invoices:raed"));
+    }
+
+    #[test]
+    fn an_unknown_scope_names_the_nearest_known_one() {
+        let c = Catalogue::default();
+        assert_eq!(
+            c.unknown("interactions:raed"),
+            r#"unknown scope "interactions:raed" (did you mean "interactions:read"?)"#
+        );
+        assert!(c.unknown("invoices:raed").contains("known: *, campaigns:*"), "{}", c.unknown("invoices:raed"));
     }
 
     #[test]

@@ -222,7 +222,7 @@ mod tests {
                 h.to_string().repeat(64)
             ));
         }
-        parse(&y, "t").unwrap()
+        parse(&y, "t", &crate::keys::Catalogue::unchecked()).unwrap()
     }
 
     fn hash(c: char) -> KeyHash {

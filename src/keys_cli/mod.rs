@@ -3,7 +3,9 @@
 //! A secret is printed once, by `create` and `rotate`, and never stored.
 
 mod admin_client;
+mod print;
 mod store;
+mod tsv;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,11 +18,9 @@ use time::OffsetDateTime;
 use crate::cli::KeysCommand;
 use crate::config::{AdminToken, Config, KeyStore};
 use crate::keys::file::{RawKey, RawTable, Shape};
-use crate::keys::lifecycle::{self, Catalogue, KeySpec, Update};
+use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated};
 use crate::keys::scope::KeyType;
-use crate::keys::table::KeyState;
 use crate::keys::Environment;
-use crate::policy::Required;
 use crate::store::file::FileStore;
 use store::TableStore;
 
@@ -33,6 +33,8 @@ struct KeysContext {
     catalogue: Catalogue,
     admin: Option<SocketAddr>,
     admin_token: Option<AdminToken>,
+    /// The scopes a table read or imported may hold: the config's, or any without one.
+    table_scopes: Catalogue,
     /// The configured rate-limit tiers (none known without a config).
     tiers: Option<crate::ratelimit::Tiers>,
 }
@@ -58,33 +60,34 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
     };
     let Some(cfg) = config else {
         return Ok(KeysContext {
-            store: TableStore::File(FileStore::new(table.expect("checked above"))),
+            // Without a config the routes are unknown: any well-formed scope is read, while
+            // `create` and `update` still hold new scopes to the product's own.
+            store: TableStore::File(FileStore::new(table.expect("checked above"), Catalogue::unchecked())),
             environment: None,
             // Without a config, imported keys are checked for shape but not for a checksum:
             // keys issued elsewhere rarely carry keygate's.
             format: crate::keys::KeyFormat { checksum: false, ..crate::keys::KeyFormat::default() },
             prefixes: crate::keys::KeyFormat::default().prefixes,
             catalogue: Catalogue::default(),
+            table_scopes: Catalogue::unchecked(),
             admin: None,
             admin_token: None,
             tiers: None,
         });
     };
-    let Config { keys, key_store, environment, routes, admin_listen, admin_token, rate_limits, .. } = cfg;
-    let route_scopes = routes.routes().iter().flat_map(|r| match &r.spec.required {
-        Required::Resource { read, write } => vec![read.clone(), write.clone()],
-        Required::Scopes(list) => list.clone(),
-    });
+    let catalogue = cfg.scope_catalogue();
+    let Config { keys, key_store, environment, admin_listen, admin_token, rate_limits, .. } = cfg;
     Ok(KeysContext {
         // --table names a file, whatever store the config has.
         store: match (table, key_store) {
-            (Some(path), _) | (None, KeyStore::File(path)) => TableStore::File(FileStore::new(path)),
-            (None, KeyStore::Postgres(pg)) => TableStore::Postgres(pg),
+            (Some(path), _) | (None, KeyStore::File(path)) => TableStore::File(FileStore::new(path, catalogue.clone())),
+            (None, KeyStore::Postgres(pg)) => TableStore::Postgres(pg, catalogue.clone()),
         },
         environment: Some(environment),
         prefixes: keys.format.prefixes.clone(),
         format: keys.format,
-        catalogue: Catalogue::new(route_scopes.collect::<Vec<_>>()),
+        table_scopes: catalogue.clone(),
+        catalogue,
         admin: Some(admin_listen),
         admin_token,
         tiers: Some(rate_limits.tiers),
@@ -131,10 +134,6 @@ fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
         .with_context(|| format!("no key prefix is configured for the {env} environment"))
 }
 
-fn fmt_time(t: Option<OffsetDateTime>) -> String {
-    ts(t).unwrap_or_else(|| "-".into())
-}
-
 pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<()> {
     let ctx = context(config, table)?;
     // Whole seconds: the table is read by people too.
@@ -165,84 +164,14 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 expires_at: parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?,
                 rate_limit,
             };
-            ctx.check_tier(spec.rate_limit.as_deref())?;
-            let prefix = prefix_for(&ctx, env)?.to_string();
-            let created = ctx.store.modify(|t| Ok(lifecycle::create(t, spec, env, &prefix, &ctx.catalogue, now)?))?;
-            print_secret(&created, env, json, "Created");
+            create(&ctx, spec, env, json, now)
         }
-        KeysCommand::Revoke { id, reason } => {
-            ctx.store.modify(|t| Ok(lifecycle::revoke(t, &id, reason, now)?))?;
-            println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) {}.", ctx.store.propagation());
-        }
-        KeysCommand::Rotate { id, grace, json } => {
-            let grace = humantime::parse_duration(&grace).map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?;
-            let (created, env) = ctx.store.modify(|t| {
-                let env = t.keys.iter().find(|k| k.id == id).map(|k| k.environment).unwrap_or(Environment::Live);
-                let prefix = prefix_for(&ctx, env)?.to_string();
-                Ok((lifecycle::rotate(t, &id, grace, &prefix, now)?, env))
-            })?;
-            print_secret(&created, env, json, "Rotated");
-            if !json {
-                println!(
-                    "The old key {id} keeps working until {} and then answers API_KEY_EXPIRED.",
-                    fmt_time(Some(now + grace))
-                );
-            }
-        }
-        KeysCommand::Import { file: Some(path), .. } => {
-            // Validated whole, as the proxy would load it, before anything is written.
-            let incoming = FileStore::new(&path).read()?;
-            let (added, same) = ctx.store.modify(|t| import_table(t, incoming))?;
-            println!(
-                "Imported {added} keys from {} into {} ({same} already there, unchanged; hashes only).",
-                path.display(),
-                ctx.store.describe()
-            );
-        }
-        KeysCommand::Import { tsv: Some(tsv), label, .. } => {
-            let text = std::fs::read_to_string(&tsv).with_context(|| format!("{}", tsv.display()))?;
-            let added = ctx.store.modify(|t| {
-                let before = t.keys.len();
-                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                    let mut f = line.split('\t');
-                    let (secret, clinics, scopes) =
-                        (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
-                    let list = |s: &str, sep: char| {
-                        let v: Vec<String> =
-                            s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect();
-                        (!v.is_empty()).then_some(v)
-                    };
-                    let spec = KeySpec {
-                        label: label.clone(),
-                        clinics: list(clinics, ','),
-                        scopes: list(scopes, ' '),
-                        ..KeySpec::default()
-                    };
-                    if let Some(sc) = &spec.scopes {
-                        ctx.catalogue
-                            .check(sc)
-                            .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
-                    }
-                    lifecycle::import(t, secret, spec, &ctx.format, now)
-                        .map_err(|e| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), n + 1))?;
-                }
-                Ok(t.keys.len() - before)
-            })?;
-            println!("Imported {added} keys into {} (hashes only).", ctx.store.describe());
-        }
+        KeysCommand::Revoke { id, reason, json } => revoke(&ctx, &id, reason, json, now),
+        KeysCommand::Rotate { id, grace, json } => rotate(&ctx, &id, &grace, json, now),
+        KeysCommand::Import { file: Some(path), .. } => import_file(&ctx, &path),
+        KeysCommand::Import { tsv: Some(tsv), label, .. } => import_tsv(&ctx, &tsv, &label, now),
         KeysCommand::Import { .. } => bail!("give a key table FILE or --tsv FILE"),
-        KeysCommand::Export { out, jsonl } => {
-            let t = ctx.store.read()?;
-            let shape = if jsonl { Shape::JsonLines } else { Shape::Yaml };
-            let text = crate::keys::file::render(&t, shape)?;
-            match out {
-                Some(path) => {
-                    write_private(&path, &text)?;
-                    eprintln!("Exported {} keys from {} to {}.", t.keys.len(), ctx.store.describe(), path.display());
-                }
-                None => print!("{text}"),
-            }
-        }
+        KeysCommand::Export { out, jsonl } => export(&ctx, out, jsonl),
         KeysCommand::Update {
             id,
             label,
@@ -256,6 +185,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             expires_at,
             no_expiry,
             rate_limit,
+            json,
         } => {
             let u = Update {
                 label,
@@ -276,55 +206,194 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
                 },
                 rate_limit: rate_limit.map(Some),
             };
-            ctx.check_tier(u.rate_limit.as_ref().and_then(|t| t.as_deref()))?;
-            ctx.store.modify(|t| Ok(lifecycle::update(t, &id, u, &ctx.catalogue, now)?))?;
-            println!("Updated {id}.");
+            update(&ctx, &id, u, json, now)
         }
-        KeysCommand::List { json, env, label, state } => {
-            let env = env.as_deref().map(parse_env).transpose()?;
-            let t = ctx.store.read()?;
-            let keys: Vec<&RawKey> = t
-                .keys
-                .iter()
-                .filter(|k| env.is_none_or(|e| k.environment == e))
-                .filter(|k| label.as_deref().is_none_or(|l| k.label.contains(l)))
-                .filter(|k| state.as_deref().is_none_or(|s| state_of(k, now) == s))
-                .collect();
-            if json {
-                let out: Vec<serde_json::Value> = keys.iter().map(|k| public_json(k, now)).collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                print_table(&keys, now);
+        KeysCommand::List { json, env, label, state } => list(&ctx, json, env, label, state, now),
+        KeysCommand::Show { id, json, admin } => show(&ctx, &id, json, admin, now),
+    }
+}
+
+/// A secret given where an id belongs (`keys show dpl_live_…`) is refused before anything is
+/// looked up or printed: echoing it into an error would copy it into terminals and CI logs.
+fn check_id(ctx: &KeysContext, id: &str) -> anyhow::Result<()> {
+    let looks_like_a_key = ctx.prefixes.iter().any(|(p, _)| id.starts_with(p.as_str())) || ctx.format.check(id).is_ok();
+    if looks_like_a_key {
+        bail!(
+            "that looks like a key's secret, not its id (ids look like key_0123abcd…); it is not shown here. \
+             Find the id with `keygate keys list`. A secret typed on a command line is in the shell history: \
+             consider rotating the key."
+        );
+    }
+    Ok(())
+}
+
+fn create(ctx: &KeysContext, spec: KeySpec, env: Environment, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    ctx.check_tier(spec.rate_limit.as_deref())?;
+    let prefix = prefix_for(ctx, env)?.to_string();
+    let created = ctx.store.modify(|t| Ok(lifecycle::create(t, spec, env, &prefix, &ctx.catalogue, now)?))?;
+    print::print_secret(&created, env, json, "Created");
+    Ok(())
+}
+
+fn revoke(ctx: &KeysContext, id: &str, reason: Option<String>, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    check_id(ctx, id)?;
+    let outcome = ctx.store.modify(|t| Ok(lifecycle::revoke(t, id, reason, now)?))?;
+    let (revoked_at, already) = match &outcome {
+        Revoked::Now => (now, false),
+        Revoked::Already { at, .. } => (*at, true),
+    };
+    if json {
+        let v = serde_json::json!({"id": id, "revoked_at": print::ts(Some(revoked_at)), "already_revoked": already});
+        println!("{v}");
+    } else if already {
+        println!("{id} was already revoked at {}; nothing changed.", print::fmt_time(Some(revoked_at)));
+    } else {
+        println!("Revoked {id}. A running proxy refuses it (API_KEY_REVOKED) {}.", ctx.store.propagation());
+    }
+    Ok(())
+}
+
+fn rotate(ctx: &KeysContext, id: &str, grace: &str, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    check_id(ctx, id)?;
+    let grace = humantime::parse_duration(grace).map_err(|e| anyhow::anyhow!("--grace {grace:?}: {e}"))?;
+    let (created, env) = ctx.store.modify(|t| {
+        let env = t.keys.iter().find(|k| k.id == id).map(|k| k.environment).unwrap_or(Environment::Live);
+        let prefix = prefix_for(ctx, env)?.to_string();
+        Ok((lifecycle::rotate(t, id, grace, &prefix, now)?, env))
+    })?;
+    print::print_secret(&created, env, json, "Rotated");
+    if !json {
+        println!(
+            "The old key {id} keeps working until {} and then answers API_KEY_EXPIRED.",
+            print::fmt_time(Some(now + grace))
+        );
+    }
+    Ok(())
+}
+
+fn update(ctx: &KeysContext, id: &str, u: Update, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    check_id(ctx, id)?;
+    ctx.check_tier(u.rate_limit.as_ref().and_then(|t| t.as_deref()))?;
+    let (outcome, key) = ctx.store.modify(|t| {
+        let outcome = lifecycle::update(t, id, u, &ctx.catalogue, now)?;
+        Ok((outcome, t.keys.iter().find(|k| k.id == id).cloned()))
+    })?;
+    let changed = outcome == Updated::Changed;
+    if json {
+        let mut v = key.map(|k| print::public_json(&k, now)).unwrap_or_default();
+        v["changed"] = changed.into();
+        println!("{v}");
+    } else if changed {
+        println!("Updated {id}.");
+    } else {
+        println!("{id} already has those settings; nothing changed.");
+    }
+    Ok(())
+}
+
+fn import_file(ctx: &KeysContext, path: &std::path::Path) -> anyhow::Result<()> {
+    // Validated whole, as the proxy would load it (the config's scopes included), before
+    // anything is written.
+    let incoming = FileStore::new(path, ctx.table_scopes.clone()).read()?;
+    let (added, same) = ctx.store.modify(|t| import_table(t, incoming))?;
+    println!(
+        "Imported {added} keys from {} into {} ({same} already there, unchanged; hashes only).",
+        path.display(),
+        ctx.store.describe()
+    );
+    Ok(())
+}
+
+fn import_tsv(ctx: &KeysContext, tsv: &std::path::Path, label: &str, now: OffsetDateTime) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(tsv).with_context(|| format!("{}", tsv.display()))?;
+    let rows = tsv::parse(&text);
+    let added = ctx.store.modify(|t| {
+        let before = t.keys.len();
+        for row in rows {
+            let at = |e: lifecycle::LifecycleError| anyhow::anyhow!("{}: line {}: {e}", tsv.display(), row.line);
+            if let Some(sc) = &row.scopes {
+                lifecycle::check_scopes(&ctx.catalogue, sc).map_err(at)?;
             }
+            let spec = KeySpec {
+                label: label.to_string(),
+                clinics: row.clinics.clone(),
+                scopes: row.scopes.clone(),
+                ..KeySpec::default()
+            };
+            lifecycle::import(t, &row.secret, spec, &ctx.format, now).map_err(at)?;
         }
-        KeysCommand::Show { id, json, admin } => {
-            let t = ctx.store.read()?;
-            let k = t.keys.iter().find(|k| k.id == id).with_context(|| format!("no key with id {id:?}"))?;
-            let mut v = public_json(k, now);
-            // PostgreSQL holds the fleet's usage (as of each proxy's last flush); --admin asks one
-            // proxy for its own instead, as the file store always does.
-            let fleet = if admin.is_none() { ctx.store.usage(&id) } else { None };
-            let admin = admin.or_else(|| ctx.admin.map(|a| admin_client::loopback_for(a).to_string()));
-            match fleet {
-                Some(Ok(u)) => {
-                    v["usage"] = serde_json::to_value(u)?;
-                    v["usage"]["source"] = "key store: every proxy, as of its last flush".into();
-                }
-                Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": format!("{e:#}")}),
-                None => match admin.as_deref().map(|a| admin_client::key_usage(a, &id, ctx.admin_token.as_ref())) {
-                    Some(Ok(u)) => v["usage"] = u,
-                    Some(Err(e)) => v["usage"] = serde_json::json!({"unavailable": e.to_string()}),
-                    None => {
-                        v["usage"] = serde_json::json!({"unavailable": "no admin address (give --admin or --config)"})
-                    }
-                },
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_show(&v);
-            }
+        Ok(t.keys.len() - before)
+    })?;
+    println!("Imported {added} keys into {} (hashes only).", ctx.store.describe());
+    Ok(())
+}
+
+fn export(ctx: &KeysContext, out: Option<PathBuf>, jsonl: bool) -> anyhow::Result<()> {
+    let t = ctx.store.read()?;
+    let shape = if jsonl { Shape::JsonLines } else { Shape::Yaml };
+    let text = crate::keys::file::render(&t, shape)?;
+    match out {
+        Some(path) => {
+            write_private(&path, &text)?;
+            eprintln!("Exported {} keys from {} to {}.", t.keys.len(), ctx.store.describe(), path.display());
         }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn list(
+    ctx: &KeysContext,
+    json: bool,
+    env: Option<String>,
+    label: Option<String>,
+    state: Option<String>,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let env = env.as_deref().map(parse_env).transpose()?;
+    let t = ctx.store.read()?;
+    let keys: Vec<&RawKey> = t
+        .keys
+        .iter()
+        .filter(|k| env.is_none_or(|e| k.environment == e))
+        .filter(|k| label.as_deref().is_none_or(|l| k.label.contains(l)))
+        .filter(|k| state.as_deref().is_none_or(|s| print::state_of(k, now) == s))
+        .collect();
+    if json {
+        let out: Vec<serde_json::Value> = keys.iter().map(|k| print::public_json(k, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print::print_table(&keys, now);
+    }
+    Ok(())
+}
+
+fn show(ctx: &KeysContext, id: &str, json: bool, admin: Option<String>, now: OffsetDateTime) -> anyhow::Result<()> {
+    check_id(ctx, id)?;
+    let t = ctx.store.read()?;
+    let k = t.keys.iter().find(|k| k.id == id).with_context(|| format!("no key with id {id:?}"))?;
+    let mut v = print::public_json(k, now);
+    // PostgreSQL holds the fleet's usage (as of each proxy's last flush); --admin asks one
+    // proxy for its own instead, as the file store always does.
+    let fleet = if admin.is_none() { ctx.store.usage(id) } else { None };
+    let admin = admin.or_else(|| ctx.admin.map(|a| admin_client::loopback_for(a).to_string()));
+    v["usage"] = match fleet {
+        Some(Ok(u)) => {
+            let mut u = serde_json::to_value(u)?;
+            u["source"] = "key store: every proxy, as of its last flush".into();
+            u
+        }
+        Some(Err(e)) => serde_json::json!({"unavailable": format!("{e:#}")}),
+        None => match admin.as_deref().map(|a| admin_client::key_usage(a, id, ctx.admin_token.as_ref())) {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => serde_json::json!({"unavailable": e.to_string()}),
+            None => serde_json::json!({"unavailable": "no admin address (give --admin or --config)"}),
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print::print_show(&v);
     }
     Ok(())
 }
@@ -362,87 +431,4 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(())
-}
-
-/// The state the proxy would give this entry now (the same rule, `KeyState::at`).
-fn state_of(k: &RawKey, now: OffsetDateTime) -> &'static str {
-    let secs = |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp());
-    KeyState::at(secs(k.expires_at), secs(k.revoked_at), secs(k.not_before), now.unix_timestamp()).as_str()
-}
-
-fn ts(t: Option<OffsetDateTime>) -> Option<String> {
-    t.and_then(|t| t.format(&Rfc3339).ok())
-}
-
-fn access(k: &RawKey) -> String {
-    match (&k.key_type, &k.scopes) {
-        (Some(t), _) => serde_yaml::to_string(t).unwrap_or_default().trim().to_string(),
-        (None, Some(s)) => s.join(","),
-        (None, None) => "read_only (default)".into(),
-    }
-}
-
-/// Everything but the hash.
-fn public_json(k: &RawKey, now: OffsetDateTime) -> serde_json::Value {
-    serde_json::json!({
-        "id": k.id,
-        "label": k.label,
-        "environment": k.environment.as_str(),
-        "state": state_of(k, now),
-        "access": access(k),
-        "scopes": k.scopes,
-        "type": k.key_type,
-        "clinics": k.clinics,
-        "allowed_ips": k.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        "rate_limit": k.rate_limit,
-        "created_at": ts(k.created_at),
-        "expires_at": ts(k.expires_at),
-        "not_before": ts(k.not_before),
-        "revoked_at": ts(k.revoked_at),
-        "revoke_reason": k.revoke_reason,
-        "rotated_from": k.rotated_from,
-        "rotated_to": k.rotated_to,
-        "updated_at": ts(k.updated_at),
-    })
-}
-
-fn print_secret(c: &lifecycle::Created, env: Environment, json: bool, verb: &str) {
-    if json {
-        println!("{}", serde_json::json!({"id": c.id, "key": c.secret, "environment": env.as_str()}));
-    } else {
-        println!(
-            "{verb} key {} ({env})\n\n    {}\n\nStore it now: keygate keeps only its hash and cannot show it again.",
-            c.id, c.secret
-        );
-    }
-}
-
-fn print_table(keys: &[&RawKey], now: OffsetDateTime) {
-    println!("{:<26} {:<5} {:<13} {:<28} {:<20} {:<25} LABEL", "ID", "ENV", "STATE", "ACCESS", "CLINICS", "EXPIRES");
-    for k in keys {
-        let clinics = k.clinics.as_ref().map_or_else(|| "*".to_string(), |c| c.join(","));
-        println!(
-            "{:<26} {:<5} {:<13} {:<28} {:<20} {:<25} {}",
-            k.id,
-            k.environment.as_str(),
-            state_of(k, now),
-            access(k),
-            clinics,
-            fmt_time(k.expires_at),
-            k.label
-        );
-    }
-}
-
-fn print_show(v: &serde_json::Value) {
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            let shown = match val {
-                serde_json::Value::Null => "-".to_string(),
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            println!("{k:<14} {shown}");
-        }
-    }
 }

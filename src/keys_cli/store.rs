@@ -6,19 +6,21 @@ use anyhow::Context;
 
 use crate::config::PgStore;
 use crate::keys::file::RawTable;
-use crate::pgstore;
+use crate::keys::Catalogue;
 use crate::store::file::FileStore;
+use crate::store::pgstore;
 
 pub enum TableStore {
     File(FileStore),
-    Postgres(PgStore),
+    /// With the scopes a key may hold: a change is checked whole, as a proxy would load it.
+    Postgres(PgStore, Catalogue),
 }
 
 impl TableStore {
     pub fn describe(&self) -> String {
         match self {
             TableStore::File(f) => f.path().display().to_string(),
-            TableStore::Postgres(pg) => format!("PostgreSQL schema {}", pg.schema),
+            TableStore::Postgres(pg, _) => format!("PostgreSQL schema {}", pg.schema),
         }
     }
 
@@ -26,14 +28,14 @@ impl TableStore {
     pub fn propagation(&self) -> &'static str {
         match self {
             TableStore::File(_) => "once it reloads the table (within ~0.3 s with the default reload_interval)",
-            TableStore::Postgres(_) => "as soon as the change notification reaches it (well within a second)",
+            TableStore::Postgres(..) => "as soon as the change notification reaches it (well within a second)",
         }
     }
 
     pub fn read(&self) -> anyhow::Result<RawTable> {
         match self {
             TableStore::File(f) => Ok(f.read()?),
-            TableStore::Postgres(pg) => block_on(async {
+            TableStore::Postgres(pg, _) => block_on(async {
                 let session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
                 pgstore::write::read_all(&session.client, &pg.schema).await
@@ -46,7 +48,7 @@ impl TableStore {
     pub fn usage(&self, id: &str) -> Option<anyhow::Result<crate::usage::UsageView>> {
         match self {
             TableStore::File(_) => None,
-            TableStore::Postgres(pg) => Some(block_on(async {
+            TableStore::Postgres(pg, _) => Some(block_on(async {
                 let session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
                 pgstore::bounded(pg.timeout, "usage", pgstore::usage::read(&session.client, &pg.schema, id)).await
@@ -65,11 +67,12 @@ impl TableStore {
                 lock.write(&t)?;
                 Ok(out)
             }
-            TableStore::Postgres(pg) => block_on(async {
+            TableStore::Postgres(pg, scopes) => block_on(async {
                 let mut session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
                 let (out, _written) =
-                    pgstore::write::modify(&mut session.client, &pg.schema, &pgstore::write::actor(), f).await?;
+                    pgstore::write::modify(&mut session.client, &pg.schema, &pgstore::write::actor(), scopes, f)
+                        .await?;
                 Ok(out)
             }),
         }

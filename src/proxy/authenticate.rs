@@ -13,7 +13,7 @@ use crate::authn::{self, AuthnError};
 use crate::error::ApiError;
 use crate::jwt::token::looks_like_jwt;
 use crate::keys::KeyRecord;
-use crate::pgstore::cache::StoreDown;
+use crate::store::pgstore::cache::StoreDown;
 use crate::store::source::{Found, KeyView};
 
 /// How the request authenticated, holding what the key was found in.

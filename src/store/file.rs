@@ -8,9 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::keys::file::{self, RawTable, Shape, TableError};
+use crate::keys::Catalogue;
 
 pub struct FileStore {
     path: PathBuf,
+    /// What the proxy will accept, so the CLI never writes a table the proxy refuses.
+    scopes: Catalogue,
 }
 
 /// Holds the writer lock; released on drop.
@@ -20,8 +23,8 @@ pub struct Locked<'a> {
 }
 
 impl FileStore {
-    pub fn new(path: impl Into<PathBuf>) -> FileStore {
-        FileStore { path: path.into() }
+    pub fn new(path: impl Into<PathBuf>, scopes: Catalogue) -> FileStore {
+        FileStore { path: path.into(), scopes }
     }
 
     pub fn path(&self) -> &Path {
@@ -52,7 +55,7 @@ impl FileStore {
         let raw = file::parse_raw(&text).map_err(err)?;
         // Validate as the proxy will, so the CLI never starts from a table the proxy refuses.
         if !text.trim().is_empty() {
-            file::parse(&text, &self.path.display().to_string())?;
+            file::parse(&text, &self.path.display().to_string(), &self.scopes)?;
         }
         Ok(raw)
     }
@@ -77,7 +80,7 @@ impl Locked<'_> {
     /// Validates `table` as the proxy would, then replaces the file atomically.
     pub fn write(&self, table: &RawTable) -> anyhow::Result<()> {
         let text = file::render(table, self.store.shape())?;
-        file::parse(&text, "new table")?;
+        file::parse(&text, "new table", &self.store.scopes)?;
         let path = &self.store.path;
         let tmp = self.store.sibling(&format!(".tmp-{}", std::process::id()));
         {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::keys::{file, KeyTable};
+use crate::keys::{file, Catalogue, KeyTable};
 
 pub type SharedTable = Arc<ArcSwap<KeyTable>>;
 
@@ -54,6 +54,8 @@ pub struct Reloader {
     pub table: SharedTable,
     pub interval: Duration,
     pub trigger: Arc<Notify>,
+    /// The scopes a key may hold; a table with any other is refused like any invalid one.
+    pub scopes: Catalogue,
 }
 
 impl Reloader {
@@ -81,10 +83,10 @@ impl Reloader {
     }
 
     pub async fn reload_now(&self) -> ReloadEvent {
-        let (path, shared) = (self.path.clone(), Arc::clone(&self.table));
+        let (path, shared, scopes) = (self.path.clone(), Arc::clone(&self.table), self.scopes.clone());
         let started = std::time::Instant::now();
         let result = crate::background::run_idle(move || {
-            let table = file::load(&path)?;
+            let table = super::table_file::load(&path, &scopes)?;
             let keys = table.len();
             let old = shared.swap(Arc::new(table));
             let took = started.elapsed();

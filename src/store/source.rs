@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::keys::{KeyHash, KeyRecord, KeyTable};
-use crate::pgstore::cache::{Cached, KeyCache, StoreDown};
+use crate::store::pgstore::cache::{Cached, KeyCache, StoreDown};
 use crate::store::reload::SharedTable;
 
 #[derive(Clone)]

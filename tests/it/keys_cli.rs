@@ -263,3 +263,52 @@ async fn a_rate_limit_tier_must_be_one_the_config_has() {
     let out = keys(&table, &["update", "--config", c, &id, "--rate-limit", "platinum"]).await;
     assert!(!out.ok && out.stderr.contains("\"platinum\" is not a tier"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn revoke_twice_succeeds_a_no_op_update_keeps_updated_at_and_both_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (id, secret) = create(&table, &["--label", "twice", "--clinics", "c1"]).await;
+
+    let out = keys(&table, &["update", &id, "--label", "renamed", "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((v["changed"].as_bool(), v["label"].as_str()), (Some(true), Some("renamed")));
+    let stamped = v["updated_at"].as_str().expect("a change sets updated_at").to_string();
+    // Back-date the stamp, so a no-op that wrongly stamped "now" could not match it by chance.
+    let text = std::fs::read_to_string(&table).unwrap().replace(&stamped, "2020-01-01T00:00:00Z");
+    std::fs::write(&table, text).unwrap();
+    let stamped = "2020-01-01T00:00:00Z";
+    let out = keys(&table, &["update", &id, "--label", "renamed", "--clinics", "c1", "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((v["changed"].as_bool(), v["updated_at"].as_str()), (Some(false), Some(stamped)));
+    let plain = keys(&table, &["update", &id, "--label", "renamed"]).await;
+    assert!(plain.stdout.contains("nothing changed"), "{}", plain.stdout);
+
+    let first = keys(&table, &["revoke", &id, "--reason", "leaked", "--json"]).await;
+    assert!(first.ok, "{}", first.stderr);
+    let v: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!((v["id"].as_str(), v["already_revoked"].as_bool()), (Some(id.as_str()), Some(false)));
+    let revoked_at = v["revoked_at"].as_str().unwrap().to_string();
+    let again = keys(&table, &["revoke", &id, "--json"]).await;
+    assert!(again.ok, "revoking twice succeeds: {}", again.stderr);
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!((v["already_revoked"].as_bool(), v["revoked_at"].as_str()), (Some(true), Some(revoked_at.as_str())));
+    let plain = keys(&table, &["revoke", &id]).await;
+    assert!(plain.ok && plain.stdout.contains("already revoked"), "{}", plain.stdout);
+    assert!(!std::fs::read_to_string(&table).unwrap().contains(&secret));
+}
+
+#[tokio::test]
+async fn show_given_a_secret_refuses_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (_, secret) = create(&table, &["--label", "shown"]).await;
+    for cmd in ["show", "revoke", "rotate", "update"] {
+        let out = keys(&table, &[cmd, &secret]).await;
+        assert!(!out.ok, "{cmd} accepted a secret");
+        assert!(out.stderr.contains("looks like a key's secret"), "{cmd}: {}", out.stderr);
+        assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret), "{cmd} echoed the secret");
+    }
+}

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use keygate::jwt::token::{self, Narrowing};
 use keygate::jwt::{Alg, Claims, Issue, KeySource, Settings};
-use keygate::keys::{file, Environment, KeyTable};
+use keygate::keys::{file, Catalogue, Environment, KeyTable};
 use keygate::proxy::tokens::Tokens;
 use time::OffsetDateTime;
 
@@ -60,6 +60,7 @@ fn fixture() -> &'static Fixture {
                 "a".repeat(64)
             ),
             "t",
+            &Catalogue::default(),
         )
         .unwrap();
         let now = OffsetDateTime::now_utc();

@@ -5,8 +5,8 @@
 
 use std::io::{Seek as _, Write as _};
 
-use keygate::keys::file::{self, parse, parse_raw};
-use keygate::keys::KeyHash;
+use keygate::keys::file::{parse, parse_raw};
+use keygate::keys::{Catalogue, KeyHash};
 
 use super::{mutate, Edit, ITERATIONS, TIME};
 
@@ -15,7 +15,7 @@ const SOURCE: &str = "fuzz.keys";
 /// What any text must satisfy; `file`, scratch space for the streaming loader, when it is to be
 /// compared too (a file per input costs more than the parse).
 fn check_text(text: &str, file: Option<&mut tempfile::NamedTempFile>) {
-    let parsed = parse(text, SOURCE);
+    let parsed = parse(text, SOURCE, &Catalogue::default());
     match &parsed {
         Ok(t) => {
             let raw = parse_raw(text).unwrap_or_else(|e| panic!("loaded, yet its entries do not read: {e}\n{text}"));
@@ -32,7 +32,7 @@ fn check_text(text: &str, file: Option<&mut tempfile::NamedTempFile>) {
     }
     let Some(file) = file else { return };
     rewrite(file, text.as_bytes());
-    let loaded = file::load(file.path());
+    let loaded = keygate::store::table_file::load(file.path(), &Catalogue::default());
     assert_eq!(
         loaded.as_ref().map(|t| t.len()).map_err(|_| ()),
         parsed.as_ref().map(|t| t.len()).map_err(|_| ()),
@@ -68,7 +68,10 @@ fn table_bytes() {
             // Not UTF-8: refused, never a panic (the loader reads bytes; parse sees text).
             Err(_) => {
                 rewrite(&mut file, bytes);
-                assert!(file::load(file.path()).is_err(), "a table that is not UTF-8 loaded");
+                assert!(
+                    keygate::store::table_file::load(file.path(), &Catalogue::default()).is_err(),
+                    "a table that is not UTF-8 loaded"
+                );
             }
         }
     });
@@ -180,7 +183,7 @@ fn table_props() {
             let picks = if picks.is_empty() { vec![0] } else { picks[..picks.len().min(6)].to_vec() };
             let mut entries: Vec<Entry> = picks.iter().enumerate().map(|(i, p)| Entry::valid(i, *p)).collect();
             let text = render(&entries, *yaml);
-            let t = parse(&text, SOURCE).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let t = parse(&text, SOURCE, &Catalogue::default()).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(t.len(), entries.len());
             check_text(&text, None);
 
@@ -189,7 +192,9 @@ fn table_props() {
             let other = (entries.len() > 1).then(|| (bad + 1) % entries.len());
             entries[bad].corrupt(*how, other);
             let text = render(&entries, *yaml);
-            let e = parse(&text, SOURCE).err().unwrap_or_else(|| panic!("a corrupt entry was accepted:\n{text}"));
+            let e = parse(&text, SOURCE, &Catalogue::default())
+                .err()
+                .unwrap_or_else(|| panic!("a corrupt entry was accepted:\n{text}"));
             let msg = e.to_string();
             // Each entry is on its own line in JSON Lines; YAML names it by index or line.
             let line = |n: usize| format!("line {n}");

@@ -29,6 +29,8 @@ pub struct Follower {
     pub metrics: Arc<Metrics>,
     /// SIGHUP: catch up now.
     pub trigger: Arc<Notify>,
+    /// The scopes a key may hold; a replica refuses rows with others, as a table file would.
+    pub scopes: crate::keys::Catalogue,
 }
 
 /// What the follower keeps current.
@@ -226,7 +228,7 @@ impl Follower {
         let stmt = bounded(timeout, "prepare", tx.prepare(&rows::select_since(schema))).await?;
         let portal = bounded(timeout, "fetch", tx.bind(&stmt, &[&since])).await?;
         let mut newest = since;
-        let mut builder = TableBuilder::with_capacity(0);
+        let mut builder = TableBuilder::with_capacity(0, &self.scopes);
         let mut delta = Vec::new();
         let mut problems = Vec::new();
         loop {
@@ -250,7 +252,7 @@ impl Follower {
             return Ok(());
         }
         let started = Instant::now();
-        let shared = Arc::clone(table);
+        let (shared, scopes) = (Arc::clone(table), self.scopes.clone());
         let built = crate::background::run(move || -> Result<usize, Vec<String>> {
             if !problems.is_empty() {
                 return Err(problems);
@@ -258,7 +260,7 @@ impl Follower {
             let next = if full {
                 builder.finish()?
             } else {
-                let changed = file::build(file::RawTable { keys: delta })?;
+                let changed = file::build(file::RawTable { keys: delta }, &scopes)?;
                 shared.load().with_changes(changed)
             };
             let keys = next.len();

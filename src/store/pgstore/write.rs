@@ -12,6 +12,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use super::rows;
 use crate::keys::file::{self, RawKey, RawTable};
+use crate::keys::Catalogue;
 
 /// What a committed write did.
 #[derive(Debug, Default)]
@@ -43,6 +44,7 @@ pub async fn modify<T>(
     client: &mut Client,
     schema: &str,
     actor: &str,
+    scopes: &Catalogue,
     f: impl FnOnce(&mut RawTable) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, Written)> {
     let tx = client.transaction().await?;
@@ -57,7 +59,7 @@ pub async fn modify<T>(
     }
     // The same whole-table check the file store makes before it writes, so PostgreSQL never
     // holds a table a proxy would refuse.
-    file::build(RawTable { keys: after.keys.clone() })
+    file::build(RawTable { keys: after.keys.clone() }, scopes)
         .map_err(|p| anyhow::anyhow!("the change would make the key table invalid:\n  - {}", p.join("\n  - ")))?;
     let version: i64 = tx.query_one(&format!("SELECT nextval('{schema}.key_version')"), &[]).await?.get(0);
     let changed: Vec<&RawKey> = {

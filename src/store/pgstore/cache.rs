@@ -21,7 +21,7 @@ use super::pool::Pool;
 use super::{bounded, rows};
 use crate::config::CacheSettings;
 use crate::keys::file::{self, RawTable};
-use crate::keys::{Access, KeyHash, KeyRecord, Profile};
+use crate::keys::{Access, Catalogue, KeyHash, KeyRecord, Profile};
 use crate::metrics::{CacheLookup, Metrics};
 
 /// A key as the cache holds it: the record, and what the table would say of its rotation.
@@ -259,7 +259,9 @@ impl Lookup<'_> {
 fn cached(json: &str, asked: &Lookup<'_>, loaded_at: u64) -> Result<Cached, String> {
     let raw = rows::parse(json)?;
     let rotated_out = raw.rotated_to.is_some();
-    let table = file::build(RawTable { keys: vec![raw] }).map_err(|p| p.join("; "))?;
+    // Scopes are not held to the routes here: with no last good table to fall back on, a key
+    // would be refused outright. The key CLI checks them before a row is written.
+    let table = file::build(RawTable { keys: vec![raw] }, &Catalogue::unchecked()).map_err(|p| p.join("; "))?;
     let record = table.records().next().cloned().ok_or("the row built no key")?;
     let matches = match asked {
         Lookup::Hash(h) => record.hash.ct_eq(h),
