@@ -1,4 +1,4 @@
-//! Command line: `serve`, `demo`, `check-config`, `hash-key`.
+//! Command line: `serve`, `demo`, `check-config`, `hash-key`, `keys`, `inject`, `webhook`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +64,14 @@ pub enum Command {
     /// Print the SHA-256 (hex) of a key read from standard input, for writing a key table by
     /// hand. The key is read from stdin so it never appears in the process list or history.
     HashKey,
+    /// Add keygate as a sidecar to every pod template in Kubernetes manifests (like `linkerd
+    /// inject`): `keygate inject deploy.yaml | kubectl apply -f -`.
+    Inject(crate::k8s::InjectArgs),
+    /// The Kubernetes admission webhook that injects keygate into new pods, and its certificate.
+    Webhook {
+        #[command(subcommand)]
+        command: crate::k8s::WebhookCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ pub mod forward;
 pub mod framing;
 pub mod head_check;
 pub mod jwt;
+pub mod k8s;
 pub mod keys;
 pub mod keys_cli;
 pub mod logbuf;

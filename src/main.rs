@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use keygate::cli::{Cli, Command};
 use keygate::config::{self, LogFormat};
+use keygate::k8s::WebhookCommand;
 use keygate::keys::KeyHash;
 
 /// Logs (the audit line above all) go through `logbuf`: batched, bounded, never blocking a
@@ -111,6 +112,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", KeyHash::of(key).to_hex());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject(args) => {
+            keygate::k8s::run_inject(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook { command: WebhookCommand::Certs(args) } => {
+            keygate::k8s::certs::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook { command: WebhookCommand::Serve(args) } => {
+            let _flush_logs_on_exit = init_tracing(LogFormat::Json, "info");
+            runtime()?.block_on(keygate::k8s::webhook::run(&args))
         }
         Command::Serve { config } => {
             let cfg = config::load(&config)?;
