@@ -57,6 +57,8 @@ pub enum ApiError {
     /// The key store's view is older than `max_staleness` (or was never loaded): a revocation
     /// could be missing, so no key is judged.
     KeyStoreUnavailable,
+    /// A check endpoint's caller did not present the shared secret: not a front proxy of ours.
+    CheckCallerRefused,
 }
 
 #[derive(Serialize)]
@@ -98,6 +100,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::CheckCallerRefused => StatusCode::FORBIDDEN,
             ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -125,6 +128,7 @@ impl ApiError {
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::TokenExpired => "TOKEN_EXPIRED",
             ApiError::KeyStoreUnavailable => "KEY_STORE_UNAVAILABLE",
+            ApiError::CheckCallerRefused => "CHECK_CALLER_REFUSED",
         }
     }
 
@@ -161,6 +165,7 @@ impl ApiError {
             ApiError::InvalidToken => "Invalid token".into(),
             ApiError::TokenExpired => "Token has expired".into(),
             ApiError::KeyStoreUnavailable => "The key store is unavailable; retry shortly".into(),
+            ApiError::CheckCallerRefused => "The check endpoint answers only its configured front proxy".into(),
         }
     }
 
@@ -191,7 +196,8 @@ impl ApiError {
             | ApiError::RateLimited { .. }
             | ApiError::IpBlocked { .. }
             | ApiError::RateLimiterUnavailable
-            | ApiError::KeyStoreUnavailable => None,
+            | ApiError::KeyStoreUnavailable
+            | ApiError::CheckCallerRefused => None,
         }
     }
 
@@ -297,6 +303,7 @@ mod tests {
             (ApiError::InvalidToken, 401, "INVALID_TOKEN"),
             (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
             (ApiError::KeyStoreUnavailable, 503, "KEY_STORE_UNAVAILABLE"),
+            (ApiError::CheckCallerRefused, 403, "CHECK_CALLER_REFUSED"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

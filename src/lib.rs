@@ -10,6 +10,7 @@ pub mod anomaly;
 pub mod app;
 pub mod auditlog;
 pub mod authn;
+pub mod authz;
 pub mod background;
 pub mod check_config;
 pub mod cli;

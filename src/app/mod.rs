@@ -2,6 +2,8 @@
 //! reloader, and runs until told to stop. `main`, `demo` and the integration tests all start
 //! keygate through here, so what the tests run is what ships.
 
+mod backend;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use self::backend::{BackendTasks, KeyBackend, Shared};
 use crate::admin::{Admin, AdminApi, Health};
 use crate::config::Config;
 use crate::forward::Forwarder;
@@ -21,9 +24,6 @@ use crate::proxy::limit::Limiter;
 use crate::proxy::tokens::Tokens;
 use crate::proxy::{ConnFacts, Proxy};
 use crate::server::{self, Handler, ServeOptions};
-mod backend;
-
-use self::backend::{BackendTasks, KeyBackend, Shared};
 use crate::store::freshness::Freshness;
 use crate::store::reload::SharedTable;
 use crate::store::source::KeySource;
@@ -50,6 +50,9 @@ pub struct Running {
     pub table: SharedTable,
     /// The request path, for the external-authorization listeners (`Proxy::check`).
     pub proxy: Arc<Proxy>,
+    /// The external-authorization check listeners (`authz:`), when configured.
+    pub authz_addr: Option<SocketAddr>,
+    pub authz_grpc_addr: Option<SocketAddr>,
     reload: Arc<Notify>,
     tls: Option<Arc<TlsState>>,
     tokens: Option<Arc<Tokens>>,
@@ -132,11 +135,36 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
     });
     let (stop, stop_rx) = watch::channel(false);
+    let authz = match &config.authz {
+        Some(settings) => {
+            let rx = stop_rx.clone();
+            let stopped = move || until_stopped(rx.clone());
+            let drain = config.drain_timeout;
+            Some(crate::authz::start(settings, Arc::clone(&proxy), &config.limits, drain, stopped).await?)
+        }
+        None => None,
+    };
+    let (authz_addr, authz_grpc_addr) = (authz.as_ref().map(|a| a.http_addr), authz.as_ref().and_then(|a| a.grpc_addr));
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
     let serving = Serving { proxy: Arc::clone(&proxy), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
-    let done = serve_until_stopped(&config, listeners, serving, stop_rx, Background { store: store.tasks, sweep });
-    Ok(Running { proxy_addr, admin_addr, metrics, health, table, proxy, reload, tls, tokens, stop, done })
+    let background = Background { store: store.tasks, sweep, authz: authz.map(|a| a.done) };
+    let done = serve_until_stopped(&config, listeners, serving, stop_rx, background);
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        metrics,
+        health,
+        table,
+        proxy,
+        authz_addr,
+        authz_grpc_addr,
+        reload,
+        tls,
+        tokens,
+        stop,
+        done,
+    })
 }
 
 /// Both listeners, bound before anything serves so a taken port fails the start.
@@ -219,6 +247,8 @@ struct Serving {
 struct Background {
     store: BackendTasks,
     sweep: JoinHandle<()>,
+    /// The check listeners, which drain alongside the proxy's.
+    authz: Option<JoinHandle<()>>,
 }
 
 /// Serves both listeners; once `stop` is set, drains the proxy, stops the background work, then
@@ -249,6 +279,9 @@ fn serve_until_stopped(
         tokio::spawn(server::serve(listeners.admin, serving.admin, admin_opts, until_stopped(admin_stop_rx)));
     tokio::spawn(async move {
         let cut = server::serve(listeners.proxy, serving.proxy, proxy_opts, until_stopped(stop)).await;
+        if let Some(authz) = background.authz {
+            let _ = authz.await;
+        }
         background.sweep.abort();
         background.store.stop().await;
         let _ = admin_stop.send(true);

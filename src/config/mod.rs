@@ -3,6 +3,7 @@
 //! `keygate check-config` runs exactly this.
 
 pub mod alert;
+mod authz;
 mod check;
 mod defaults;
 mod key_store;
@@ -28,6 +29,7 @@ use crate::sanitize::HeaderPolicy;
 use check::Check;
 use raw::RawConfig;
 
+pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
@@ -54,6 +56,8 @@ pub struct Config {
     pub webhook: Option<alert::AlertSettings>,
     pub jwt: Option<crate::jwt::Settings>,
     pub upstream_context: Option<ContextSigning>,
+    /// keygate as a front proxy's external authorizer (`authz:`), when configured.
+    pub authz: Option<Authz>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.
@@ -253,6 +257,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     let webhook = protection::webhook(&mut c, &raw.alerts);
     let jwt = tokens::jwt(&mut c, &raw.jwt);
     let upstream_context = tokens::upstream_context(&mut c, &raw.upstream_context, jwt.as_ref());
+    let authz = authz::authz(&mut c, raw.authz.as_ref(), &[("listen", listen), ("admin_listen", admin_listen)]);
 
     let cfg = Config {
         environment,
@@ -275,6 +280,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         webhook,
         jwt,
         upstream_context,
+        authz,
     };
     (cfg, c.0)
 }

@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub jwt: Option<RawJwt>,
     pub upstream_context: Option<RawUpstreamContext>,
+    pub authz: Option<super::authz::RawAuthz>,
 }
 
 #[derive(Debug, Deserialize)]

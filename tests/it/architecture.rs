@@ -41,6 +41,8 @@ const DECISION_MODULES: &[&str] = &[
     "jwt/token.rs",
     "client_ip.rs",
     "request_id.rs",
+    "authz/request.rs",
+    "authz/outcome.rs",
 ];
 
 const IO: &[&str] = &["tokio::", "hyper::", "hyper_util::", "prometheus::", "std::fs", "std::thread", "std::net::Tcp"];

@@ -1,0 +1,70 @@
+//! The same decisions answered to a front proxy that holds the request: Envoy/Istio ext_authz
+//! over gRPC (`envoy_grpc`) and HTTP, nginx `auth_request`, and Traefik / Caddy / ingress-nginx
+//! forward auth (`http_check`). `request` reads what each front proxy reports, `outcome` says the
+//! engine's answer in each protocol; `proxy::check` decides, counts and audits.
+
+pub mod check_api;
+pub mod envoy_grpc;
+pub mod http_check;
+pub mod outcome;
+pub mod request;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{Authz, Limits};
+use crate::proxy::Proxy;
+use crate::server::{self, ServeOptions};
+
+/// The check listeners, bound and serving.
+pub struct Listening {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: Option<SocketAddr>,
+    /// Ends when both listeners have drained.
+    pub done: JoinHandle<()>,
+}
+
+/// Binds the check listeners and serves them until `shutdown` (called once per listener).
+pub async fn start<F>(
+    settings: &Authz,
+    proxy: Arc<Proxy>,
+    limits: &Limits,
+    drain: Duration,
+    shutdown: impl Fn() -> F,
+) -> anyhow::Result<Listening>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let http = TcpListener::bind(settings.listen).await.with_context(|| format!("authz.listen {}", settings.listen))?;
+    let http_addr = http.local_addr()?;
+    let grpc = match settings.grpc_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("authz.grpc_listen {addr}"))?),
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(TcpListener::local_addr).transpose()?;
+    let opts = ServeOptions { limits: limits.clone(), drain_timeout: drain, tls: None, metrics: None, name: "authz" };
+    let handler = Arc::new(http_check::HttpCheck { proxy: Arc::clone(&proxy), settings: settings.clone() });
+    let http_task = tokio::spawn(server::serve(http, handler, opts, shutdown()));
+    let grpc_task = grpc.map(|listener| {
+        let svc = envoy_grpc::GrpcCheck {
+            proxy,
+            secret: settings.secret.clone(),
+            client_ip: settings.client_ip.envoy_grpc.clone(),
+        };
+        tokio::spawn(envoy_grpc::serve(listener, svc, shutdown(), drain))
+    });
+    tracing::info!(%http_addr, ?grpc_addr, secret = settings.secret.is_some(), "external authorization listening");
+    let done = tokio::spawn(async move {
+        let _ = http_task.await;
+        if let Some(t) = grpc_task {
+            let _ = t.await;
+        }
+    });
+    Ok(Listening { http_addr, grpc_addr, done })
+}
