@@ -45,6 +45,9 @@ pub struct AlertSettings {
     pub ca_file: Option<PathBuf>,
     /// Which keygate raised the alert (hostname, pod name), shown in the message.
     pub instance: String,
+    /// `Authorization` sent with every POST (`Bearer <token>`), for webhooks that take their
+    /// token in a header rather than the URL. Marked sensitive; never logged.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl AlertSettings {
@@ -56,6 +59,7 @@ impl AlertSettings {
             queue: DEFAULT_QUEUE,
             ca_file: None,
             instance: instance.into(),
+            authorization: None,
         }
     }
 }
@@ -69,6 +73,7 @@ impl fmt::Debug for AlertSettings {
             .field("queue", &self.queue)
             .field("ca_file", &self.ca_file)
             .field("instance", &self.instance)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -111,6 +116,7 @@ impl Alerter {
             target: redacted(&settings.url),
             url: settings.url,
             timeout: settings.timeout,
+            authorization: settings.authorization,
         };
         let (tx, rx) = mpsc::channel(settings.queue);
         let dedup = Dedup::new(settings.cooldown, MAX_PAIRS);
@@ -292,6 +298,7 @@ struct Webhook {
     /// What logs may say about the URL.
     target: String,
     timeout: Duration,
+    authorization: Option<HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -346,6 +353,9 @@ impl Webhook {
         *req.uri_mut() = self.url.clone();
         req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         req.headers_mut().insert(USER_AGENT, HeaderValue::from_static(concat!("keygate/", env!("CARGO_PKG_VERSION"))));
+        if let Some(auth) = &self.authorization {
+            req.headers_mut().insert(http::header::AUTHORIZATION, auth.clone());
+        }
         // The response body is not read: dropping it closes the connection, which is fine at
         // alert rates, and a webhook that stalls mid-body cannot hold the queue.
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
