@@ -9,22 +9,28 @@
 # ---------------------------------------------------------------------------
 # The locked dependency set needs rustc >= 1.89 (uuid 1.29 declares
 # rust-version 1.89); 1.95 is the toolchain the project is developed with.
-FROM rust:1.95-bookworm AS builder
+FROM docker.io/library/rust:1.95-bookworm AS builder
 
 WORKDIR /app
 
 # Dependency-caching layer: build every locked dependency against stub
-# sources, so editing src/ does not rebuild the dependency graph.
+# sources, so editing src/ does not rebuild the dependency graph. Cargo reads
+# every target the manifest declares ([lib], [[bin]], [[bench]], examples/),
+# so each one gets a stub here; .ci/image.sh fails when Cargo.toml declares a
+# target this list misses.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir -p src benches examples \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
+    && echo 'fn main() {}' > benches/hot_path.rs \
+    && echo 'fn main() {}' > examples/floor_proxy.rs \
     && cargo build --release --locked --bin keygate \
     && rm -rf src target/release/keygate target/release/deps/keygate-* \
        target/release/deps/libkeygate-* target/release/.fingerprint/keygate-*
 
 # Real sources. touch: COPY keeps the context's mtimes, which may be older
-# than the stub build above.
+# than the stub build above. benches/ and examples/ keep their stubs: only
+# the keygate binary is built.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin keygate

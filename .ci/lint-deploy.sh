@@ -19,7 +19,12 @@ PY_PACKAGES=(
 # 1.29.0: oldest supported cluster (native sidecars, restartPolicy: Always on
 # init containers). 1.37.0: newest schema bundled with kubernetes-validate.
 K8S_VERSIONS=(1.29.0 1.37.0)
-K8S_DIR=deploy/kubernetes
+# Kustomize directories; each is validated and built.
+K8S_DIRS=(deploy/kubernetes deploy/injector)
+# What `keygate inject` writes and the pod the webhook's patch makes (tests/it/inject.rs and
+# tests/it/webhook.rs compare them byte for byte): an injected pod must be one the API server
+# accepts, on the oldest and the newest schema.
+INJECTED_GOLDEN=(tests/golden/inject/*.out.yaml tests/golden/inject/*.out.json tests/golden/webhook/*.out.yaml)
 
 run() {
   printf '+ %s\n' "$*"
@@ -55,18 +60,43 @@ run yamllint -s "${yaml_targets[@]}"
 
 echo "== kubernetes-validate"
 manifests=()
-for f in "$K8S_DIR"/*.yaml "$K8S_DIR"/*.yml; do
-  [[ -e "$f" ]] || continue
-  case "$(basename "$f")" in
-    # kustomize configuration, not a Kubernetes object.
-    kustomization.yaml | kustomization.yml) continue ;;
-  esac
-  manifests+=("$f")
+for dir in "${K8S_DIRS[@]}"; do
+  found=0
+  for f in "$dir"/*.yaml "$dir"/*.yml; do
+    [[ -e "$f" ]] || continue
+    case "$(basename "$f")" in
+      # kustomize configuration, not a Kubernetes object.
+      kustomization.yaml | kustomization.yml) continue ;;
+    esac
+    manifests+=("$f")
+    found=1
+  done
+  if [[ $found -eq 0 ]]; then
+    echo "no manifests found in $dir" >&2
+    exit 1
+  fi
 done
-if [[ ${#manifests[@]} -eq 0 ]]; then
-  echo "no manifests found in $K8S_DIR" >&2
-  exit 1
-fi
+# kubernetes-validate has no schema for kind List: its items are validated, as documents of
+# a file of the same name under a scratch directory. It also needs metadata.name, which a pod
+# made by a controller does not have yet at admission (only generateName): one is filled in.
+items_dir="$(mktemp -d)"
+trap 'rm -rf "$items_dir"' EXIT
+for f in "${INJECTED_GOLDEN[@]}"; do
+  [[ -e "$f" ]] || { echo "no injected golden output matches $f" >&2; exit 1; }
+  mkdir -p "$items_dir/$(dirname "$f")"
+  python3 - "$f" "$items_dir/$f" << 'EOF'
+import sys, yaml
+docs = []
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    docs.extend(d["items"] if d and d.get("kind") == "List" else [d])
+for d in docs:
+    meta = d.setdefault("metadata", {})
+    if "name" not in meta and "generateName" in meta:
+        meta["name"] = meta["generateName"] + "x"
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+EOF
+  manifests+=("$items_dir/$f")
+done
 version_args=()
 for v in "${K8S_VERSIONS[@]}"; do
   version_args+=(--kubernetes-version "$v")
@@ -74,7 +104,7 @@ done
 # kubernetes-validate only WARNs (and exits 0) when it has no schema for a
 # kind, e.g. a CRD or a misspelt apiVersion: treat that as a failure too.
 kv_out="$(mktemp)"
-trap 'rm -f "$kv_out"' EXIT
+trap 'rm -rf "$kv_out" "$items_dir"' EXIT
 printf '+ %s\n' "kubernetes-validate --strict ${version_args[*]} ${manifests[*]}"
 kv_rc=0
 kubernetes-validate --strict "${version_args[@]}" "${manifests[@]}" > "$kv_out" 2>&1 || kv_rc=$?
@@ -88,11 +118,13 @@ if grep -q '^WARN' "$kv_out"; then
   exit 1
 fi
 
-# The kustomization itself: build it offline if kubectl is available.
+# The kustomizations themselves: build them offline if kubectl is available.
 if command -v kubectl > /dev/null 2>&1; then
   echo "== kustomize build"
-  printf '+ %s\n' "kubectl kustomize $K8S_DIR > /dev/null"
-  kubectl kustomize "$K8S_DIR" > /dev/null
+  for dir in "${K8S_DIRS[@]}"; do
+    printf '+ %s\n' "kubectl kustomize $dir > /dev/null"
+    kubectl kustomize "$dir" > /dev/null
+  done
 else
   echo "== kustomize build skipped (kubectl not installed)"
 fi

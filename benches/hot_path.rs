@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("jwt verify (EdDSA signature, kid, iss/aud, time)", |b| {
         b.iter(|| black_box(keygate::jwt::token::verify(&settings, &jwt_keys, black_box(&jwt), now_s).is_ok()))
     });
-    let tokens = keygate::tokens::Tokens::new(settings.clone()).unwrap();
+    let tokens = keygate::proxy::tokens::Tokens::new(settings.clone()).unwrap();
     let now = OffsetDateTime::now_utc();
     c.bench_function("jwt authenticate, verified before (cache hit, parent state, narrowing)", |b| {
         b.iter(|| black_box(tokens.authenticate(black_box(&jwt), &t, Environment::Live, now).is_ok()))

@@ -12,11 +12,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::AdminToken;
-use crate::key_source::{Found, KeySource};
-use crate::keys::freshness::Freshness;
 use crate::metrics::Metrics;
-use crate::pipeline::ConnFacts;
+use crate::proxy::ConnFacts;
 use crate::server::Handler;
+use crate::store::freshness::Freshness;
+use crate::store::source::{Found, KeySource};
 use crate::usage::UsageBook;
 
 #[derive(Debug, Default)]

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +19,9 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::config::alert::redacted;
+pub use crate::config::alert::{AlertSettings, DEFAULT_COOLDOWN, DEFAULT_QUEUE, DEFAULT_TIMEOUT};
 use crate::metrics::Metrics;
-
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(600);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_QUEUE: usize = 1024;
 
 /// (kind, subject) pairs remembered at most: a flood of distinct subjects cannot grow memory.
 const MAX_PAIRS: usize = 10_000;
@@ -32,51 +29,6 @@ const MAX_PAIRS: usize = 10_000;
 /// timeout the webhook may already have posted the message.
 const RETRIES: u32 = 2;
 const BACKOFF: Duration = Duration::from_millis(200);
-
-#[derive(Clone)]
-pub struct AlertSettings {
-    /// `http` or `https`. Webhook URLs often carry a token (in the path or query): it is never
-    /// logged, and `Debug` shows only scheme and host.
-    pub url: Uri,
-    pub cooldown: Duration,
-    /// Per POST attempt, connect included.
-    pub timeout: Duration,
-    pub queue: usize,
-    pub ca_file: Option<PathBuf>,
-    /// Which keygate raised the alert (hostname, pod name), shown in the message.
-    pub instance: String,
-    /// `Authorization` sent with every POST (`Bearer <token>`), for webhooks that take their
-    /// token in a header rather than the URL. Marked sensitive; never logged.
-    pub authorization: Option<HeaderValue>,
-}
-
-impl AlertSettings {
-    pub fn new(url: Uri, instance: impl Into<String>) -> AlertSettings {
-        AlertSettings {
-            url,
-            cooldown: DEFAULT_COOLDOWN,
-            timeout: DEFAULT_TIMEOUT,
-            queue: DEFAULT_QUEUE,
-            ca_file: None,
-            instance: instance.into(),
-            authorization: None,
-        }
-    }
-}
-
-impl fmt::Debug for AlertSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AlertSettings")
-            .field("url", &redacted(&self.url))
-            .field("cooldown", &self.cooldown)
-            .field("timeout", &self.timeout)
-            .field("queue", &self.queue)
-            .field("ca_file", &self.ca_file)
-            .field("instance", &self.instance)
-            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct AlertEvent {
@@ -280,16 +232,6 @@ fn slack_escape(s: &str) -> String {
     out
 }
 
-/// Scheme and host (and port) only: no userinfo, path or query, where webhook tokens live.
-fn redacted(url: &Uri) -> String {
-    let scheme = url.scheme_str().unwrap_or("?");
-    let host = url.host().unwrap_or("?");
-    match url.port_u16() {
-        Some(port) => format!("{scheme}://{host}:{port}"),
-        None => format!("{scheme}://{host}"),
-    }
-}
-
 // ---------- delivery ----------
 
 struct Webhook {
@@ -381,7 +323,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The detectors' reports, as alerts.
-impl crate::watch::Notify for Alerter {
+impl crate::proxy::anomalies::Notify for Alerter {
     fn notify(&self, a: &crate::anomaly::Anomaly) {
         Alerter::notify(
             self,

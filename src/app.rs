@@ -17,20 +17,20 @@ use tokio::task::JoinHandle;
 use crate::admin::{Admin, AdminApi, Health};
 use crate::config::{Config, KeyStore, PgStore, SyncMode};
 use crate::forward::Forwarder;
-use crate::key_source::KeySource;
-use crate::keys::freshness::Freshness;
-use crate::keys::reload::{ReloadEvent, Reloader, SharedTable};
-use crate::keys::{file, KeyTable};
-use crate::limit::Limiter;
+use crate::keys::KeyTable;
 use crate::metrics::Metrics;
-use crate::pipeline::{ConnFacts, Pipeline};
+use crate::proxy::anomalies::Anomalies;
+use crate::proxy::limit::Limiter;
+use crate::proxy::{ConnFacts, Proxy};
 use crate::server::{self, Handler, ServeOptions};
+use crate::store::freshness::Freshness;
+use crate::store::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::store::source::KeySource;
 use crate::tls::TlsState;
 use crate::usage::UsageBook;
-use crate::watch::Watch;
 
-impl Handler for Pipeline {
-    type Body = crate::pipeline::Body;
+impl Handler for Proxy {
+    type Body = crate::proxy::Body;
 
     fn call(
         &self,
@@ -47,9 +47,11 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub table: SharedTable,
+    /// The request path, for the external-authorization listeners (`Proxy::check`).
+    pub proxy: Arc<Proxy>,
     reload: Arc<Notify>,
     tls: Option<Arc<TlsState>>,
-    tokens: Option<Arc<crate::tokens::Tokens>>,
+    tokens: Option<Arc<crate::proxy::tokens::Tokens>>,
     stop: watch::Sender<bool>,
     done: JoinHandle<usize>,
 }
@@ -127,7 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let path = path.clone();
             let started = std::time::Instant::now();
             let scopes = config.scope_catalogue();
-            let t: KeyTable = tokio::task::spawn_blocking(move || file::load(&path, &scopes)).await??;
+            let t: KeyTable =
+                tokio::task::spawn_blocking(move || crate::store::table_file::load(&path, &scopes)).await??;
             let took_ms = started.elapsed().as_millis() as u64;
             tracing::info!(keys = t.len(), took_ms, file = %config.keys_source(), "key table loaded");
             after_load(&metrics, &t, &usage);
@@ -175,9 +178,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With `sync: cache` the table stays empty: keys are looked up in the cache.
     let (source, cache_tasks) = match &config.key_store {
         KeyStore::Postgres(pg @ PgStore { sync: SyncMode::Cache(cs), .. }) => {
-            let pool = Arc::new(crate::pgstore::pool::Pool::new(cs.pool_size));
+            let pool = Arc::new(crate::store::pgstore::pool::Pool::new(cs.pool_size));
             let keeper = tokio::spawn(Arc::clone(&pool).keep(pg.clone(), Arc::clone(&metrics)));
-            let cache = crate::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
+            let cache = crate::store::pgstore::cache::KeyCache::new(cs, pool, pg.timeout, Arc::clone(&metrics));
             (KeySource::Cache(Arc::new(cache)), Some(keeper))
         }
         KeyStore::Postgres(_) | KeyStore::File(_) => (KeySource::Table(Arc::clone(&table)), None),
@@ -194,11 +197,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(reloader.run(on_event))
         }
         KeyStore::Postgres(pg) => {
-            let follower = crate::pgstore::sync::Follower {
+            let follower = crate::store::pgstore::sync::Follower {
                 settings: pg.clone(),
                 target: match &source {
-                    KeySource::Table(t) => crate::pgstore::sync::Target::Table(Arc::clone(t)),
-                    KeySource::Cache(c) => crate::pgstore::sync::Target::Cache(Arc::clone(c)),
+                    KeySource::Table(t) => crate::store::pgstore::sync::Target::Table(Arc::clone(t)),
+                    KeySource::Cache(c) => crate::store::pgstore::sync::Target::Cache(Arc::clone(c)),
                 },
                 freshness: Arc::clone(freshness.as_ref().expect("set for postgres")),
                 metrics: Arc::clone(&metrics),
@@ -212,7 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let usage_writer = match &config.key_store {
         KeyStore::Postgres(pg) => pg.usage_flush.map(|interval| {
             let (stop, stopped) = tokio::sync::oneshot::channel();
-            let writer = crate::pgstore::usage::UsageWriter {
+            let writer = crate::store::pgstore::usage::UsageWriter {
                 settings: pg.clone(),
                 book: Arc::clone(&usage),
                 metrics: Arc::clone(&metrics),
@@ -243,30 +246,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let tokens = match &config.jwt {
-        Some(settings) => Some(Arc::new(crate::tokens::Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
+        Some(settings) => {
+            Some(Arc::new(crate::proxy::tokens::Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?))
+        }
         None => None,
     };
-    let alerter: Option<Box<dyn crate::watch::Notify>> = match &config.webhook {
+    let alerter: Option<Box<dyn crate::proxy::anomalies::Notify>> = match &config.webhook {
         Some(settings) => Some(Box::new(
             crate::alert::Alerter::spawn(settings.clone(), Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
-    let pipeline = Arc::new(Pipeline {
+    let proxy_path = Arc::new(Proxy {
         config: Arc::clone(&config),
         keys: source.clone(),
         forwarder,
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
         limiter: Limiter::new(&config.rate_limits, Arc::clone(&metrics)).map_err(anyhow::Error::msg)?,
-        watch: Watch::new(config.anomaly.clone(), Arc::clone(&metrics), alerter),
+        anomalies: Anomalies::new(config.anomaly.clone(), Arc::clone(&metrics), alerter),
         epoch: std::time::Instant::now(),
         tokens: tokens.clone(),
         freshness,
     });
     // Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
     // off the request threads.
-    let p = Arc::clone(&pipeline);
+    let p = Arc::clone(&proxy_path);
     let sweep_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -301,8 +306,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
     let admin_task = tokio::spawn(server::serve(admin_listener, admin, admin_opts, until_stopped(admin_stop_rx)));
+    let proxy = Arc::clone(&proxy_path);
     let done = tokio::spawn(async move {
-        let cut = server::serve(proxy_listener, pipeline, proxy_opts, until_stopped(stop_rx)).await;
+        let cut = server::serve(proxy_listener, proxy_path, proxy_opts, until_stopped(stop_rx)).await;
         reload_task.abort();
         if let Some(census) = census_task {
             census.abort();
@@ -322,5 +328,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!(cut_connections = cut, "keygate stopped");
         cut
     });
-    Ok(Running { proxy_addr, admin_addr, metrics, health, table, reload, tls, tokens, stop, done })
+    Ok(Running { proxy_addr, admin_addr, metrics, health, table, proxy, reload, tls, tokens, stop, done })
 }

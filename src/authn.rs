@@ -14,11 +14,20 @@ pub enum AuthnError {
     Multiple,
     Malformed(&'static str),
     BadFormat,
-    WrongEnvironment { key: Environment, proxy: Environment },
+    WrongEnvironment {
+        key: Environment,
+        proxy: Environment,
+    },
     Unknown,
     Revoked,
     Expired,
     NotYetValid,
+    /// A bearer JWT that is malformed, badly signed, of an unknown kid or another audience, or
+    /// whose parent key is gone or of the other environment.
+    TokenInvalid,
+    TokenExpired,
+    /// A token naming only clinics its parent key no longer has.
+    TokenClinicsRevoked,
 }
 
 /// RFC 6750 `b64token`: ALPHA DIGIT - . _ ~ + / then optional trailing '='.
@@ -103,7 +112,10 @@ pub fn refused_id<'r>(why: &AuthnError, found: impl FnOnce() -> Option<&'r KeyRe
         | AuthnError::BadFormat
         | AuthnError::WrongEnvironment { .. }
         | AuthnError::Unknown
-        | AuthnError::NotYetValid => None,
+        | AuthnError::NotYetValid
+        | AuthnError::TokenInvalid
+        | AuthnError::TokenExpired
+        | AuthnError::TokenClinicsRevoked => None,
     }
 }
 

@@ -54,11 +54,11 @@ fn load_files(cfg: &Config) -> (Vec<String>, String) {
     }
     // Outside a runtime the limiter does not connect: this parses the Redis URL, no more.
     let metrics = Arc::new(crate::metrics::Metrics::with_key_label_cap(cfg.rate_limits.metrics_key_labels));
-    if let Err(e) = crate::limit::Limiter::new(&cfg.rate_limits, metrics) {
+    if let Err(e) = crate::proxy::limit::Limiter::new(&cfg.rate_limits, metrics) {
         fail("rate_limits.redis.url", e);
     }
     let keys = match &cfg.key_store {
-        KeyStore::File(path) => match crate::keys::file::load(path, &cfg.scope_catalogue()) {
+        KeyStore::File(path) => match crate::store::table_file::load(path, &cfg.scope_catalogue()) {
             Ok(t) => format!("key table {} with {} keys", path.display(), t.len()),
             Err(e) => {
                 // Lines here are the table's, not the config's: no config line is added.

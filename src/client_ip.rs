@@ -26,6 +26,8 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     for hop in hops.iter().rev() {
         match hop.parse::<IpAddr>() {
             Ok(ip) => {
+                // A proxy on a dual-stack socket may write ::ffff:a.b.c.d for an IPv4 client.
+                let ip = ip.to_canonical();
                 client = ip;
                 if !is_trusted(ip, trusted) {
                     break;
@@ -69,6 +71,13 @@ mod tests {
     fn garbage_hop_stops_the_walk() {
         let ip = resolve(&h("6.6.6.6, nonsense"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
         assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ipv4_mapped_hops_are_read_as_ipv4() {
+        let ip =
+            resolve(&h("::ffff:203.0.113.7, ::ffff:10.0.0.2"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
+        assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

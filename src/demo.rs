@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::keys::generate::generate;
 use crate::keys::KeyHash;
-use crate::pipeline::ConnFacts;
+use crate::proxy::ConnFacts;
 use crate::server::{self, Handler, ServeOptions};
 
 /// The sample upstream: answers every request with a JSON echo of what reached it.

@@ -14,6 +14,11 @@ pub enum ApiError {
     /// Wrong scheme or malformed credentials; the reason is ours, never the client's text.
     BadAuthorization(&'static str),
     InvalidRequest(String),
+    /// The body's framing could be read two ways, or broke mid-stream: refused, and the
+    /// connection closed, since client and keygate may disagree where the next request starts.
+    BadFraming(&'static str),
+    /// The head is over `limits.max_header_bytes` or `limits.max_headers`.
+    HeadersTooLarge,
     InvalidApiKey,
     EnvironmentMismatch {
         key: &'static str,
@@ -79,7 +84,8 @@ impl ApiError {
             | ApiError::Expired
             | ApiError::InvalidToken
             | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_) | ApiError::BadFraming(_) => StatusCode::BAD_REQUEST,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::IpNotAllowed | ApiError::InsufficientScope { .. } | ApiError::ClinicNotAllowed => {
                 StatusCode::FORBIDDEN
             }
@@ -99,7 +105,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MissingAuthorization | ApiError::BadAuthorization(_) => "UNAUTHORIZED",
-            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::InvalidRequest(_) | ApiError::BadFraming(_) => "INVALID_REQUEST",
+            ApiError::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
             ApiError::InvalidApiKey => "INVALID_API_KEY",
             ApiError::EnvironmentMismatch { .. } => "API_KEY_ENVIRONMENT_MISMATCH",
             ApiError::Revoked => "API_KEY_REVOKED",
@@ -126,6 +133,8 @@ impl ApiError {
             ApiError::MissingAuthorization => "Missing Authorization header. Expected: Bearer <api_key>".into(),
             ApiError::BadAuthorization(why) => format!("{why}. Expected: Bearer <api_key>"),
             ApiError::InvalidRequest(why) => format!("Invalid request: {why}"),
+            ApiError::BadFraming(why) => format!("Invalid request: {why}"),
+            ApiError::HeadersTooLarge => "Request headers are too large or too many".into(),
             ApiError::InvalidApiKey => "Invalid API key".into(),
             ApiError::EnvironmentMismatch { key, proxy } => {
                 format!("API key is a {key} key, but this endpoint only accepts {proxy} keys")
@@ -168,6 +177,8 @@ impl ApiError {
             | ApiError::InvalidToken
             | ApiError::TokenExpired => Some("Bearer realm=\"keygate\", error=\"invalid_token\""),
             ApiError::InvalidRequest(_)
+            | ApiError::BadFraming(_)
+            | ApiError::HeadersTooLarge
             | ApiError::IpNotAllowed
             | ApiError::RouteNotFound
             | ApiError::MethodNotAllowed { .. }
@@ -202,7 +213,7 @@ impl ApiError {
                 h.insert(header::ALLOW, v);
             }
         }
-        if let ApiError::ShuttingDown = self {
+        if let ApiError::ShuttingDown | ApiError::BadFraming(_) = self {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
@@ -235,6 +246,9 @@ impl From<AuthnError> for ApiError {
             }
             AuthnError::Revoked => ApiError::Revoked,
             AuthnError::Expired => ApiError::Expired,
+            AuthnError::TokenInvalid => ApiError::InvalidToken,
+            AuthnError::TokenExpired => ApiError::TokenExpired,
+            AuthnError::TokenClinicsRevoked => ApiError::ClinicNotAllowed,
         }
     }
 }
@@ -262,6 +276,8 @@ mod tests {
             (ApiError::MissingAuthorization, 401, "UNAUTHORIZED"),
             (ApiError::BadAuthorization("x"), 401, "UNAUTHORIZED"),
             (ApiError::InvalidRequest("x".into()), 400, "INVALID_REQUEST"),
+            (ApiError::BadFraming("x"), 400, "INVALID_REQUEST"),
+            (ApiError::HeadersTooLarge, 431, "REQUEST_HEADERS_TOO_LARGE"),
             (ApiError::InvalidApiKey, 401, "INVALID_API_KEY"),
             (ApiError::EnvironmentMismatch { key: "test", proxy: "live" }, 401, "API_KEY_ENVIRONMENT_MISMATCH"),
             (ApiError::Revoked, 401, "API_KEY_REVOKED"),
@@ -314,6 +330,13 @@ mod tests {
         let r = ApiError::IpBlocked { retry_after: 60 }.to_response("r", "t");
         assert_eq!(r.headers()[header::RETRY_AFTER], "60");
         assert_eq!(ApiError::RateLimiterUnavailable.to_response("r", "t").headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_framing_refusal_closes_the_connection() {
+        let r = ApiError::BadFraming("x").to_response("r", "t");
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        assert!(ApiError::InvalidRequest("x".into()).to_response("r", "t").headers().get(header::CONNECTION).is_none());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! keygate: a sidecar authorization proxy. The request flows top to bottom through
-//! `server` → `pipeline` (request id → sanitise → path → authn → policy → forward) → `error`.
+//! keygate: a sidecar authorization proxy. A request flows from `server` through the named
+//! steps of `proxy` (admit → authenticate → limit → authorize → upstream → finish); the
+//! decisions are the pure modules (`path`, `sanitize`, `framing`, `authn`, `policy`,
+//! `ratelimit`, `anomaly`, `jwt`), and `error` is the one place a refusal becomes a body.
 
 pub mod admin;
 pub mod alert;
@@ -16,25 +18,23 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
-pub mod forwarded;
+pub mod framing;
+pub mod head_check;
 pub mod jwt;
-pub mod key_source;
+pub mod k8s;
 pub mod keys;
 pub mod keys_cli;
-pub mod limit;
 pub mod logbuf;
 pub mod metrics;
 pub mod path;
-pub mod pgstore;
-pub mod pipeline;
 pub mod policy;
+pub mod proxy;
 pub mod ratelimit;
 pub mod request_id;
 pub mod sanitize;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod textfmt;
 pub mod tls;
-pub mod tokens;
 pub mod usage;
-pub mod watch;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use keygate::cli::{Cli, Command};
 use keygate::config::{self, LogFormat};
+use keygate::k8s::WebhookCommand;
 use keygate::keys::KeyHash;
 
 /// Logs (the audit line above all) go through `logbuf`: batched, bounded, never blocking a
@@ -98,9 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{}: key_store.kind is not postgres; the file store has no schema", config.display());
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let applied = rt.block_on(keygate::pgstore::migrate::run(pg))?;
+            let applied = rt.block_on(keygate::store::pgstore::migrate::run(pg))?;
             if applied.is_empty() {
-                println!("schema {} is up to date (version {})", pg.schema, keygate::pgstore::migrate::latest());
+                println!("schema {} is up to date (version {})", pg.schema, keygate::store::pgstore::migrate::latest());
             } else {
                 println!("schema {}: applied migrations {applied:?}", pg.schema);
             }
@@ -119,6 +120,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", KeyHash::of(key).to_hex());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject(args) => {
+            keygate::k8s::run_inject(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook { command: WebhookCommand::Certs(args) } => {
+            keygate::k8s::certs::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook { command: WebhookCommand::Serve(args) } => {
+            let _flush_logs_on_exit = init_tracing(LogFormat::Json, "info");
+            runtime()?.block_on(keygate::k8s::webhook::run(&args))
         }
         Command::Serve { config } => {
             let cfg = config::load(&config)?;

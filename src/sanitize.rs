@@ -82,19 +82,21 @@ fn is_forwarding(name: &str) -> bool {
 /// common token, so the common case allocates nothing.
 fn connection_named(headers: &HeaderMap, out: &mut Vec<HeaderName>) {
     for value in headers.get_all(header::CONNECTION) {
-        let Ok(v) = value.to_str() else { continue };
+        // Bytes, not `to_str`: one non-ASCII byte anywhere in the value must not hide the
+        // names beside it (a token with such a byte is no header name and names nothing).
+        let v = value.as_bytes();
         // The usual value names no header: said once, not token by token.
-        let whole = v.trim();
-        if whole.eq_ignore_ascii_case("keep-alive") || whole.eq_ignore_ascii_case("close") {
+        let whole = v.trim_ascii();
+        if whole.eq_ignore_ascii_case(b"keep-alive") || whole.eq_ignore_ascii_case(b"close") {
             continue;
         }
-        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let listed = |list: &[&str]| list.iter().any(|p| token.eq_ignore_ascii_case(p));
-            if listed(&PROTECTED) || listed(&HOP_BY_HOP) || token.eq_ignore_ascii_case("close") {
+        for token in v.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty()) {
+            let listed = |list: &[&str]| list.iter().any(|p| token.eq_ignore_ascii_case(p.as_bytes()));
+            if listed(&PROTECTED) || listed(&HOP_BY_HOP) || token.eq_ignore_ascii_case(b"close") {
                 continue;
             }
             // `from_bytes` lower-cases; a token that is no header name names nothing.
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
                 out.push(name);
             }
         }
@@ -110,9 +112,13 @@ pub fn sanitize(headers: &mut HeaderMap, policy: &HeaderPolicy, peer_trusted: bo
     let mut out = Sanitized::default();
     let mut remove: Vec<HeaderName> = Vec::new();
     connection_named(headers, &mut remove);
+    let named = remove.len();
     for (name, value) in headers.iter() {
         let n = name.as_str();
-        let drop = any_of(n, &HOP_BY_HOP)
+        // A header named in `Connection` is removed below; were it a method override, keygate
+        // would authorise a method the upstream never hears of.
+        let drop = remove[..named].contains(name)
+            || any_of(n, &HOP_BY_HOP)
             || any_of(n, &REWRITE)
             || policy.owned.iter().any(|o| same_name(n, o))
             || (!peer_trusted && is_forwarding(n))
@@ -206,6 +212,24 @@ mod tests {
         ]);
         sanitize(&mut h, &policy(), false).unwrap();
         assert_eq!(names(&h), vec!["content-length", "host"]);
+    }
+
+    #[test]
+    fn a_connection_value_with_a_non_ascii_byte_still_removes_the_names_it_lists() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_bytes(b"x-custom, \xc3\xa9").unwrap());
+        h.append("x-custom", HeaderValue::from_static("1"));
+        h.append("etag", HeaderValue::from_static("x"));
+        sanitize(&mut h, &policy(), true).unwrap();
+        assert_eq!(names(&h), vec!["etag"]);
+    }
+
+    #[test]
+    fn an_override_named_in_connection_is_removed_not_applied() {
+        let allow = HeaderPolicy::new(&[], true);
+        let mut h = map(&[("connection", "x-http-method-override"), ("x-http-method-override", "GET")]);
+        assert_eq!(sanitize(&mut h, &allow, false).unwrap().method_override, None);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

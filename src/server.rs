@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
+use crate::head_check::HeadReader;
 use crate::metrics::Metrics;
-use crate::pipeline::ConnFacts;
+use crate::proxy::ConnFacts;
 use crate::tls::TlsState;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,18 +109,30 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// Streams a client may reset before their handler ran, and errors keygate's side may reset,
+/// before the connection is closed (h2's defaults, stated so a dependency bump cannot change
+/// them: rapid reset, CVE-2023-44487, and MadeYouReset, CVE-2025-8671).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // The parser's own limits are twice keygate's: a head between the two reaches the
+    // pipeline, which refuses it with the standard JSON body (431); past twice the limit the
+    // parser answers a bare 431 (HTTP/1.1) or resets the stream (HTTP/2).
+    let parser_head_bytes = l.max_header_bytes.saturating_mul(2);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(l.header_read_timeout)
-        .max_buf_size(l.max_header_bytes.max(8192))
-        .max_headers(l.max_headers)
+        .max_buf_size(parser_head_bytes.max(8192))
+        .max_headers(l.max_headers.saturating_mul(2))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(l.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(parser_head_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .keep_alive_interval(None);
     b
 }
@@ -165,10 +178,19 @@ async fn serve_io<H, IO>(
     // Shared by the connection's requests: what is known of the peer is worked out once.
     let facts = Arc::new(facts);
     let peer = facts.peer;
-    let svc = service_fn(move |req| {
+    let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
+    let io = HeadsRead { inner: io, heads: Arc::clone(&heads) };
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let handler = Arc::clone(&handler);
         let act = Arc::clone(&act);
         let facts = Arc::clone(&facts);
+        if req.version() <= http::Version::HTTP_11 {
+            let head = heads.lock().unwrap_or_else(|e| e.into_inner()).next_facts();
+            // Only a refusal travels with the request: the common case adds nothing to it.
+            if head.refusal().is_some() {
+                req.extensions_mut().insert(head);
+            }
+        }
         async move {
             let _busy = act.begin();
             Ok::<_, Infallible>(handler.call(req, facts).await)
@@ -263,6 +285,49 @@ impl Activity {
     /// How long to sleep before the connection could next be idle for `limit`.
     fn until_idle(&self, limit: Duration) -> Duration {
         limit.saturating_sub(self.idle_for()).max(Duration::from_millis(10))
+    }
+}
+
+/// The connection's bytes (above TLS) as hyper reads them, also read by `head_check`.
+struct HeadsRead<T> {
+    inner: T,
+    heads: Arc<Mutex<HeadReader>>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadsRead<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.heads.lock().unwrap_or_else(|e| e.into_inner()).feed(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadsRead<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

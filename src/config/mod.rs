@@ -2,6 +2,7 @@
 //! turns it into typed values and reports every problem at once, each naming its field.
 //! `keygate check-config` runs exactly this.
 
+pub mod alert;
 mod check;
 mod defaults;
 mod key_store;
@@ -50,7 +51,7 @@ pub struct Config {
     pub log: Log,
     pub rate_limits: RateLimits,
     pub anomaly: crate::anomaly::Settings,
-    pub webhook: Option<crate::alert::AlertSettings>,
+    pub webhook: Option<alert::AlertSettings>,
     pub jwt: Option<crate::jwt::Settings>,
     pub upstream_context: Option<ContextSigning>,
 }

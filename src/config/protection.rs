@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use http::Uri;
 
+use super::alert::AlertSettings;
 use super::raw::{self, Backend, Headers, RawAlerts, RawAnomaly, RawRateLimits, RawTier};
 use super::Check;
-use crate::alert::AlertSettings;
 use crate::anomaly::{self, BlockStatus};
 use crate::ratelimit::{Quota, Tier, Tiers};
 

@@ -151,7 +151,7 @@ mod tests {
         );
         let cfg = crate::config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
         std::fs::remove_file(&pem).unwrap();
-        let tokens = crate::tokens::Tokens::new(cfg.jwt.unwrap()).expect("the kept keys, not the file");
+        let tokens = crate::proxy::tokens::Tokens::new(cfg.jwt.unwrap()).expect("the kept keys, not the file");
         assert_eq!(tokens.key_set().keys.len(), 1);
         assert!(tokens.reload().is_err(), "SIGHUP does read the files again");
     }

@@ -46,6 +46,9 @@ pub enum ForwardError {
     /// The client's streamed body passed `max_body_bytes` (no Content-Length to refuse it
     /// up front): 413.
     BodyTooLarge,
+    /// The client's body broke (malformed chunk, connection closed mid-body): the client's
+    /// fault, answered 400 and not counted against the upstream.
+    ClientBody,
 }
 
 /// The upstream's response body (its connection goes back to the pool once it is read).
@@ -96,7 +99,14 @@ impl Forwarder {
                 None => (Box::pin(self.connect()).await?, false),
             };
             match tx.try_send_request(req).await {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    let h = resp.headers_mut();
+                    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+                        // Framing the upstream could mean two ways (RFC 9112 §6.3): the length
+                        // is dropped, and the connection is not trusted with another request.
+                        h.remove(header::CONTENT_LENGTH);
+                        return Ok(resp.map(PooledBody::unpooled));
+                    }
                     let pool = Arc::clone(&self.pool);
                     return Ok(resp.map(move |body| PooledBody::new(body, tx, pool)));
                 }
@@ -132,9 +142,24 @@ impl Forwarder {
 fn classify(e: &hyper::Error) -> ForwardError {
     if body_limit_hit(e) {
         ForwardError::BodyTooLarge
+    } else if client_body_broke(e) {
+        ForwardError::ClientBody
     } else {
         ForwardError::Unavailable { kind: "protocol" }
     }
+}
+
+/// Sending failed because reading the client's body did: the server side's own hyper error
+/// (a parse error, an incomplete message) sits below the client side's in the source chain.
+fn client_body_broke(e: &hyper::Error) -> bool {
+    let mut cur = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if err.is::<hyper::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A connector for `http://` and `https://` URLs that trusts `ca_file` (else the webpki roots).

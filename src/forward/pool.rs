@@ -97,6 +97,11 @@ impl<B> PooledBody<B> {
     pub fn new(inner: Incoming, tx: SendRequest<B>, pool: Arc<Pool<B>>) -> PooledBody<B> {
         PooledBody { inner, conn: Some((tx, pool)), done: false }
     }
+
+    /// A body whose connection closes when it ends instead of going back to the pool.
+    pub fn unpooled(inner: Incoming) -> PooledBody<B> {
+        PooledBody { inner, conn: None, done: false }
+    }
 }
 
 impl<B> Drop for PooledBody<B> {

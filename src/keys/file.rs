@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 // Build-time maps hash operator-written data, not request data: a fast non-keyed hasher is
@@ -84,62 +83,18 @@ impl fmt::Display for TableError {
 
 impl std::error::Error for TableError {}
 
-/// Loads a table file. JSON Lines are streamed line by line, so a large table never sits in
-/// memory twice (as text and as records). Every scope a key holds must be in `scopes`.
-pub fn load(path: &Path, scopes: &Catalogue) -> Result<KeyTable, TableError> {
-    use std::io::{Read, Seek};
-    let source = path.display().to_string();
-    let cannot = |e: std::io::Error| TableError { source: source.clone(), problems: vec![format!("cannot read: {e}")] };
-    let mut f = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(cannot)?);
-    let size = f.get_ref().metadata().map_err(cannot)?.len();
-    let mut head = String::new();
-    (&mut f).take(64 * 1024).read_to_string(&mut head).map_err(cannot)?;
-    if shape_of(&head) == Shape::Yaml || head.trim().is_empty() {
-        let mut text = head;
-        f.read_to_string(&mut text).map_err(cannot)?;
-        return parse(&text, &source, scopes);
-    }
-    f.seek(std::io::SeekFrom::Start(0)).map_err(cannot)?;
-    let mut lines = JsonLines::new(usize::try_from(size / 160).unwrap_or(0), scopes);
-    // Whole lines out of 4 MiB chunks: bounded memory, one UTF-8 check per chunk.
-    let mut chunk: Vec<u8> = Vec::with_capacity(4 << 20);
-    let mut n = 0;
-    loop {
-        // Appended without zeroing the room first (as `resize` then `read` would: 4 MiB a turn).
-        let got = (&mut f).take(4 << 20).read_to_end(&mut chunk).map_err(cannot)?;
-        let end = if got == 0 { chunk.len() } else { chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) };
-        let text = std::str::from_utf8(&chunk[..end]).map_err(|e| TableError {
-            source: source.clone(),
-            problems: vec![format!("after line {n}: not UTF-8: {e}")],
-        })?;
-        for line in text.split_inclusive('\n') {
-            n += 1;
-            if !line.ends_with('\n') {
-                // Every line ends in a newline: a missing one is the sign of a cut-off write.
-                lines.problems.push(format!("line {n}: no newline at the end: the file looks truncated"));
-            }
-            lines.add(n, line);
-        }
-        chunk.drain(..end);
-        if got == 0 {
-            break;
-        }
-    }
-    lines.finish().map_err(|problems| TableError { source, problems })
-}
-
 /// Builds a table from JSON Lines, one line at a time.
-struct JsonLines {
+pub struct JsonLines {
     builder: Builder,
     problems: Vec<String>,
 }
 
 impl JsonLines {
-    fn new(capacity: usize, scopes: &Catalogue) -> JsonLines {
+    pub fn new(capacity: usize, scopes: &Catalogue) -> JsonLines {
         JsonLines { builder: Builder::with_capacity(capacity, scopes), problems: Vec::new() }
     }
 
-    fn add(&mut self, n: usize, line: &str) {
+    pub fn add(&mut self, n: usize, line: &str) {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
             return;
@@ -150,7 +105,12 @@ impl JsonLines {
         }
     }
 
-    fn finish(mut self) -> Result<KeyTable, Vec<String>> {
+    /// A line that ends without a newline: the sign of a cut-off write.
+    pub fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    pub fn finish(mut self) -> Result<KeyTable, Vec<String>> {
         match (self.problems.is_empty(), self.builder.finish()) {
             (true, Ok(t)) => Ok(t),
             (_, Ok(_)) => Err(self.problems),
@@ -479,10 +439,6 @@ mod tests {
         super::parse(text, source, &Catalogue::default())
     }
 
-    fn load(path: &Path) -> Result<KeyTable, TableError> {
-        super::load(path, &Catalogue::default())
-    }
-
     fn h(c: char) -> String {
         c.to_string().repeat(64)
     }
@@ -637,27 +593,5 @@ mod tests {
             assert_eq!(parse(&text, "t").unwrap().len(), 1);
             assert_eq!(parse_raw(&text).unwrap().keys[0].id, "k1");
         }
-    }
-
-    #[test]
-    fn loading_a_file_streams_json_lines_and_agrees_with_parse() {
-        let dir = std::env::temp_dir().join(format!("kg-load-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let good = jsonl(&[
-            "# header".into(),
-            format!(r#"{{"id":"k1","hash":"{}","environment":"live"}}"#, h('a')),
-            format!(r#"{{"id":"k2","hash":"{}","environment":"live"}}"#, h('b')),
-        ]);
-        let p = dir.join("t.jsonl");
-        std::fs::write(&p, &good).unwrap();
-        assert_eq!(load(&p).unwrap().len(), 2);
-        std::fs::write(&p, &good[..good.len() - 1]).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
-        std::fs::write(&p, format!("{good}{{\"id\":\"k3\",\"hash\":\"nothex\",\"environment\":\"live\"}}\n")).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("line 4"));
-        let y = dir.join("t.yaml");
-        std::fs::write(&y, format!("keys:\n  - id: k1\n    hash: {}\n    environment: live\n", h('a'))).unwrap();
-        assert_eq!(load(&y).unwrap().len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,13 +3,10 @@
 
 pub mod file;
 pub mod format;
-pub mod freshness;
 pub mod generate;
 pub mod hash;
 pub mod lifecycle;
-pub mod reload;
 pub mod scope;
-pub mod store;
 pub mod table;
 
 use std::fmt;

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{tsv, KeysContext};
 use crate::keys::file::RawTable;
 use crate::keys::lifecycle::{self, KeySpec};
-use crate::keys::store::FileStore;
+use crate::store::file::FileStore;
 
 pub(super) fn import_file(ctx: &KeysContext, path: &std::path::Path) -> anyhow::Result<()> {
     // Validated whole, as the proxy would load it (the config's scopes included), before

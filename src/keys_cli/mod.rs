@@ -21,8 +21,8 @@ use crate::config::{AdminToken, Config, KeyStore};
 use crate::keys::file::{RawKey, Shape};
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated};
 use crate::keys::scope::KeyType;
-use crate::keys::store::FileStore;
 use crate::keys::Environment;
+use crate::store::file::FileStore;
 use store::TableStore;
 
 /// What the key commands need from the config (or sensible defaults with only `--table`).

@@ -6,9 +6,9 @@ use anyhow::Context;
 
 use crate::config::PgStore;
 use crate::keys::file::RawTable;
-use crate::keys::store::FileStore;
 use crate::keys::Catalogue;
-use crate::pgstore;
+use crate::store::file::FileStore;
+use crate::store::pgstore;
 
 pub enum TableStore {
     File(FileStore),

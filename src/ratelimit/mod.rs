@@ -6,13 +6,11 @@
 
 pub mod gcra;
 pub mod local;
-pub mod redis;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use self::redis::{RedisLimitError, RedisLimiter, RedisSettings};
 pub use gcra::{decide, Quota, Verdict};
 pub use local::LocalLimiter;
 

@@ -14,55 +14,6 @@ use crate::support::*;
 
 const READ_SCOPES: &str = "interactions:read metrics:read campaigns:read clinics:read";
 
-// ---------- raw HTTP/1.1, for requests a client library would tidy up ----------
-
-/// One request exactly as written: the lines, CRLF-separated, then the blank line.
-fn request(lines: &[&str]) -> String {
-    let mut s = lines.join("\r\n");
-    s.push_str("\r\n\r\n");
-    s
-}
-
-/// `GET target` with the key, from a client that normalises nothing.
-fn raw_get(target: &str, key: &TestKey) -> String {
-    request(&[
-        &format!("GET {target} HTTP/1.1"),
-        "Host: x",
-        &format!("Authorization: {}", key.bearer()),
-        "Connection: close",
-    ])
-}
-
-fn status(raw: &str) -> u16 {
-    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {raw:?}"))
-}
-
-fn raw_header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
-    let head = raw.split_once("\r\n\r\n").map_or(raw, |(h, _)| h);
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-fn raw_json(raw: &str) -> serde_json::Value {
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {raw:?}"))
-}
-
-/// A raw response is keygate's standard JSON refusal with this status and code.
-fn assert_raw_error(raw: &str, status_code: u16, code: &str) {
-    assert_eq!(status(raw), status_code, "{raw}");
-    let v = raw_json(raw);
-    assert_eq!(v["success"], false, "{raw}");
-    assert_eq!(v["error"]["code"], code, "{raw}");
-    assert_eq!(raw_header(raw, "x-request-id"), v["request_id"].as_str(), "{raw}");
-}
-
-fn header_names(seen: &Seen) -> Vec<String> {
-    seen.headers.keys().map(|k| k.as_str().to_string()).collect()
-}
-
 // ---------- owned headers ----------
 
 #[tokio::test]
@@ -135,7 +86,7 @@ async fn a_connection_header_cannot_remove_what_keygate_injects() {
         ]))
         .await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     let seen = up.last();
     assert_eq!(seen.one("x-allowed-clinics"), "clinic_001");
     assert_eq!(seen.one("x-scopes"), READ_SCOPES);
@@ -164,7 +115,7 @@ async fn hop_by_hop_request_headers_never_reach_the_upstream() {
         ]))
         .await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     let seen = up.last();
     for name in ["keep-alive", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection"] {
         assert!(seen.all(name).is_empty(), "{name} reached the upstream: {:?}", seen.headers);
@@ -362,6 +313,29 @@ async fn an_allowed_method_override_is_what_gets_authorised() {
     assert_eq!(up.count(), 0);
 }
 
+/// Found by the header fuzz target: an override header the client also names in `Connection`
+/// is removed before forwarding, so the upstream acts on the request's own method; keygate must
+/// authorise that method, not the override (a read key could DELETE by overriding to GET).
+#[tokio::test]
+async fn a_method_override_named_in_connection_is_not_what_gets_authorised() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_reader").with("    type: read_only\n");
+    let kg = spawn_proxy(up.addr, &[&key], "allow_method_override: true\n").await;
+
+    let resp = kg
+        .raw(&request(&[
+            "DELETE /api/v1/clinics/clinic_001/interactions HTTP/1.1",
+            "Host: x",
+            &format!("Authorization: {}", key.bearer()),
+            "X-HTTP-Method-Override: GET",
+            "Connection: close, X-HTTP-Method-Override",
+        ]))
+        .await;
+
+    assert_raw_error(&resp, 403, "INSUFFICIENT_SCOPE");
+    assert_eq!(up.count(), 0, "the upstream never sees the DELETE");
+}
+
 // ---------- Host ----------
 
 #[tokio::test]
@@ -392,7 +366,7 @@ async fn an_absolute_form_target_is_forwarded_to_the_configured_upstream_as_a_pa
 
     let resp = kg.raw(&raw_get("http://evil.example/api/v1/clinics?page=2", &key)).await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(up.count(), 1);
     assert_eq!(up.last().uri, "/api/v1/clinics?page=2");
 }
@@ -488,7 +462,7 @@ async fn dot_segments_are_resolved_before_forwarding() {
 
     let resp = kg.raw(&raw_get("/api/v1/clinics/clinic_001/../clinic_001/interactions", &key)).await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/api/v1/clinics/clinic_001/interactions");
 }
 
@@ -500,7 +474,7 @@ async fn repeated_slashes_are_merged_before_forwarding() {
 
     let resp = kg.raw(&raw_get("//api//v1///clinics", &key)).await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/api/v1/clinics");
 }
 
@@ -512,7 +486,7 @@ async fn percent_encoded_unreserved_characters_are_decoded_before_forwarding() {
 
     let resp = kg.raw(&raw_get("/api/%761/clinics", &key)).await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/api/v1/clinics");
 }
 
@@ -526,7 +500,7 @@ async fn the_upstream_gets_the_normalised_path_and_the_query_byte_for_byte() {
         .raw(&raw_get("/api//v1/./clinics/clinic_001/../clinic_001/interactions?from=2026-01-01&q=%2F..%2Fx&&z", &key))
         .await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/api/v1/clinics/clinic_001/interactions?from=2026-01-01&q=%2F..%2Fx&&z");
 }
 
@@ -558,7 +532,7 @@ async fn a_path_traversal_into_a_foreign_clinic_is_judged_as_that_clinic() {
 
     let resp = kg.raw(&raw_get("/api/v1/clinics/clinic_001/../clinic_002/interactions", &key)).await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     assert_eq!(raw_json(&resp), serde_json::json!({"success": true, "data": []}));
     assert_eq!(up.count(), 0);
 }
@@ -579,7 +553,7 @@ async fn request_trailers_are_dropped() {
         ))
         .await;
 
-    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(raw_status(&resp), 200, "{resp}");
     let seen = up.last();
     assert_eq!(seen.body, Bytes::from_static(b"hello"));
     assert!(seen.all("x-trailer").is_empty(), "{:?}", seen.headers);
@@ -623,26 +597,6 @@ async fn a_chunked_body_over_the_limit_is_refused_as_too_large() {
     assert!(bodies.iter().all(|b| b.len() <= 10), "the upstream got more than the limit: {bodies:?}");
 }
 
-#[tokio::test]
-async fn a_request_with_both_content_length_and_chunked_is_forwarded_chunked_only() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_te_cl").with("    type: write\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg
-        .raw(&format!(
-            "POST /api/v1/clinics/clinic_001/interactions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
-             Content-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-            key.bearer()
-        ))
-        .await;
-
-    assert_eq!(status(&resp), 200, "{resp}");
-    let seen = up.last();
-    assert_eq!(seen.body, Bytes::from_static(b"hello"));
-    assert!(seen.all("content-length").is_empty(), "a stale Content-Length was forwarded: {:?}", seen.headers);
-}
-
 // ---------- header limits and slow clients ----------
 
 #[tokio::test]
@@ -662,7 +616,7 @@ async fn an_oversized_header_is_refused_before_reaching_the_upstream() {
         ]))
         .await;
 
-    assert!(resp.is_empty() || status(&resp) == 431, "expected 431 or a closed connection: {resp}");
+    assert!(resp.is_empty() || raw_status(&resp) == 431, "expected 431 or a closed connection: {resp}");
     assert_eq!(up.count(), 0);
 }
 
@@ -679,7 +633,7 @@ async fn too_many_headers_are_refused_before_reaching_the_upstream() {
 
     let resp = kg.raw(&request(&lines)).await;
 
-    assert!(resp.is_empty() || status(&resp) == 431, "expected 431 or a closed connection: {resp}");
+    assert!(resp.is_empty() || raw_status(&resp) == 431, "expected 431 or a closed connection: {resp}");
     assert_eq!(up.count(), 0);
 }
 

@@ -438,7 +438,7 @@ async fn import_and_export_move_a_table_between_the_file_store_and_postgres() {
     assert!(out.ok, "{}", out.stderr);
     let text = std::fs::read_to_string(&back).unwrap();
     assert!(!text.contains(&k1.secret), "hashes only");
-    let table = keygate::keys::file::load(&back, &keygate::keys::Catalogue::default()).unwrap();
+    let table = keygate::store::table_file::load(&back, &keygate::keys::Catalogue::default()).unwrap();
     let r = table.lookup(&keygate::keys::KeyHash::of(&k2.secret)).expect("k_two made the round trip");
     assert_eq!((&*r.id, r.clinics.as_deref()), ("k_two", Some("c1,c2")));
 

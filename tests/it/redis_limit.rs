@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate::ratelimit::{Quota, RedisLimitError, RedisLimiter, RedisSettings};
+use keygate::ratelimit::Quota;
+use keygate::store::redis_limits::{RedisLimitError, RedisLimiter, RedisSettings};
 use tokio::time::sleep;
 
 use crate::relay::Relay;

@@ -237,6 +237,8 @@ pub async fn spawn_proxy(upstream: SocketAddr, keys: &[&TestKey], extra: &str) -
 
 /// The parts of the config a test may want to change.
 pub struct ProxyCfg<'a> {
+    /// The proxy listener (an ephemeral loopback port unless a test needs another family).
+    pub listen: &'a str,
     pub upstream_url: String,
     /// Lines inside `upstream:` after `url:`, each indented two spaces.
     pub upstream_lines: &'a str,
@@ -249,6 +251,7 @@ pub struct ProxyCfg<'a> {
 impl Default for ProxyCfg<'_> {
     fn default() -> Self {
         ProxyCfg {
+            listen: "127.0.0.1:0",
             upstream_url: String::new(),
             upstream_lines: "",
             keys_lines: "  reload_interval: 100ms\n",
@@ -263,7 +266,8 @@ pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
     let keys_path = dir.path().join("keys.yaml");
     std::fs::write(&keys_path, table_yaml(keys)).unwrap();
     let config = format!(
-        "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {}\n{}keys:\n  file: {}\n{}{}",
+        "environment: live\nlisten: \"{}\"\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {}\n{}keys:\n  file: {}\n{}{}",
+        c.listen,
         c.upstream_url,
         c.upstream_lines,
         keys_path.display(),
@@ -396,4 +400,53 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("condition not met within {limit:?}");
+}
+
+// ---------- raw HTTP/1.1, for requests a client library would tidy up ----------
+
+/// One request exactly as written: the lines, CRLF-separated, then the blank line.
+pub fn request(lines: &[&str]) -> String {
+    let mut s = lines.join("\r\n");
+    s.push_str("\r\n\r\n");
+    s
+}
+
+/// `GET target` with the key, from a client that normalises nothing.
+pub fn raw_get(target: &str, key: &TestKey) -> String {
+    request(&[
+        &format!("GET {target} HTTP/1.1"),
+        "Host: x",
+        &format!("Authorization: {}", key.bearer()),
+        "Connection: close",
+    ])
+}
+
+pub fn raw_status(raw: &str) -> u16 {
+    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {raw:?}"))
+}
+
+pub fn raw_header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    let head = raw.split_once("\r\n\r\n").map_or(raw, |(h, _)| h);
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+pub fn raw_json(raw: &str) -> serde_json::Value {
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {raw:?}"))
+}
+
+/// A raw response is keygate's standard JSON refusal with this status and code.
+pub fn assert_raw_error(raw: &str, status_code: u16, code: &str) {
+    assert_eq!(raw_status(raw), status_code, "{raw}");
+    let v = raw_json(raw);
+    assert_eq!(v["success"], false, "{raw}");
+    assert_eq!(v["error"]["code"], code, "{raw}");
+    assert_eq!(raw_header(raw, "x-request-id"), v["request_id"].as_str(), "{raw}");
+}
+
+pub fn header_names(seen: &Seen) -> Vec<String> {
+    seen.headers.keys().map(|k| k.as_str().to_string()).collect()
 }

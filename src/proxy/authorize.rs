@@ -1,0 +1,47 @@
+//! Step 4, authorize: the key's IP list, the route, its scope and its clinic rule, decided by
+//! `policy`. Either the request goes upstream, or it is answered here: a refusal, or the
+//! route's "empty result" for a clinic the key may not see.
+
+use bytes::Bytes;
+use http::Response;
+
+use super::admit::Admitted;
+use super::finish::{json_no_store, Trail};
+use super::Proxy;
+use crate::error::ApiError;
+use crate::keys::KeyRecord;
+use crate::policy::{self, Decision, RequestFacts};
+
+pub(super) enum Verdict {
+    Forward,
+    /// The documented empty answer; the upstream never sees the request.
+    EmptyResult(Response<Bytes>),
+}
+
+pub(super) fn authorize<'s>(
+    p: &'s Proxy,
+    key: &KeyRecord,
+    req: &Admitted<'_>,
+    query: Option<&str>,
+    trail: &mut Trail<'s>,
+) -> Result<Verdict, ApiError> {
+    let facts = RequestFacts { method: &req.method, path: &req.path, query, client_ip: trail.client_ip };
+    let grant = match policy::authorise(&p.config.routes, key, &facts) {
+        Ok(grant) => grant,
+        Err(r) => {
+            if let Some(route) = r.route {
+                trail.route = &route.spec.pattern;
+            }
+            p.anomalies.refused(&key.id, &r.denied, trail.clock, trail.rid());
+            return Err(r.denied.into());
+        }
+    };
+    trail.route = &grant.route.spec.pattern;
+    Ok(match grant.decision {
+        Decision::Forward => Verdict::Forward,
+        Decision::EmptyResult => {
+            trail.outcome = "EMPTY_RESULT";
+            Verdict::EmptyResult(json_no_store(grant.route.spec.empty_body.clone()))
+        }
+    })
+}

@@ -1,0 +1,125 @@
+//! The same steps answered to a front proxy that holds the request (Envoy ext_authz, nginx
+//! `auth_request`, Traefik/Caddy forward auth): admit, authenticate, limit, authorize, then
+//! finish, but instead of forwarding, the answer says which headers to set and remove. Every
+//! decision, metric and audit line is the inline proxy's.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{Extensions, HeaderMap, Method, Response, Uri};
+
+use super::finish::{self, Trail};
+use super::{admit, authenticate, authorize, limit, upstream, Proxy};
+use crate::error::ApiError;
+use crate::request_id;
+use crate::textfmt::IpText;
+
+/// What a front proxy reports about the request it is holding.
+pub struct CheckRequest {
+    pub method: Method,
+    /// Path and query as the front proxy will forward them (origin form).
+    pub uri: Uri,
+    /// The client's headers (`Authorization` included).
+    pub headers: HeaderMap,
+    /// Already resolved by the shape's own trust rules.
+    pub client_ip: IpAddr,
+    pub shape: Shape,
+}
+
+/// Which deployment shape answered (for metrics and the audit line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Inline,
+    EnvoyGrpc,
+    EnvoyHttp,
+    NginxAuthRequest,
+    ForwardAuth,
+}
+
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Inline => "inline",
+            Shape::EnvoyGrpc => "envoy_grpc",
+            Shape::EnvoyHttp => "envoy_http",
+            Shape::NginxAuthRequest => "nginx_auth_request",
+            Shape::ForwardAuth => "forward_auth",
+        }
+    }
+}
+
+pub enum CheckOutcome {
+    /// Forward: set `set` on the upstream request (overwriting), remove `remove` (the client's
+    /// copies of keygate's headers, `Authorization` unless configured), and add `response` to
+    /// the client's answer (the request id, RateLimit headers).
+    Allow { set: HeaderMap, remove: Vec<HeaderName>, response: HeaderMap },
+    /// Answer the client with this: the standard JSON refusal, or a clinic's "empty result"
+    /// (status 200).
+    Deny(Response<Bytes>),
+}
+
+enum Checked {
+    Allow { set: HeaderMap, remove: Vec<HeaderName> },
+    Answer(Response<Bytes>),
+}
+
+impl Proxy {
+    pub async fn check(&self, mut req: CheckRequest) -> CheckOutcome {
+        let _in_flight = self.metrics.in_flight();
+        let client = (req.client_ip, IpText::new(req.client_ip));
+        let mut trail = Trail::start(self, &req.headers, &req.method, client);
+        let checked = match self.decide(&mut req, &mut trail).await {
+            Ok(c) => c,
+            Err(e) => Checked::Answer(finish::refusal(&e, &mut trail)),
+        };
+        let mut response = HeaderMap::new();
+        finish::answer_headers(self, &trail, &mut response);
+        match checked {
+            Checked::Allow { mut set, remove } => {
+                set.insert(request_id::HEADER.clone(), trail.rid.clone());
+                finish::record(self, &trail, http::StatusCode::OK);
+                CheckOutcome::Allow { set, remove, response }
+            }
+            Checked::Answer(mut resp) => {
+                resp.headers_mut().extend(response);
+                finish::record(self, &trail, resp.status());
+                CheckOutcome::Deny(resp)
+            }
+        }
+    }
+
+    async fn decide<'s>(&'s self, req: &mut CheckRequest, trail: &mut Trail<'s>) -> Result<Checked, ApiError> {
+        let before: Vec<HeaderName> = req.headers.keys().cloned().collect();
+        // The front proxy's forwarding headers are its own business: trusted like a peer's.
+        let admitted = admit::admit(self, &req.uri, &req.method, &mut req.headers, &Extensions::new(), true, trail)?;
+        // keygate cannot rewrite what the front proxy forwards, so the path it authorises must
+        // already be the one the upstream will see.
+        if admitted.path != req.uri.path() {
+            return Err(ApiError::InvalidRequest(
+                "path is not in normal form (dot segments, repeated slashes or encoded unreserved characters)".into(),
+            ));
+        }
+        let mut remove: Vec<HeaderName> = before.into_iter().filter(|n| !req.headers.contains_key(n)).collect();
+        if !self.config.forward_authorization {
+            remove.push(header::AUTHORIZATION);
+        }
+        if let Some(public) = self.config.routes.public_route(&admitted.method, &admitted.path) {
+            trail.route = &public.pattern;
+            trail.outcome = "PUBLIC";
+            return Ok(Checked::Allow { set: HeaderMap::new(), remove });
+        }
+        let view = authenticate::view(self)?;
+        let who = authenticate::authenticate(self, &view, &req.headers, trail).await?;
+        let key = who.key();
+        limit::charge(self, key, &admitted, trail).await?;
+        match authorize::authorize(self, key, &admitted, req.uri.query(), trail)? {
+            authorize::Verdict::EmptyResult(resp) => Ok(Checked::Answer(resp)),
+            authorize::Verdict::Forward => {
+                let mut set = HeaderMap::new();
+                upstream::identity(&mut set, key);
+                Ok(Checked::Allow { set, remove })
+            }
+        }
+    }
+}

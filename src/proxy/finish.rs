@@ -1,0 +1,132 @@
+//! The last step, for every request however it ended: the request id and RateLimit headers on
+//! the answer, the error turned into the standard body, metrics, usage and the audit line.
+//! `Trail` is what the earlier steps learnt for it, filled in as they go.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{Either, Full};
+use time::OffsetDateTime;
+
+use super::limit::Applied;
+use super::{Body, Proxy};
+use crate::anomaly::Now;
+use crate::error::ApiError;
+use crate::metrics::NO_ROUTE;
+use crate::request_id;
+use crate::textfmt::IpText;
+
+/// What the audit line and the metrics need to know about a request.
+pub(super) struct Trail<'a> {
+    started: Instant,
+    pub rid: HeaderValue,
+    method: Method,
+    /// One clock reading per request: validity and usage see the same instant.
+    pub now: OffsetDateTime,
+    /// The same instant for windows and budgets.
+    pub clock: Now,
+    /// The key's rate-limit decision, for the response headers.
+    pub limit: Option<Applied<'a>>,
+    pub route: &'a str,
+    pub key_id: Option<Arc<str>>,
+    pub client_ip: IpAddr,
+    pub client_text: IpText,
+    pub upstream_seconds: Option<f64>,
+    pub outcome: &'static str,
+    /// How the request authenticated: "key", "token" (a JWT standing for its parent key), or "".
+    pub auth: &'static str,
+}
+
+impl<'a> Trail<'a> {
+    /// `client`: the address the request is judged for, until admit resolves a better one.
+    pub fn start(p: &Proxy, headers: &HeaderMap, method: &Method, client: (IpAddr, IpText)) -> Trail<'a> {
+        let started = Instant::now();
+        let now = OffsetDateTime::now_utc();
+        let rid = request_id::accept_or_generate(headers, p.config.limits.request_id_max_length, now);
+        let mono = u64::try_from(started.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
+        Trail {
+            started,
+            rid,
+            method: method.clone(),
+            now,
+            clock: Now { mono, unix: now.unix_timestamp() },
+            limit: None,
+            route: NO_ROUTE,
+            key_id: None,
+            client_ip: client.0,
+            client_text: client.1,
+            upstream_seconds: None,
+            outcome: "OK",
+            auth: "",
+        }
+    }
+
+    pub fn rid(&self) -> &str {
+        self.rid.to_str().unwrap_or("")
+    }
+}
+
+pub(super) fn finish(p: &Proxy, result: Result<Response<Body>, ApiError>, mut trail: Trail<'_>) -> Response<Body> {
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => refusal(&e, &mut trail).map(|b| Either::Left(Full::new(b))),
+    };
+    answer_headers(p, &trail, resp.headers_mut());
+    record(p, &trail, resp.status());
+    resp
+}
+
+/// The standard body for a refusal; the trail learns its code.
+pub(super) fn refusal(e: &ApiError, trail: &mut Trail<'_>) -> Response<Bytes> {
+    trail.outcome = e.code();
+    e.to_response(trail.rid(), &timestamp())
+}
+
+/// The request id and up to three RateLimit headers, on every answer.
+pub(super) fn answer_headers(p: &Proxy, trail: &Trail<'_>, h: &mut HeaderMap) {
+    h.reserve(4);
+    h.insert(request_id::HEADER.clone(), trail.rid.clone());
+    if let Some(applied) = &trail.limit {
+        p.limiter.headers(h, applied);
+    }
+}
+
+/// Metrics, usage and the audit line for one finished request.
+pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
+    let elapsed = t.started.elapsed().as_secs_f64();
+    p.metrics.request(t.outcome, t.route, elapsed);
+    if let Some(id) = &t.key_id {
+        let now_ms = i64::try_from(t.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        p.usage.record(id, status.as_u16(), now_ms);
+    }
+    crate::auditlog::decision(&crate::auditlog::Decision {
+        request_id: t.rid(),
+        key_id: t.key_id.as_deref().unwrap_or(""),
+        client_ip: t.client_text.as_str(),
+        method: t.method.as_str(),
+        route: t.route,
+        status: status.as_u16(),
+        code: t.outcome,
+        auth: t.auth,
+        duration_ms: elapsed * 1000.0,
+        upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
+    });
+}
+
+/// A JSON answer no cache may keep: the empty result, and (through `error`) every refusal.
+pub fn json_no_store(body: Bytes) -> Response<Bytes> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// RFC 3339 UTC with milliseconds, as in the reference error body.
+pub fn timestamp() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
+}

@@ -1,0 +1,177 @@
+//! The limit step of the request path: which tier a key is on, its budget (this replica's, or
+//! the fleet's in Redis), the per-address budget for traffic that did not authenticate, and the
+//! `RateLimit` headers that tell a client where it stands. Counts every decision.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
+use crate::error::ApiError;
+use crate::keys::KeyRecord;
+use crate::metrics::{LimitOutcome, Metrics};
+use crate::ratelimit::{LocalLimits, Tier, Verdict};
+use crate::store::redis_limits::{RedisLimiter, RedisSettings};
+
+/// A key's decision, kept for the response headers (429s carry them too).
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    pub tier: &'a Tier,
+    pub verdict: Verdict,
+}
+
+pub struct Limiter {
+    cfg: RateLimits,
+    local: LocalLimits,
+    /// The fleet's shared budget, and what to do when it cannot be reached.
+    shared: Option<(RedisLimiter, OnRedisError)>,
+    metrics: Arc<Metrics>,
+    /// `RateLimit-Policy` per tier, built once.
+    policies: Vec<HeaderValue>,
+}
+
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Whole seconds, rounded up: a client told `0` would retry at once and be refused again.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Limiter {
+    /// Fails only on a malformed Redis URL; an unreachable Redis is handled per request.
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Result<Limiter, String> {
+        let policies = cfg
+            .tiers
+            .iter()
+            .map(|t| {
+                let v = format!("\"{}\";q={};w={}", t.name, t.quota.burst, t.quota.window_secs());
+                HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
+            })
+            .collect();
+        let shared = match &cfg.backend {
+            LimitBackend::Local => None,
+            LimitBackend::Redis(r) => {
+                let settings = RedisSettings {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    timeout: r.timeout,
+                    retry_after_failure: r.retry_after_failure,
+                };
+                Some((RedisLimiter::new(settings)?, r.on_error))
+            }
+        };
+        Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// Charges one request to the key's budget. `None` when limiting is off.
+    pub async fn key(&self, key: &KeyRecord, now: u64) -> Result<Option<Applied<'_>>, ApiError> {
+        if !self.cfg.enabled {
+            return Ok(None);
+        }
+        let tier = self.cfg.tiers.resolve(key.rate_limit_tier());
+        let verdict = match &self.shared {
+            None => self.local.check_key(&key.id, &tier.quota, now),
+            Some((redis, on_error)) => {
+                // Calls skipped while the circuit is open are fallbacks, not fresh errors.
+                let was_up = redis.is_up();
+                match redis.check(&key.id, &tier.quota).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if was_up {
+                            self.metrics.redis_error(e.kind());
+                        }
+                        self.metrics.redis_fallback(on_error.as_str());
+                        match on_error {
+                            OnRedisError::FailOpen => self.local.check_key(&key.id, &tier.quota, now),
+                            OnRedisError::FailClosed => return Err(ApiError::RateLimiterUnavailable),
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match (verdict.allowed, verdict.near_limit()) {
+            (false, _) => LimitOutcome::Limited,
+            (true, true) => LimitOutcome::NearLimit,
+            (true, false) => LimitOutcome::Allowed,
+        };
+        self.metrics.rate_limit(&key.id, &tier.name, outcome);
+        Ok(Some(Applied { tier, verdict }))
+    }
+
+    /// Charges a request that did not authenticate to its address's budget. `Err` when over.
+    pub fn unauthenticated(&self, ip: IpAddr, now: u64) -> Result<(), ApiError> {
+        let Some(q) = self.cfg.per_ip.as_ref().filter(|_| self.cfg.enabled) else { return Ok(()) };
+        let v = self.local.check_ip(ip, q, now);
+        self.metrics.ip_rate_limit(!v.allowed);
+        if v.allowed {
+            Ok(())
+        } else {
+            Err(ApiError::RateLimited { retry_after: ceil_secs(v.retry_after).max(1) })
+        }
+    }
+
+    /// The configured rate-limit headers for a key's decision.
+    pub fn headers(&self, h: &mut HeaderMap, a: &Applied<'_>) {
+        let v = &a.verdict;
+        let reset = ceil_secs(v.reset);
+        match self.cfg.headers {
+            LimitHeaders::Ietf => {
+                let i = self.cfg.tiers.iter().position(|t| std::ptr::eq(t, a.tier)).unwrap_or(0);
+                h.insert(RATELIMIT_POLICY.clone(), self.policies[i].clone());
+                let mut value = String::with_capacity(a.tier.name.len() + 24);
+                value.push('"');
+                value.push_str(&a.tier.name);
+                value.push_str("\";r=");
+                crate::textfmt::push_u64(&mut value, u64::from(v.remaining));
+                value.push_str(";t=");
+                crate::textfmt::push_u64(&mut value, reset);
+                h.insert(RATELIMIT.clone(), HeaderValue::from_str(&value).expect("ascii"));
+            }
+            LimitHeaders::XRateLimit => {
+                h.insert(X_LIMIT.clone(), HeaderValue::from(v.limit));
+                h.insert(X_REMAINING.clone(), HeaderValue::from(v.remaining));
+                h.insert(X_RESET.clone(), HeaderValue::from(reset));
+            }
+            LimitHeaders::None => {}
+        }
+    }
+
+    pub fn sweep(&self, now: u64) {
+        self.local.sweep(now);
+    }
+}
+
+/// The 429 for a refused key decision.
+pub fn refusal(a: &Applied<'_>) -> ApiError {
+    ApiError::RateLimited { retry_after: ceil_secs(a.verdict.retry_after).max(1) }
+}
+
+/// Step 3, limit: the key's budget, charged before authorisation so that a key probing routes
+/// it may not use spends budget too. Its decision rides in the trail for the response headers.
+pub(super) async fn charge<'s>(
+    p: &'s super::Proxy,
+    key: &KeyRecord,
+    req: &super::admit::Admitted<'_>,
+    trail: &mut super::finish::Trail<'s>,
+) -> Result<(), ApiError> {
+    let Some(applied) = p.limiter.key(key, trail.clock.mono).await? else { return Ok(()) };
+    trail.limit = Some(applied);
+    if applied.verdict.allowed {
+        return Ok(());
+    }
+    // The route is looked up, for the label only, when refused.
+    if let Some(route) = p.config.routes.route_of(&req.method, &req.path) {
+        trail.route = &route.spec.pattern;
+    }
+    Err(refusal(&applied))
+}

@@ -1,0 +1,154 @@
+//! The request path, as named steps in the order they run (Pingora's phase chart, as code).
+//!
+//! ```text
+//!  admit ─► public route? ─► JWKS? ─► authenticate ─► limit ─► token exchange? ─► authorize ─► upstream
+//!    │          │ yes          │ yes        │             │           │ yes             │            │
+//!    │          └─► upstream   └─► answer   │             │           └─► answer        ├─ empty     │
+//!    ▼              (no key)                ▼             ▼                             ▼  result    ▼
+//!  ───────────────────────────────────── finish: headers, metrics, usage, audit line ──────────────────
+//! ```
+//!
+//! Every early exit is an `ApiError` (or a finished answer) that goes to the one finishing step,
+//! so each request is counted and logged once. The same steps, without `upstream`, answer a
+//! front proxy's check (`check`). The decisions themselves are pure modules (`path`,
+//! `sanitize`, `authn`, `policy`, `ratelimit`, `anomaly`); the steps turn them into answers.
+
+mod admit;
+pub mod anomalies;
+mod authenticate;
+mod authorize;
+pub mod check;
+mod finish;
+pub mod forwarded;
+pub mod limit;
+mod token_endpoints;
+pub mod tokens;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+
+use crate::anomaly::Now;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::forward::{Forwarder, UpstreamResponseBody};
+use crate::metrics::Metrics;
+use crate::store::source::KeySource;
+use crate::textfmt::IpText;
+use crate::usage::UsageBook;
+
+pub use finish::timestamp;
+
+use anomalies::Anomalies;
+use finish::Trail;
+use limit::Limiter;
+use tokens::Tokens;
+
+pub type Body = Either<Full<Bytes>, UpstreamResponseBody>;
+
+/// What the listener knows about the connection; the proxy knows nothing else of sockets.
+#[derive(Debug, Clone)]
+pub struct ConnFacts {
+    pub peer: SocketAddr,
+    /// The peer's address as text, formatted once per connection (for the audit line).
+    pub peer_text: IpText,
+    /// This hop in the forwarding headers, prepared once per connection.
+    pub hop: forwarded::Hop,
+}
+
+impl ConnFacts {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnFacts {
+        // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d: every decision,
+        // budget, metric and audit line sees the IPv4 address.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let peer_text = IpText::new(peer.ip());
+        ConnFacts { peer, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
+    }
+}
+
+/// Everything a request needs, built once by `app` and shared by every connection.
+pub struct Proxy {
+    pub config: Arc<Config>,
+    pub keys: KeySource,
+    pub forwarder: Forwarder,
+    pub metrics: Arc<Metrics>,
+    pub usage: Arc<UsageBook>,
+    pub limiter: Limiter,
+    pub anomalies: Anomalies,
+    /// Zero of the monotonic clock the limiter and the detectors count in.
+    pub epoch: Instant,
+    /// JWT issuing and validation, when configured.
+    pub tokens: Option<Arc<Tokens>>,
+    /// For a store that can fall behind (PostgreSQL): whether the table may be trusted now.
+    pub freshness: Option<Arc<crate::store::freshness::Freshness>>,
+}
+
+impl Proxy {
+    /// Housekeeping for the limiter and the detectors.
+    pub fn sweep(&self) {
+        let now = OffsetDateTime::now_utc();
+        let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.limiter.sweep(mono);
+        self.forwarder.sweep();
+        self.anomalies.sweep(Now { mono, unix: now.unix_timestamp() });
+        if let Some(t) = &self.tokens {
+            t.sweep(now.unix_timestamp());
+        }
+    }
+
+    /// One proxied request, whatever happens to it, ends in `finish`.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> Response<Body> {
+        let _in_flight = self.metrics.in_flight();
+        let mut trail = Trail::start(self, req.headers(), req.method(), (conn.peer.ip(), conn.peer_text));
+        let result = self.run(req, &conn, &mut trail).await;
+        finish::finish(self, result, trail)
+    }
+
+    /// The steps in order; `?` is an early exit to `finish`.
+    async fn run<'s>(
+        &'s self,
+        req: Request<Incoming>,
+        conn: &ConnFacts,
+        trail: &mut Trail<'s>,
+    ) -> Result<Response<Body>, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let peer_trusted = admit::peer(self, &parts.headers, conn, trail);
+        let admitted =
+            admit::admit(self, &parts.uri, &parts.method, &mut parts.headers, &parts.extensions, peer_trusted, trail)?;
+
+        if let Some(public) = self.config.routes.public_route(&admitted.method, &admitted.path) {
+            trail.route = &public.pattern;
+            trail.outcome = "PUBLIC";
+            let (uri, body_len) = (upstream::uri(&admitted.path, parts.uri.query())?, admitted.body_len);
+            return upstream::forward(self, parts, (body, body_len), uri, None, conn, trail).await;
+        }
+        if let Some(resp) = token_endpoints::jwks(self, &admitted, trail) {
+            return Ok(resp);
+        }
+
+        let view = authenticate::view(self)?;
+        let who = authenticate::authenticate(self, &view, &parts.headers, trail).await?;
+        let key = who.key();
+        limit::charge(self, key, &admitted, trail).await?;
+
+        if let Some(endpoint) = token_endpoints::exchange_route(self, &admitted) {
+            return token_endpoints::exchange(endpoint, &who, &admitted, body, trail).await;
+        }
+
+        let query = parts.uri.query();
+        match authorize::authorize(self, key, &admitted, query, trail)? {
+            authorize::Verdict::EmptyResult(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
+            authorize::Verdict::Forward => {
+                let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
+                upstream::forward(self, parts, (body, body_len), uri, Some(key), conn, trail).await
+            }
+        }
+    }
+}
