@@ -63,6 +63,7 @@ impl Alerter {
             target: redacted(&settings.url),
             url: settings.url,
             timeout: settings.timeout,
+            authorization: settings.authorization,
         };
         let (tx, rx) = mpsc::channel(settings.queue);
         let dedup = Dedup::new(settings.cooldown, MAX_PAIRS);

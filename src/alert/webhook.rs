@@ -22,6 +22,8 @@ pub(super) struct Webhook {
     /// What logs may say about the URL.
     pub(super) target: String,
     pub(super) timeout: Duration,
+    /// `Authorization` for a webhook that takes its token in a header (marked sensitive).
+    pub(super) authorization: Option<HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,9 @@ impl Webhook {
         *req.uri_mut() = self.url.clone();
         req.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         req.headers_mut().insert(USER_AGENT, HeaderValue::from_static(concat!("keygate/", env!("CARGO_PKG_VERSION"))));
+        if let Some(auth) = &self.authorization {
+            req.headers_mut().insert(http::header::AUTHORIZATION, auth.clone());
+        }
         // The response body is not read: dropping it closes the connection, which is fine at
         // alert rates, and a webhook that stalls mid-body cannot hold the queue.
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {

@@ -23,6 +23,9 @@ pub struct AlertSettings {
     pub ca_file: Option<PathBuf>,
     /// Which keygate raised the alert (hostname, pod name), shown in the message.
     pub instance: String,
+    /// `Authorization` sent with every POST (`Bearer <token>`), for webhooks that take their
+    /// token in a header rather than the URL. Marked sensitive; never logged.
+    pub authorization: Option<http::HeaderValue>,
 }
 
 impl AlertSettings {
@@ -34,6 +37,7 @@ impl AlertSettings {
             queue: DEFAULT_QUEUE,
             ca_file: None,
             instance: instance.into(),
+            authorization: None,
         }
     }
 }
@@ -47,6 +51,7 @@ impl fmt::Debug for AlertSettings {
             .field("queue", &self.queue)
             .field("ca_file", &self.ca_file)
             .field("instance", &self.instance)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -292,6 +292,17 @@ pub(super) fn webhook(c: &mut Check, r: &RawAlerts) -> Option<AlertSettings> {
         s.queue = 1;
     }
     s.ca_file = w.ca_file.as_ref().map(PathBuf::from);
+    let token = super::secrets::inline_or_file(c, "alerts.webhook.token", w.token.as_deref(), w.token_file.as_deref());
+    s.authorization = token.and_then(|t| match http::HeaderValue::from_str(&format!("Bearer {t}")) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Err(_) => {
+            c.0.push("alerts.webhook.token: must be printable text on one line".into());
+            None
+        }
+    });
     Some(s)
 }
 

@@ -175,6 +175,9 @@ pub struct RawWebhook {
     pub url: Option<String>,
     /// A file holding the URL (a mounted Secret: webhook URLs carry their token).
     pub url_file: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`; or from `token_file` (a mounted Secret).
+    pub token: Option<String>,
+    pub token_file: Option<String>,
     pub cooldown: Option<String>,
     pub timeout: Option<String>,
     pub queue: Option<usize>,

@@ -233,3 +233,30 @@ async fn spawn_refuses_what_it_cannot_use() {
     s.queue = 0;
     err(s);
 }
+
+#[tokio::test]
+async fn a_webhook_token_from_a_secret_file_is_sent_as_authorization_and_never_logged() {
+    logs(); // installs the capturing subscriber, so the failure below is logged where we look
+    let hook = Upstream::spawn_with(Behaviour { status: Some(StatusCode::UNAUTHORIZED), ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url_file, token_file) = (dir.path().join("url"), dir.path().join("token"));
+    std::fs::write(&url_file, format!("http://{}/hooks/keygate\n", hook.addr)).unwrap();
+    std::fs::write(&token_file, "tok-from-secret-file\n").unwrap();
+    let text = format!(
+        "environment: live\nupstream:\n  url: http://127.0.0.1:1\nkeys:\n  file: k.yaml\nalerts:\n  webhook:\n    url_file: {}\n    token_file: {}\n",
+        url_file.display(),
+        token_file.display()
+    );
+    let cfg = keygate::config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let webhook = cfg.webhook.unwrap();
+    assert!(!format!("{webhook:?}").contains("tok-from-secret-file"), "Debug shows the token");
+    let m = Arc::new(Metrics::new());
+    let alerter = Alerter::spawn(webhook, m.clone()).unwrap();
+    alerter.notify(event("invalid_key_burst", "198.51.100.9"));
+    eventually(WAIT, async || alerts(&m, "failed") == 1).await;
+
+    let seen = hook.last();
+    assert_eq!(seen.uri, "/hooks/keygate");
+    assert_eq!(seen.one("authorization"), "Bearer tok-from-secret-file");
+    assert!(!logs().contains("tok-from-secret-file"), "the webhook token was logged");
+}
