@@ -95,8 +95,10 @@ async fn key_table_reload_picks_up_new_and_revoked_keys_within_two_seconds() {
     .await;
     kg.get("/api/v1/clinics", &[("authorization", &old.bearer())]).await.assert_error(401, "API_KEY_REVOKED");
     assert!(took < Duration::from_secs(2));
-    assert!(kg.metric("keygate_key_table_reloads_total{result=\"ok\"}").await >= 2.0);
-    // The census runs off the request threads after the swap: wait for it, then the count is exact.
+    // The reload is counted, and the census run, just after the swap (the census off the request
+    // threads): wait for both, then the counts are exact.
+    let reloads = "keygate_key_table_reloads_total{result=\"ok\"}";
+    eventually(Duration::from_secs(2), async || kg.metric(reloads).await >= 2.0).await;
     let revoked = "keygate_key_table_keys{environment=\"live\",state=\"revoked\"}";
     eventually(Duration::from_secs(2), async || kg.metric(revoked).await != 0.0).await;
     assert_eq!(kg.metric(revoked).await, 1.0);
