@@ -28,11 +28,13 @@ const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// Where the API server reaches the webhook (HTTPS).
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Serving certificate (PEM), e.g. tls.crt of the Secret `keygate webhook certs` fills.
     #[arg(long)]
     pub cert_file: PathBuf,
+    /// Its private key (PEM), e.g. tls.key of the same Secret; both are re-read on change.
     #[arg(long)]
     pub key_file: PathBuf,
     /// The webhook's own namespace, never injected into (the Deployment sets it from the
