@@ -146,7 +146,7 @@ async fn connection<H: Handler>(
     stop: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = Tracked { inner: stream, activity: Arc::clone(&activity) };
+    let io = Observed { inner: stream, observer: Arc::clone(&activity) };
     match &opts.tls {
         None => serve_io(io, ConnFacts::new(peer, false), handler, &builder, activity, opts, stop).await,
         Some(tls) => {
@@ -179,7 +179,7 @@ async fn serve_io<H, IO>(
     let facts = Arc::new(facts);
     let peer = facts.peer;
     let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
-    let io = HeadsRead { inner: io, heads: Arc::clone(&heads) };
+    let io = Observed { inner: io, observer: Arc::clone(&heads) };
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let handler = Arc::clone(&handler);
         let act = Arc::clone(&act);
@@ -288,72 +288,55 @@ impl Activity {
     }
 }
 
-/// The connection's bytes (above TLS) as hyper reads them, also read by `head_check`.
-struct HeadsRead<T> {
-    inner: T,
-    heads: Arc<Mutex<HeadReader>>,
+/// What a connection's wrapper is told of its traffic.
+trait Observer {
+    /// Bytes just read.
+    fn read(&self, bytes: &[u8]);
+    /// Some bytes were just written.
+    fn wrote(&self) {}
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for HeadsRead<T> {
+/// The socket's last read/write time, for the idle timeout.
+impl Observer for Arc<Activity> {
+    fn read(&self, _: &[u8]) {
+        self.touch();
+        self.read_any.store(true, Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.touch();
+    }
+}
+
+/// The connection's bytes (above TLS) as hyper reads them, read a second time by `head_check`.
+impl Observer for Arc<Mutex<HeadReader>> {
+    fn read(&self, bytes: &[u8]) {
+        self.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes);
+    }
+}
+
+/// A stream that tells its observer of every read and write, and is otherwise the stream.
+struct Observed<T, O> {
+    inner: T,
+    observer: O,
+}
+
+impl<T: AsyncRead + Unpin, O: Observer + Unpin> AsyncRead for Observed<T, O> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.heads.lock().unwrap_or_else(|e| e.into_inner()).feed(&buf.filled()[before..]);
+            self.observer.read(&buf.filled()[before..]);
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for HeadsRead<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The socket, noting the time of every read and write.
-struct Tracked<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-            self.activity.read_any.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Observed<T, O> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.observer.wrote();
         }
         r
     }
@@ -365,7 +348,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.observer.wrote();
         }
         r
     }
