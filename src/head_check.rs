@@ -55,7 +55,9 @@ enum State {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
-const MAX_HEADERS: usize = 256;
+/// Header fields a head may have here: twice the most `limits.max_headers` allows (the parser's
+/// own limit), so a head hyper accepts is never one this reader cannot read.
+pub const MAX_HEADERS: usize = 1024;
 
 pub struct HeadReader {
     state: State,
@@ -157,49 +159,54 @@ impl HeadReader {
         if fresh && matches!(data[0], b'\r' | b'\n') {
             return 1;
         }
-        // Most heads arrive whole in one read: parse them in place, without a copy.
-        let end = if fresh {
-            find_head_end(data, 0)
-        } else {
-            let from = self.buf.len().saturating_sub(3);
+        // Most heads arrive whole in one read: parsed in place, without a copy. httparse says
+        // where the head ends, so the bytes are read once.
+        if fresh {
+            if let Some(len) = self.parse(data) {
+                return len;
+            }
             self.buf.extend_from_slice(data);
-            find_head_end(&self.buf, from)
-        };
-        let Some(end) = end else {
-            if fresh {
-                self.buf.extend_from_slice(data);
-            }
-            if self.buf.len() > self.max_head {
-                self.state = State::Lost;
-            }
-            return data.len();
-        };
-        let (used, next) = if fresh {
-            let next = self.parse(&data[..end]);
-            (end, next)
         } else {
+            let before = self.buf.len();
+            self.buf.extend_from_slice(data);
             let head = std::mem::take(&mut self.buf);
-            let next = self.parse(&head[..end]);
-            // What came after the head in this read is fed again from where the head ended.
-            let before = head.len() - data.len();
-            (end - before, next)
-        };
-        self.first = false;
-        self.state = next;
-        used
+            if let Some(len) = self.parse(&head) {
+                // What came after the head in this read is fed again from where it ended.
+                return len.saturating_sub(before).min(data.len());
+            }
+            self.buf = head;
+        }
+        if self.buf.len() > self.max_head {
+            self.state = State::Lost;
+        }
+        data.len()
     }
 
-    /// Reads one complete head; returns how its body is framed.
-    fn parse(&mut self, head: &[u8]) -> State {
-        if self.first && head.starts_with(H2_PREFACE) {
-            return State::Off;
+    /// Reads one head if `bytes` holds a whole one: its length, with the state set to how its
+    /// body is framed; `None` while it is incomplete.
+    fn parse(&mut self, bytes: &[u8]) -> Option<usize> {
+        if self.first {
+            let n = bytes.len().min(H2_PREFACE.len());
+            if bytes[..n] == H2_PREFACE[..n] {
+                if n < H2_PREFACE.len() {
+                    return None;
+                }
+                self.state = State::Off;
+                return Some(bytes.len());
+            }
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
-            self.facts.push_back(HeadFacts { unknown: true, ..HeadFacts::default() });
-            return State::Lost;
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(bytes, &mut headers) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => {
+                self.facts.push_back(HeadFacts { unknown: true, ..HeadFacts::default() });
+                self.state = State::Lost;
+                return Some(bytes.len());
+            }
         };
+        self.first = false;
         let mut facts = HeadFacts { fragment: req.path.is_some_and(|p| p.contains('#')), ..HeadFacts::default() };
         let (mut length, mut chunked, mut te) = (None, false, false);
         for h in req.headers.iter() {
@@ -217,18 +224,14 @@ impl HeadReader {
         }
         facts.both_lengths = te && length.is_some();
         self.facts.push_back(facts);
-        match (te, chunked, length) {
+        self.state = match (te, chunked, length) {
             (true, true, _) => State::ChunkSize,
             (true, false, _) => State::Lost,
             (false, _, Some(0)) | (false, _, None) => State::Head,
             (false, _, Some(n)) => State::Body(n),
-        }
+        };
+        Some(len)
     }
-}
-
-/// Index just past the blank line ending a head, searching from `from`.
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?.windows(4).position(|w| w == b"\r\n\r\n").map(|i| from + i + 4)
 }
 
 #[cfg(test)]

@@ -302,6 +302,11 @@ fn limits(c: &mut Check, l: &raw::RawLimits) -> Limits {
     if limits.max_headers == 0 || limits.max_concurrent_streams == 0 || limits.max_connections == 0 {
         c.0.push("limits: max_headers, max_concurrent_streams and max_connections must be at least 1".into());
     }
+    // The parser is allowed twice this (so the 431 carries the standard body), and the second
+    // reading of each head (head_check) holds that many on the stack.
+    if limits.max_headers > crate::head_check::MAX_HEADERS / 2 {
+        c.0.push(format!("limits.max_headers: must be at most {}", crate::head_check::MAX_HEADERS / 2));
+    }
     if !(16..=1024).contains(&limits.request_id_max_length) {
         c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
     }
