@@ -206,11 +206,9 @@ impl ApiError {
         let body =
             Body { success: false, error: ErrorBody { code: self.code(), message: &message }, request_id, timestamp };
         let json = serde_json::to_vec(&body).expect("plain strings serialise");
-        let mut resp = Response::new(Bytes::from(json));
+        let mut resp = json_no_store(Bytes::from(json));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.www_authenticate() {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
@@ -230,6 +228,14 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// A JSON answer no cache may keep: every refusal, the clinic "empty result", issued tokens.
+pub fn json_no_store(body: Bytes) -> Response<Bytes> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn plural(n: u64) -> &'static str {

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use http::Response;
 
 use super::admit::Admitted;
-use super::finish::{json_no_store, Trail};
+use super::finish::Trail;
 use super::Proxy;
-use crate::error::ApiError;
+use crate::error::{json_no_store, ApiError};
 use crate::keys::KeyRecord;
 use crate::policy::{self, Decision, RequestFacts};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{Either, Full};
 use time::OffsetDateTime;
@@ -115,14 +115,6 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         duration_ms: elapsed * 1000.0,
         upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
     });
-}
-
-/// A JSON answer no cache may keep: the empty result, and (through `error`) every refusal.
-pub fn json_no_store(body: Bytes) -> Response<Bytes> {
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }
 
 /// RFC 3339 UTC with milliseconds, as in the reference error body.

@@ -189,11 +189,8 @@ impl Tokens {
             "expires_in": claims.exp - claims.iat,
             "scope": claims.scope,
         });
-        let mut r = Response::new(Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")));
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        let mut r = crate::error::json_no_store(Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise")));
+        r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         Ok(r)
     }
 }
