@@ -33,7 +33,7 @@ impl Health {
     }
 
     fn fresh(&self) -> bool {
-        self.freshness.as_ref().is_none_or(|f| f.may_serve(std::time::Instant::now()))
+        self.freshness.as_ref().is_none_or(|f| f.may_serve(f.now()))
     }
 }
 

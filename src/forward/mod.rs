@@ -19,6 +19,7 @@ use tower_service::Service as _;
 use pool::Pool;
 pub use pool::PooledBody;
 
+use crate::clock::Clock;
 use crate::config::Upstream;
 
 /// Client bodies as sent upstream: capped in size, trailers turned into nothing.
@@ -66,14 +67,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &Upstream) -> anyhow::Result<Forwarder> {
+    /// `clock` tells how long a pooled connection has been idle.
+    pub fn new(cfg: &Upstream, clock: Clock) -> anyhow::Result<Forwarder> {
         let connector = connector(cfg.ca_file.as_deref(), cfg.connect_timeout, "upstream.ca_file")?;
         let authority = cfg.uri.authority().ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
         Ok(Forwarder {
             connector,
             target: cfg.uri.clone(),
             host: HeaderValue::from_str(authority.as_str())?,
-            pool: Pool::new(cfg.pool_max_idle, cfg.pool_idle_timeout),
+            pool: Pool::new(cfg.pool_max_idle, cfg.pool_idle_timeout, clock),
             response_timeout: cfg.response_timeout,
         })
     }

@@ -109,7 +109,7 @@ impl Proxy {
             trail.outcome = "PUBLIC";
             return Ok(Checked::Allow { set: HeaderMap::new(), remove });
         }
-        let view = authenticate::view(self)?;
+        let view = authenticate::view(self, trail)?;
         let who = authenticate::authenticate(self, &view, &req.headers, trail).await?;
         let key = who.key();
         limit::charge(self, key, &admitted, trail).await?;

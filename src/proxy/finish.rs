@@ -22,7 +22,10 @@ use crate::textfmt::IpText;
 
 /// What the audit line and the metrics need to know about a request.
 pub(super) struct Trail<'a> {
+    /// On the real clock, for the request's duration.
     started: Instant,
+    /// The request's one monotonic reading on the proxy's clock (`started` on the system clock).
+    pub instant: Instant,
     pub rid: HeaderValue,
     method: Method,
     /// One clock reading per request: validity and usage see the same instant.
@@ -45,11 +48,12 @@ impl<'a> Trail<'a> {
     /// `client`: the address the request is judged for, until admit resolves a better one.
     pub fn start(p: &Proxy, headers: &HeaderMap, method: &Method, client: (IpAddr, IpText)) -> Trail<'a> {
         let started = Instant::now();
-        let now = OffsetDateTime::now_utc();
+        let (instant, now) = p.clock.read_at(started);
         let rid = request_id::accept_or_generate(headers, p.config.limits.request_id_max_length, now);
-        let mono = u64::try_from(started.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let mono = u64::try_from(instant.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
         Trail {
             started,
+            instant,
             rid,
             method: method.clone(),
             now,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::clock::Clock;
 use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
@@ -45,7 +46,7 @@ pub fn ceil_secs(d: Duration) -> u64 {
 
 impl Limiter {
     /// Fails only on a malformed Redis URL; an unreachable Redis is handled per request.
-    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Result<Limiter, String> {
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>, clock: &Clock) -> Result<Limiter, String> {
         let policies = cfg
             .tiers
             .iter()
@@ -63,7 +64,7 @@ impl Limiter {
                     timeout: r.timeout,
                     retry_after_failure: r.retry_after_failure,
                 };
-                Some((RedisLimiter::new(settings)?, r.on_error))
+                Some((RedisLimiter::new(settings, clock.clone())?, r.on_error))
             }
         };
         Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })

@@ -33,9 +33,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use time::OffsetDateTime;
 
 use crate::anomaly::Now;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::forward::{Forwarder, UpstreamResponseBody};
@@ -82,7 +82,9 @@ pub struct Proxy {
     pub usage: Arc<UsageBook>,
     pub limiter: Limiter,
     pub anomalies: Anomalies,
-    /// Zero of the monotonic clock the limiter and the detectors count in.
+    /// The time every decision is made by (the system's, or a test's manual clock).
+    pub clock: Clock,
+    /// Zero of the monotonic clock the limiter and the detectors count in (a `clock` reading).
     pub epoch: Instant,
     /// JWT issuing and validation, when configured.
     pub tokens: Option<Arc<Tokens>>,
@@ -93,8 +95,8 @@ pub struct Proxy {
 impl Proxy {
     /// Housekeeping for the limiter and the detectors.
     pub fn sweep(&self) {
-        let now = OffsetDateTime::now_utc();
-        let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.clock.wall();
+        let mono = u64::try_from(self.clock.now().saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         self.limiter.sweep(mono);
         self.forwarder.sweep();
         self.anomalies.sweep(Now { mono, unix: now.unix_timestamp() });
@@ -133,7 +135,7 @@ impl Proxy {
             return Ok(resp);
         }
 
-        let view = authenticate::view(self)?;
+        let view = authenticate::view(self, trail)?;
         let who = authenticate::authenticate(self, &view, &parts.headers, trail).await?;
         let key = who.key();
         limit::charge(self, key, &admitted, trail).await?;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keygate::clock::Clock;
 use keygate::ratelimit::Quota;
 use keygate::store::redis_limits::{RedisLimitError, RedisLimiter, RedisSettings};
 use tokio::time::sleep;
@@ -78,7 +79,7 @@ async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
 #[tokio::test]
 async fn a_full_bucket_lets_exactly_the_burst_through() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "exact")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "exact"), Clock::system()).unwrap();
     let q = quota(5, Duration::from_secs(10));
     for expected in (0..5).rev() {
         let v = limiter.check("key-a", &q).await.unwrap();
@@ -99,7 +100,8 @@ async fn two_replicas_share_one_budget() {
     let url = live_redis().await;
     let first = settings(&url, "shared");
     let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "shared") };
-    let (a, b) = (RedisLimiter::new(first).unwrap(), RedisLimiter::new(second).unwrap());
+    let (a, b) =
+        (RedisLimiter::new(first, Clock::system()).unwrap(), RedisLimiter::new(second, Clock::system()).unwrap());
     let q = quota(10, Duration::from_secs(60));
     for _ in 0..5 {
         assert!(a.check("key", &q).await.unwrap().allowed);
@@ -114,7 +116,10 @@ async fn concurrent_decisions_never_exceed_the_burst() {
     let url = live_redis().await;
     let first = settings(&url, "concurrent");
     let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "concurrent") };
-    let limiters = [Arc::new(RedisLimiter::new(first).unwrap()), Arc::new(RedisLimiter::new(second).unwrap())];
+    let limiters = [
+        Arc::new(RedisLimiter::new(first, Clock::system()).unwrap()),
+        Arc::new(RedisLimiter::new(second, Clock::system()).unwrap()),
+    ];
     let q = quota(25, Duration::from_secs(60));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..80 {
@@ -128,7 +133,7 @@ async fn concurrent_decisions_never_exceed_the_burst() {
 #[tokio::test]
 async fn the_bucket_refills_one_request_per_interval() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "refill")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "refill"), Clock::system()).unwrap();
     let q = quota(2, Duration::from_millis(50));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     assert!(limiter.check("key", &q).await.unwrap().allowed);
@@ -145,7 +150,7 @@ async fn the_bucket_refills_one_request_per_interval() {
 #[tokio::test]
 async fn refused_requests_do_not_push_recovery_further() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "hammer")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "hammer"), Clock::system()).unwrap();
     let q = quota(1, Duration::from_millis(200));
     let start = Instant::now();
     assert!(limiter.check("key", &q).await.unwrap().allowed);
@@ -170,7 +175,7 @@ async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
     let url = live_redis().await;
     let s = settings(&url, "expiry");
     let key = format!("{}key", s.key_prefix);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
     let mut conn = raw_connection(&url).await;
     assert!(limiter.check("key", &quota(3, Duration::from_millis(100))).await.unwrap().allowed);
 
@@ -188,7 +193,7 @@ async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_transparently() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "noscript")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "noscript"), Clock::system()).unwrap();
     let q = quota(3, Duration::from_secs(60));
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 2);
     let mut conn = raw_connection(&url).await;
@@ -200,7 +205,8 @@ async fn a_flushed_script_cache_is_reloaded_transparently() {
 async fn concurrent_first_calls_share_one_connection() {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
-    let limiter = Arc::new(RedisLimiter::new(settings(&via(&url, relay.addr()), "one-connect")).unwrap());
+    let limiter =
+        Arc::new(RedisLimiter::new(settings(&via(&url, relay.addr()), "one-connect"), Clock::system()).unwrap());
     let q = quota(100, Duration::from_secs(60));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
@@ -221,7 +227,7 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
         ..settings(&via(&url, relay.addr()), "cut")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 9);
     assert!(limiter.is_up());
@@ -261,7 +267,7 @@ async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
         ..settings(&via(&url, relay.addr()), "blackhole")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 
@@ -291,7 +297,7 @@ async fn an_unreachable_redis_at_start_is_no_startup_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let s = RedisSettings { timeout: Duration::from_millis(200), ..settings(&format!("redis://{closed}"), "down") };
     let timeout = s.timeout;
-    let limiter = RedisLimiter::new(s).expect("a limiter exists without its Redis");
+    let limiter = RedisLimiter::new(s, Clock::system()).expect("a limiter exists without its Redis");
     let started = Instant::now();
     let err = limiter.check("key", &quota(5, Duration::from_secs(1))).await.unwrap_err();
     let took = started.elapsed();
@@ -304,7 +310,7 @@ async fn an_unreachable_redis_at_start_is_no_startup_error() {
 fn a_limiter_built_outside_a_runtime_connects_on_first_use() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let url = runtime.block_on(live_redis());
-    let limiter = RedisLimiter::new(settings(&url, "lazy")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "lazy"), Clock::system()).unwrap();
     let v = runtime.block_on(limiter.check("key", &quota(2, Duration::from_secs(1)))).unwrap();
     assert!(v.allowed);
     assert_eq!(v.remaining, 1);
@@ -315,7 +321,7 @@ fn a_malformed_url_is_refused_without_its_password() {
     for url in
         ["redis://keygate:sup3rsecret@cache:port/", "redis://keygate:sup3rsecret@/0", "ftp://keygate:sup3rsecret@cache"]
     {
-        let err = RedisLimiter::new(settings(url, "bad-url")).map(|_| ()).unwrap_err();
+        let err = RedisLimiter::new(settings(url, "bad-url"), Clock::system()).map(|_| ()).unwrap_err();
         assert!(!err.contains("sup3rsecret"), "{err}");
         assert!(err.contains("redis url"), "{err}");
     }

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use keygate::app::Running;
+pub use keygate::clock::Clock;
 use keygate::keys::generate::generate;
 use keygate::keys::KeyHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,6 +236,12 @@ pub async fn spawn_proxy(upstream: SocketAddr, keys: &[&TestKey], extra: &str) -
     spawn_proxy_with(ProxyCfg { upstream_url: format!("http://{upstream}"), extra, ..ProxyCfg::default() }, keys).await
 }
 
+/// `spawn_proxy` deciding by `clock` (a `Clock::manual()` the test moves).
+pub async fn spawn_proxy_at(clock: &Clock, upstream: SocketAddr, keys: &[&TestKey], extra: &str) -> Proxy {
+    let c = ProxyCfg { upstream_url: format!("http://{upstream}"), extra, clock: clock.clone(), ..ProxyCfg::default() };
+    spawn_proxy_with(c, keys).await
+}
+
 /// The parts of the config a test may want to change.
 pub struct ProxyCfg<'a> {
     /// The proxy listener (an ephemeral loopback port unless a test needs another family).
@@ -246,6 +253,8 @@ pub struct ProxyCfg<'a> {
     pub keys_lines: &'a str,
     /// Top-level YAML appended at the end.
     pub extra: &'a str,
+    /// What keygate decides by: the system's clock, or a test's `Clock::manual()`.
+    pub clock: Clock,
 }
 
 impl Default for ProxyCfg<'_> {
@@ -256,6 +265,7 @@ impl Default for ProxyCfg<'_> {
             upstream_lines: "",
             keys_lines: "  reload_interval: 100ms\n",
             extra: "",
+            clock: Clock::system(),
         }
     }
 }
@@ -275,7 +285,7 @@ pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
         c.extra
     );
     let cfg = keygate::config::parse(&config, "test-config.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let running = keygate::app::start(cfg).await.unwrap();
+    let running = keygate::app::start_with_clock(cfg, c.clock).await.unwrap();
     Proxy { addr: running.proxy_addr, admin: running.admin_addr, keys_path, dir, running: Some(running) }
 }
 

@@ -57,11 +57,11 @@ impl Follower {
             Target::Table(_) => None,
         };
         let gauge = tokio::spawn(async move {
-            let started = Instant::now();
+            let started = f.now();
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                let now = Instant::now();
+                let now = f.now();
                 m.key_store_staleness(f.age(now).unwrap_or_else(|| now - started));
                 if let Some(c) = &cache {
                     c.report().await;
@@ -73,11 +73,11 @@ impl Follower {
         let mut delay = Duration::ZERO;
         loop {
             let before = at.version;
-            let synced_before = self.freshness.age(Instant::now());
+            let synced_before = self.freshness.age(self.freshness.now());
             let err = self.session(&mut at, &on_event).await.unwrap_err();
             self.metrics.key_store_connected(false);
             // A session that got anywhere starts the backoff again from the bottom.
-            let progressed = at.version != before || self.freshness.age(Instant::now()) < synced_before;
+            let progressed = at.version != before || self.freshness.age(self.freshness.now()) < synced_before;
             delay = if progressed { BACKOFF_MIN } else { (delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX) };
             let delay = jitter(delay);
             if at.loaded {
@@ -134,7 +134,7 @@ impl Follower {
                     }
                 }
                 _ = poll.tick() => {
-                    let asked = Instant::now();
+                    let asked = self.freshness.now();
                     let max: i64 = bounded(s.timeout, "poll", session.client.query_one(&probe, &[])).await?.get(0);
                     if max < at.version {
                         // The table went back in time (restored from a backup, recreated): the
@@ -182,7 +182,7 @@ impl Follower {
         at: &mut Position,
         on_event: &impl Fn(ReloadEvent),
     ) -> anyhow::Result<()> {
-        let asked = Instant::now();
+        let asked = self.freshness.now();
         let since = if at.loaded { at.version } else { 0 };
         let changes = cache::changes_since(client, &self.settings.schema, self.settings.timeout, since).await?;
         let invalidated = match (&changes.rows, at.loaded) {
@@ -216,7 +216,7 @@ impl Follower {
         on_event: &impl Fn(ReloadEvent),
     ) -> anyhow::Result<()> {
         let (timeout, schema) = (self.settings.timeout, self.settings.schema.as_str());
-        let asked = Instant::now();
+        let asked = self.freshness.now();
         let full = !at.loaded;
         let since = if full { 0 } else { at.version };
         let tx = bounded(

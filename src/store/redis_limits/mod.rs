@@ -12,6 +12,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
+use crate::clock::Clock;
 use crate::ratelimit::{Quota, Verdict};
 
 mod breaker;
@@ -92,6 +93,8 @@ struct Inner {
     key_prefix: String,
     timeout: Duration,
     breaker: Breaker,
+    /// The breaker's pauses are measured on this clock, from `started`.
+    clock: Clock,
     started: Instant,
     /// For logs.
     redacted_url: String,
@@ -99,8 +102,9 @@ struct Inner {
 
 impl RedisLimiter {
     /// Never waits for Redis: inside a Tokio runtime it starts connecting in the background,
-    /// otherwise the first call connects. Fails only for a URL that does not parse.
-    pub fn new(settings: RedisSettings) -> Result<RedisLimiter, String> {
+    /// otherwise the first call connects. Fails only for a URL that does not parse. The budget is
+    /// kept on Redis's clock (one for the fleet); `clock` times the circuit breaker's pauses.
+    pub fn new(settings: RedisSettings, clock: Clock) -> Result<RedisLimiter, String> {
         let redacted_url = settings.redacted_url();
         let client =
             Client::open(settings.url.as_str()).map_err(|e| format!("invalid redis url {redacted_url}: {e}"))?;
@@ -116,7 +120,8 @@ impl RedisLimiter {
             key_prefix: settings.key_prefix,
             timeout: settings.timeout,
             breaker: Breaker::new(settings.retry_after_failure, settings.timeout),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             redacted_url,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -168,7 +173,7 @@ impl fmt::Debug for RedisLimiter {
 
 impl Inner {
     fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.now().saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The current connection, or a new one. `Admit::Probe` may connect while the circuit is open.
