@@ -45,7 +45,9 @@ async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
     let relay = Relay::start(redis_addr(&url).await).await;
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_fleet_open");
-    let kg = spawn_proxy(up.addr, &[&key], &redis_limits(&via(&url, relay.addr()), &prefix("open"), "fail_open")).await;
+    let clock = Clock::manual();
+    let cfg = redis_limits(&via(&url, relay.addr()), &prefix("open"), "fail_open");
+    let kg = spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await;
     for _ in 0..2 {
         assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
     }
@@ -63,17 +65,18 @@ async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
     assert!(errors < 7.0, "calls skipped by the open circuit are fallbacks, not errors ({errors})");
 
     relay.restore();
-    // After the breaker's pause, the shared budget (two spent of six) decides again.
-    let mut back = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
-        if r.status == 200 && r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=3;") {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "the shared budget is used again once Redis answers");
+    // Until the breaker's pause (300 ms) is over, the local budget still decides, without Redis.
+    let accepted = relay.accepted();
+    clock.advance(Duration::from_millis(300) - Duration::from_nanos(1));
+    kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await, 8.0);
+    assert_eq!(relay.accepted(), accepted, "Redis was not asked");
+    // After it, the shared budget (two spent of six) decides again.
+    clock.advance(Duration::from_nanos(1));
+    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let back = r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=3;");
+    assert!(back, "the shared budget is used again once Redis answers: {:?}", r.headers["ratelimit"]);
 }
 
 #[tokio::test]
@@ -107,7 +110,13 @@ async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
         kg.get(INTERACTIONS, &[("authorization", &revoked.bearer())]).await.assert_error(401, "API_KEY_REVOKED");
     }
     eventually(Duration::from_secs(3), async || hook.count() >= 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once all three reports are judged (one sent, two held back), nothing more can come.
+    let judged = async || {
+        kg.metric(r#"keygate_alerts_total{result="sent"}"#).await
+            + kg.metric(r#"keygate_alerts_total{result="suppressed"}"#).await
+            == 3.0
+    };
+    eventually(Duration::from_secs(3), judged).await;
     assert_eq!(hook.count(), 1, "three reports, one alert within the cool-down");
     let post = hook.last();
     assert_eq!(post.method, http::Method::POST);

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use keygate::clock::Clock;
 use keygate::ratelimit::Quota;
 use keygate::store::redis_limits::{RedisLimitError, RedisLimiter, RedisSettings};
-use tokio::time::sleep;
 
 use crate::relay::Relay;
+use crate::support::eventually;
 
 const SLACK: Duration = Duration::from_millis(50);
 
@@ -76,6 +76,18 @@ async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// A subject's stored TAT, in microseconds on Redis's clock.
+async fn stored_tat(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("GET").arg(key).query_async::<String>(conn).await.unwrap().parse().unwrap()
+}
+
+/// As if `by` had passed on Redis's clock, which the limiter reads on purpose (one clock for the
+/// fleet) and no test can move: the subject's TAT moves back instead.
+async fn rewind(conn: &mut redis::aio::MultiplexedConnection, key: &str, by: Duration) {
+    let micros = i64::try_from(by.as_micros()).unwrap();
+    let _: i64 = redis::cmd("DECRBY").arg(key).arg(micros).query_async(conn).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_full_bucket_lets_exactly_the_burst_through() {
     let url = live_redis().await;
@@ -133,14 +145,21 @@ async fn concurrent_decisions_never_exceed_the_burst() {
 #[tokio::test]
 async fn the_bucket_refills_one_request_per_interval() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "refill"), Clock::system()).unwrap();
-    let q = quota(2, Duration::from_millis(50));
+    let s = settings(&url, "refill");
+    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
+    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
+    // A long interval: the real time between two calls is nothing beside it.
+    let q = quota(2, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     let refused = limiter.check("key", &q).await.unwrap();
     assert!(!refused.allowed);
-    assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(50), "{refused:?}");
-    sleep(refused.retry_after + Duration::from_millis(5)).await;
+    assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(60), "{refused:?}");
+    rewind(&mut conn, &key, refused.retry_after - Duration::from_secs(1)).await;
+    let early = limiter.check("key", &q).await.unwrap();
+    assert!(!early.allowed, "not before the interval is over");
+    assert!(early.retry_after <= Duration::from_secs(1), "{early:?}");
+    rewind(&mut conn, &key, early.retry_after).await;
     let v = limiter.check("key", &q).await.unwrap();
     assert!(v.allowed, "one more after one interval");
     assert_eq!(v.remaining, 0);
@@ -150,22 +169,28 @@ async fn the_bucket_refills_one_request_per_interval() {
 #[tokio::test]
 async fn refused_requests_do_not_push_recovery_further() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "hammer"), Clock::system()).unwrap();
-    let q = quota(1, Duration::from_millis(200));
-    let start = Instant::now();
+    let s = settings(&url, "hammer");
+    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
+    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
+    let q = quota(1, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
+    let tat = stored_tat(&mut conn, &key).await;
     let mut last = Duration::MAX;
-    let mut refusals = 0;
-    while start.elapsed() < Duration::from_millis(120) {
-        let v = limiter.check("key", &q).await.unwrap();
-        assert!(!v.allowed);
-        assert!(v.retry_after <= last, "retry_after grew from {last:?} to {:?}", v.retry_after);
-        last = v.retry_after;
-        refusals += 1;
+    for round in 0..2 {
+        for _ in 0..10 {
+            let v = limiter.check("key", &q).await.unwrap();
+            assert!(!v.allowed);
+            assert!(v.retry_after <= last, "retry_after grew from {last:?} to {:?}", v.retry_after);
+            last = v.retry_after;
+        }
+        if round == 0 {
+            // 59 s go by while the client hammers.
+            rewind(&mut conn, &key, Duration::from_secs(59)).await;
+        }
     }
-    assert!(refusals > 10, "hammered only {refusals} times");
-    assert!(last < Duration::from_millis(100), "200 ms after the first request, not after the last: {last:?}");
-    sleep(last + Duration::from_millis(5)).await;
+    assert_eq!(stored_tat(&mut conn, &key).await, tat - 59_000_000, "twenty refusals left the TAT alone");
+    assert!(last <= Duration::from_secs(1), "60 s after the first request, not after the last: {last:?}");
+    rewind(&mut conn, &key, last).await;
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 }
 
@@ -186,8 +211,8 @@ async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
     assert!(tat > now && tat <= now + 100_000, "one interval of debt: tat {tat}, now {now}");
     let ttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(ttl > 0 && ttl <= 100, "expiry {ttl} ms: when the bucket is full again");
-    sleep(Duration::from_millis(150)).await;
-    assert!(!conn.exists::<_, bool>(&key).await.unwrap(), "an idle key vanishes");
+    // Redis's own clock expires it: waited for, not slept past.
+    eventually(Duration::from_secs(1), async || !conn.exists::<_, bool>(&key).await.unwrap()).await;
 }
 
 #[tokio::test]
@@ -227,7 +252,8 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
         ..settings(&via(&url, relay.addr()), "cut")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
+    let clock = Clock::manual();
+    let limiter = RedisLimiter::new(s, clock.clone()).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 9);
     assert!(limiter.is_up());
@@ -250,7 +276,10 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
     assert_eq!(relay.accepted(), accepted, "an open circuit does no I/O");
 
     relay.restore();
-    sleep(pause + Duration::from_millis(20)).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection), "not a nanosecond early");
+    assert_eq!(relay.accepted(), accepted);
+    clock.advance(Duration::from_nanos(1));
     let v = limiter.check("key", &q).await.expect("the probe after the pause reconnects");
     assert_eq!(v.remaining, 8, "the budget lived on in Redis");
     assert!(limiter.is_up());
@@ -267,7 +296,8 @@ async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
         ..settings(&via(&url, relay.addr()), "blackhole")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s, Clock::system()).unwrap();
+    let clock = Clock::manual();
+    let limiter = RedisLimiter::new(s, clock.clone()).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 
@@ -282,12 +312,16 @@ async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
     assert!(started.elapsed() < Duration::from_millis(5));
 
     // A probe into the same silence costs one timeout and shuts the circuit again.
-    sleep(pause).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection), "not a nanosecond early");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Timeout));
     assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection));
 
     relay.restore();
-    sleep(pause + Duration::from_millis(20)).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection), "not a nanosecond early");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(limiter.check("key", &q).await.expect("back after the pause").remaining, 8);
     assert!(limiter.is_up());
 }
