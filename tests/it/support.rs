@@ -400,6 +400,18 @@ where
     Resp { status: parts.status, headers: parts.headers, body }
 }
 
+/// Moves a manual clock on until its wall time reads `at` (which must not be behind it).
+pub fn advance_to(clock: &Clock, at: time::OffsetDateTime) {
+    let by = at - clock.wall();
+    clock.advance(by.try_into().unwrap_or_else(|_| panic!("{at} is {by} behind the clock")));
+}
+
+/// An RFC 3339 time as `keygate keys` prints it.
+pub fn rfc3339(v: &serde_json::Value) -> time::OffsetDateTime {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
 /// Polls `check` until it is true or `limit` passes; returns how long it took.
 pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = std::time::Instant::now();
