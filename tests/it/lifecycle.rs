@@ -226,25 +226,33 @@ async fn requests_during_repeated_table_swaps_see_one_whole_table_or_the_other()
     let b = TestKey::live("k_b").with("    clinics: [clinic_b]\n");
     // Load, not limits, is under test here.
     let unlimited = "rate_limits:\n  tiers:\n    default: {rate: 100000/s, burst: 100000}\n";
-    let kg = std::sync::Arc::new(spawn_proxy(up.addr, &[&a], unlimited).await);
+    let kg = spawn_proxy(up.addr, &[&a], unlimited).await;
     let (v1, v2) = (table_yaml(&[&a]), table_yaml(&[&b]));
+    let status = async |k: &TestKey| kg.get("/api/v1/clinics", &[("authorization", &k.bearer())]).await.status;
 
-    let writer = {
-        let kg = std::sync::Arc::clone(&kg);
-        tokio::spawn(async move {
-            for i in 0..20 {
-                kg.write_keys(if i % 2 == 0 { &v2 } else { &v1 });
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-        })
-    };
-    let mut statuses = std::collections::BTreeMap::new();
-    while !writer.is_finished() {
-        for k in [&a, &b] {
-            let r = kg.get("/api/v1/clinics", &[("authorization", &k.bearer())]).await;
-            *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+    let swapping = std::cell::Cell::new(true);
+    let writer = async {
+        for i in 0..20 {
+            let (now_in, now_out) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+            kg.write_keys(if i % 2 == 0 { &v2 } else { &v1 });
+            // SIGHUP, so no poll interval is waited out; the next table is written only once this
+            // one is serving.
+            kg.running().reload();
+            eventually(Duration::from_secs(2), async || status(now_in).await == 200 && status(now_out).await == 401)
+                .await;
         }
-    }
+        swapping.set(false);
+    };
+    let requests = async {
+        let mut statuses = std::collections::BTreeMap::new();
+        while swapping.get() {
+            for k in [&a, &b] {
+                *statuses.entry(status(k).await.as_u16()).or_insert(0) += 1;
+            }
+        }
+        statuses
+    };
+    let ((), statuses) = tokio::join!(writer, requests);
     assert!(statuses.keys().all(|s| *s == 200 || *s == 401), "{statuses:?}");
     // Every forwarded request carried the clinics of the key that authenticated it.
     for seen in up.requests() {
