@@ -1,26 +1,13 @@
-//! Hygiene: what the upstream can trust. Keygate's own headers, hop-by-hop, forwarding and
-//! URL-rewrite headers in every spelling; the request id; the one canonical path that is both
-//! authorised and forwarded; trailers; and the size and time limits that stop a client from
-//! holding keygate or the upstream hostage.
+//! Headers the upstream can trust: keygate's own, hop-by-hop, forwarding and URL-rewrite headers in
+//! every spelling, method overrides, Host, and the request id.
 
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::support::*;
-
-const READ_SCOPES: &str = "interactions:read metrics:read campaigns:read clinics:read";
+use super::*;
 
 // ---------- owned headers ----------
 
 #[tokio::test]
 async fn client_copies_of_owned_headers_are_replaced_in_every_spelling() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_one_clinic").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_one_clinic").with("    clinics: [clinic_001]\n"), "").await;
 
     let r = kg
         .get(
@@ -51,9 +38,7 @@ async fn client_copies_of_owned_headers_are_replaced_in_every_spelling() {
 
 #[tokio::test]
 async fn configured_strip_headers_never_reach_the_upstream_in_any_spelling() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tenant");
-    let kg = spawn_proxy(up.addr, &[&key], "strip_headers: [X-Tenant-Id]\n").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_tenant"), "strip_headers: [X-Tenant-Id]\n").await;
 
     let r = kg
         .get(
@@ -72,9 +57,7 @@ async fn configured_strip_headers_never_reach_the_upstream_in_any_spelling() {
 
 #[tokio::test]
 async fn a_connection_header_cannot_remove_what_keygate_injects() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_conn").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_conn").with("    clinics: [clinic_001]\n"), "").await;
 
     let resp = kg
         .raw(&request(&[
@@ -96,9 +79,7 @@ async fn a_connection_header_cannot_remove_what_keygate_injects() {
 
 #[tokio::test]
 async fn hop_by_hop_request_headers_never_reach_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_hop");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_hop"), "").await;
 
     let resp = kg
         .raw(&request(&[
@@ -144,9 +125,7 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
 
 #[tokio::test]
 async fn forwarding_headers_from_an_untrusted_peer_are_replaced_by_keygates_own() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_fwd");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_fwd"), "").await;
 
     let r = kg
         .get(
@@ -176,9 +155,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_replaced_by_keygates_own(
 
 #[tokio::test]
 async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_fwd_trusted");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_fwd_trusted"), "trusted_proxies: [127.0.0.1/32]\n").await;
 
     let r = kg
         .get(
@@ -203,9 +180,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
 
 #[tokio::test]
 async fn a_trusted_proxys_forwarded_header_gains_keygates_hop() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_forwarded");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_forwarded"), "trusted_proxies: [127.0.0.1/32]\n").await;
 
     let r = kg
         .get("/api/v1/clinics", &[("authorization", &key.bearer()), ("Forwarded", "for=203.0.113.9;proto=https")])
@@ -217,9 +192,7 @@ async fn a_trusted_proxys_forwarded_header_gains_keygates_hop() {
 
 #[tokio::test]
 async fn several_x_forwarded_for_lines_from_a_trusted_proxy_are_all_kept_in_order() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_xff_lines");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_xff_lines"), "trusted_proxies: [127.0.0.1/32]\n").await;
 
     let r = kg
         .get(
@@ -234,9 +207,7 @@ async fn several_x_forwarded_for_lines_from_a_trusted_proxy_are_all_kept_in_orde
 
 #[tokio::test]
 async fn url_rewrite_headers_never_reach_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rewrite");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_rewrite"), "").await;
 
     let r = kg
         .get(
@@ -259,9 +230,7 @@ async fn url_rewrite_headers_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn url_rewrite_headers_never_reach_the_upstream_even_from_a_trusted_proxy() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rewrite_trusted");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_rewrite_trusted"), "trusted_proxies: [127.0.0.1/32]\n").await;
 
     let r = kg
         .get(
@@ -280,9 +249,7 @@ async fn url_rewrite_headers_never_reach_the_upstream_even_from_a_trusted_proxy(
 
 #[tokio::test]
 async fn a_method_override_header_is_refused_by_default() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_override").with("    type: full\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_override").with("    type: full\n"), "").await;
 
     let r = kg
         .get(
@@ -297,9 +264,8 @@ async fn a_method_override_header_is_refused_by_default() {
 
 #[tokio::test]
 async fn an_allowed_method_override_is_what_gets_authorised() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_reader").with("    type: read_only\n");
-    let kg = spawn_proxy(up.addr, &[&key], "allow_method_override: true\n").await;
+    let (up, key, kg) =
+        proxy_for(TestKey::live("k_reader").with("    type: read_only\n"), "allow_method_override: true\n").await;
 
     let r = kg
         .get(
@@ -318,9 +284,8 @@ async fn an_allowed_method_override_is_what_gets_authorised() {
 /// authorise that method, not the override (a read key could DELETE by overriding to GET).
 #[tokio::test]
 async fn a_method_override_named_in_connection_is_not_what_gets_authorised() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_reader").with("    type: read_only\n");
-    let kg = spawn_proxy(up.addr, &[&key], "allow_method_override: true\n").await;
+    let (up, key, kg) =
+        proxy_for(TestKey::live("k_reader").with("    type: read_only\n"), "allow_method_override: true\n").await;
 
     let resp = kg
         .raw(&request(&[
@@ -336,13 +301,11 @@ async fn a_method_override_named_in_connection_is_not_what_gets_authorised() {
     assert_eq!(up.count(), 0, "the upstream never sees the DELETE");
 }
 
-// ---------- Host ----------
+// ---------- host ----------
 
 #[tokio::test]
 async fn two_host_headers_are_refused() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_host");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_host"), "").await;
 
     let resp = kg
         .raw(&request(&[
@@ -360,9 +323,7 @@ async fn two_host_headers_are_refused() {
 
 #[tokio::test]
 async fn an_absolute_form_target_is_forwarded_to_the_configured_upstream_as_a_path() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_absolute");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_absolute"), "").await;
 
     let resp = kg.raw(&raw_get("http://evil.example/api/v1/clinics?page=2", &key)).await;
 
@@ -375,9 +336,7 @@ async fn an_absolute_form_target_is_forwarded_to_the_configured_upstream_as_a_pa
 
 #[tokio::test]
 async fn a_well_formed_request_id_is_echoed_and_forwarded() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rid");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_rid"), "").await;
 
     let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("X-Request-Id", "abc-123")]).await;
 
@@ -389,9 +348,7 @@ async fn a_well_formed_request_id_is_echoed_and_forwarded() {
 
 #[tokio::test]
 async fn a_malformed_request_id_is_replaced_by_a_generated_one() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rid_bad");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_rid_bad"), "").await;
     let too_long = "a".repeat(200);
 
     for bad in ["bad id!", too_long.as_str()] {
@@ -408,9 +365,7 @@ async fn a_malformed_request_id_is_replaced_by_a_generated_one() {
 
 #[tokio::test]
 async fn an_underscore_spelling_of_x_request_id_never_reaches_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rid_underscore");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_rid_underscore"), "").await;
 
     let r = kg
         .get(
@@ -427,9 +382,7 @@ async fn an_underscore_spelling_of_x_request_id_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn an_error_response_carries_the_callers_request_id_in_header_and_body() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rid_err");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, _key, kg) = proxy_for(TestKey::live("k_rid_err"), "").await;
 
     let r = kg.get("/api/v1/clinics", &[("X-Request-Id", "abc-123")]).await;
 
@@ -440,9 +393,7 @@ async fn an_error_response_carries_the_callers_request_id_in_header_and_body() {
 
 #[tokio::test]
 async fn an_error_response_carries_the_generated_request_id_in_header_and_body() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rid_err2");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, _key, kg) = proxy_for(TestKey::live("k_rid_err2"), "").await;
 
     let r = kg.get("/api/v1/clinics", &[("X-Request-Id", "bad id!")]).await;
 
@@ -450,244 +401,4 @@ async fn an_error_response_carries_the_generated_request_id_in_header_and_body()
     let id = r.headers["x-request-id"].to_str().unwrap();
     assert_eq!(id.len(), 36, "{id}");
     assert_eq!(r.json()["request_id"], id);
-}
-
-// ---------- path normalisation ----------
-
-#[tokio::test]
-async fn dot_segments_are_resolved_before_forwarding() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_dots");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg.raw(&raw_get("/api/v1/clinics/clinic_001/../clinic_001/interactions", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics/clinic_001/interactions");
-}
-
-#[tokio::test]
-async fn repeated_slashes_are_merged_before_forwarding() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_slashes");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg.raw(&raw_get("//api//v1///clinics", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics");
-}
-
-#[tokio::test]
-async fn percent_encoded_unreserved_characters_are_decoded_before_forwarding() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_unreserved");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg.raw(&raw_get("/api/%761/clinics", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics");
-}
-
-#[tokio::test]
-async fn the_upstream_gets_the_normalised_path_and_the_query_byte_for_byte() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_query");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg
-        .raw(&raw_get("/api//v1/./clinics/clinic_001/../clinic_001/interactions?from=2026-01-01&q=%2F..%2Fx&&z", &key))
-        .await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics/clinic_001/interactions?from=2026-01-01&q=%2F..%2Fx&&z");
-}
-
-#[tokio::test]
-async fn ambiguous_paths_are_refused_before_reaching_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_ambiguous").with("    type: full\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    for path in [
-        "/api/v1/clinics/clinic_001%2F..%2Fclinic_002/interactions",
-        "/api/v1/clinics/%2e%2e/x",
-        "/api/v1/clinics\\clinic_002",
-        "/api/v1/clinics/%00",
-        "/api/v1/clinics/%C3",
-    ] {
-        let resp = kg.raw(&raw_get(path, &key)).await;
-
-        assert_raw_error(&resp, 400, "INVALID_REQUEST");
-        assert_eq!(up.count(), 0, "{path} reached the upstream");
-    }
-}
-
-#[tokio::test]
-async fn a_path_traversal_into_a_foreign_clinic_is_judged_as_that_clinic() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_traversal").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg.raw(&raw_get("/api/v1/clinics/clinic_001/../clinic_002/interactions", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(raw_json(&resp), serde_json::json!({"success": true, "data": []}));
-    assert_eq!(up.count(), 0);
-}
-
-// ---------- bodies ----------
-
-#[tokio::test]
-async fn request_trailers_are_dropped() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_trailer").with("    type: write\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let resp = kg
-        .raw(&format!(
-            "POST /api/v1/clinics/clinic_001/interactions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
-             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: evil\r\n\r\n",
-            key.bearer()
-        ))
-        .await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    let seen = up.last();
-    assert_eq!(seen.body, Bytes::from_static(b"hello"));
-    assert!(seen.all("x-trailer").is_empty(), "{:?}", seen.headers);
-}
-
-#[tokio::test]
-async fn a_body_over_the_limit_is_refused_before_reaching_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_big_body").with("    type: write\n");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  max_body_bytes: 10\n").await;
-
-    let r = kg
-        .send(
-            Method::POST,
-            "/api/v1/clinics/clinic_001/interactions",
-            &[("authorization", &key.bearer()), ("content-type", "application/json")],
-            Bytes::from_static(b"12345678901"),
-        )
-        .await;
-
-    r.assert_error(413, "PAYLOAD_TOO_LARGE");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_chunked_body_over_the_limit_is_refused_as_too_large() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_big_chunked").with("    type: write\n");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  max_body_bytes: 10\n").await;
-
-    let resp = kg
-        .raw(&format!(
-            "POST /api/v1/clinics/clinic_001/interactions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
-             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
-            key.bearer()
-        ))
-        .await;
-
-    assert_raw_error(&resp, 413, "PAYLOAD_TOO_LARGE");
-    let bodies: Vec<Bytes> = up.requests().into_iter().map(|s| s.body).collect();
-    assert!(bodies.iter().all(|b| b.len() <= 10), "the upstream got more than the limit: {bodies:?}");
-}
-
-// ---------- header limits and slow clients ----------
-
-#[tokio::test]
-async fn an_oversized_header_is_refused_before_reaching_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_big_header");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-    let big = format!("X-Big: {}", "a".repeat(20 * 1024));
-
-    let resp = kg
-        .raw(&request(&[
-            "GET /api/v1/clinics HTTP/1.1",
-            "Host: x",
-            &format!("Authorization: {}", key.bearer()),
-            &big,
-            "Connection: close",
-        ]))
-        .await;
-
-    assert!(resp.is_empty() || raw_status(&resp) == 431, "expected 431 or a closed connection: {resp}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn too_many_headers_are_refused_before_reaching_the_upstream() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_many_headers");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-    let auth = format!("Authorization: {}", key.bearer());
-    let extra: Vec<String> = (0..101).map(|i| format!("X-H-{i}: v")).collect();
-    let mut lines = vec!["GET /api/v1/clinics HTTP/1.1", "Host: x", auth.as_str()];
-    lines.extend(extra.iter().map(String::as_str));
-    lines.push("Connection: close");
-
-    let resp = kg.raw(&request(&lines)).await;
-
-    assert!(resp.is_empty() || raw_status(&resp) == 431, "expected 431 or a closed connection: {resp}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_slowloris");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  header_read_timeout: 300ms\n").await;
-
-    let mut s = TcpStream::connect(kg.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-
-    assert!(closed.is_ok(), "keygate kept a half-sent request open for 2 s");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_client_dripping_its_headers_is_disconnected_at_the_header_deadline() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_drip");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  header_read_timeout: 300ms\n").await;
-
-    let (mut rd, mut wr) = TcpStream::connect(kg.addr).await.unwrap().into_split();
-    let drip = tokio::spawn(async move {
-        // One byte every 50 ms: never idle, never done.
-        for b in b"GET /api/v1/clinics HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
-            if wr.write_all(&[*b]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(2), rd.read_to_end(&mut out)).await;
-    drip.abort();
-
-    assert!(closed.is_ok(), "keygate kept a dripping request open for 2 s");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_connection_that_sends_nothing_is_closed_by_the_idle_timeout() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_silent");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  idle_timeout: 500ms\n").await;
-
-    let mut s = TcpStream::connect(kg.addr).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-
-    assert!(closed.is_ok(), "keygate kept a silent connection open for 2 s");
-    assert_eq!(up.count(), 0);
 }
