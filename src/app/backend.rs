@@ -18,7 +18,7 @@ use crate::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::store::freshness::Freshness;
 use crate::store::pgstore;
-use crate::store::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::store::reload::{fingerprint, Fingerprint, ReloadEvent, Reloader, SharedTable};
 use crate::store::source::KeySource;
 use crate::usage::UsageBook;
 
@@ -42,6 +42,9 @@ pub struct KeyBackend {
     pub freshness: Option<Arc<Freshness>>,
     /// The table was loaded before listening (the file store): ready at once.
     pub loaded: bool,
+    /// The file as it was just before that load: the reloader compares against this, so a
+    /// change made between the load and its first look is not missed.
+    file_seen: Option<Fingerprint>,
 }
 
 /// The store at work: where keys are read, and the tasks to stop at shutdown.
@@ -63,8 +66,10 @@ impl KeyBackend {
     /// The file store refuses to start without a good table. PostgreSQL may be down at start:
     /// keygate then listens, not ready, and the replica loads the table when it can.
     pub async fn load(config: Arc<Config>, metrics: &Metrics, usage: &UsageBook) -> anyhow::Result<KeyBackend> {
+        let mut file_seen = None;
         let (initial, freshness) = match &config.key_store {
             KeyStore::File(path) => {
+                file_seen = fingerprint(path);
                 let path = path.clone();
                 let started = std::time::Instant::now();
                 let scopes = config.scope_catalogue();
@@ -81,7 +86,7 @@ impl KeyBackend {
         };
         let loaded = initial.is_some();
         let table = Arc::new(ArcSwap::from_pointee(initial.unwrap_or_default()));
-        Ok(KeyBackend { config, table, freshness, loaded })
+        Ok(KeyBackend { config, table, freshness, loaded, file_seen })
     }
 
     /// Starts what keeps the keys current: the file reloader or the PostgreSQL follower (woken
@@ -107,6 +112,8 @@ impl KeyBackend {
                     interval: self.config.keys.reload_interval,
                     trigger,
                     scopes: self.config.scope_catalogue(),
+                    seen: self.file_seen,
+                    idle_patience: crate::store::reload::IDLE_PATIENCE,
                 };
                 (tokio::spawn(reloader.run(on_event)), None)
             }
