@@ -304,3 +304,29 @@ async fn show_given_a_secret_refuses_without_echoing_it() {
         assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret), "{cmd} echoed the secret");
     }
 }
+
+#[tokio::test]
+async fn keys_secret_publishes_the_table_a_mounted_keygate_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (id, secret) = create(&table, &["--label", "published"]).await;
+
+    let out = keys(&table, &["secret", "--name", "keygate-keys", "--namespace", "clinic"]).await;
+
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.contains(&secret), "a manifest holds hashes only");
+    let m: serde_yaml::Value = serde_yaml::from_str(&out.stdout).unwrap();
+    assert_eq!((m["kind"].as_str(), m["metadata"]["name"].as_str()), (Some("Secret"), Some("keygate-keys")));
+    assert_eq!(m["metadata"]["namespace"], "clinic");
+    // What the kubelet would write into the mount is a table keygate serves (written before the
+    // reloader's first look: it compares with the file as loaded, not as first seen).
+    let mounted = m["stringData"]["keys.yaml"].as_str().unwrap();
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    kg.write_keys(mounted);
+    eventually(Duration::from_secs(5), async || status(&kg, &secret).await == 200).await;
+    assert_eq!(up.last().one("x-api-key-id"), id);
+
+    let out = keys(&table, &["secret", "--name", "Keygate_Keys"]).await;
+    assert!(!out.ok && out.stderr.contains("not a valid Secret name"), "{}", out.stderr);
+}
