@@ -245,3 +245,80 @@ async fn keep_alive_requests_after_bodies_are_still_served() {
     assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 3, "{resp}");
     assert_eq!(up.count(), 3);
 }
+
+// ---------- an HTTP/1.0 upstream ----------
+
+/// A legacy upstream that answers every request in HTTP/1.0 and closes (no keep-alive).
+async fn http10_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nlegacy").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http10_upstream_does_not_downgrade_or_close_the_client_connection() {
+    let key = TestKey::live("k_http10").with("    type: full\n");
+    let kg = spawn_proxy(http10_upstream().await, &[&key], "").await;
+    let mut s = TcpStream::connect(kg.addr).await.unwrap();
+
+    for round in 0..2 {
+        s.write_all(raw_get("/api/v1/clinics", &key).replace("Connection: close\r\n", "").as_bytes()).await.unwrap();
+        let resp = read_response(&mut s).await;
+
+        assert!(resp.starts_with("HTTP/1.1 200"), "round {round}: {resp}");
+        assert_ne!(raw_header(&resp, "connection"), Some("close"), "round {round}: {resp}");
+        assert!(resp.ends_with("legacy"), "round {round}: {resp}");
+    }
+}
+
+/// One chunked or length-delimited response from a kept-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "keygate closed the connection: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let chunked_done =
+                head.to_ascii_lowercase().contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n");
+            let length_done = raw_header(&text, "content-length").is_some_and(|l| body.len() >= l.parse().unwrap());
+            if chunked_done || length_done {
+                let body = if chunked_done { dechunk(body) } else { body.to_string() };
+                return format!("{head}\r\n\r\n{body}");
+            }
+        }
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
