@@ -140,7 +140,7 @@ async fn an_upstream_answer_with_both_lengths_loses_its_length_and_its_connectio
     let kg = spawn_proxy(upstream, &[&key], "").await;
 
     for _ in 0..2 {
-        let resp = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+        let resp = kg.get_as(&key, "/api/v1/clinics").await;
 
         assert_eq!(resp.status, 200);
         assert_eq!(resp.text(), "{}");

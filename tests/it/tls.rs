@@ -130,13 +130,13 @@ async fn https_upstream_with_a_private_ca() {
     };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().one("x-api-key-id"), "k_up_tls");
 
     // Without the CA the upstream's certificate is not trusted: 502, never plaintext.
     let cfg = ProxyCfg { upstream_url: format!("https://localhost:{front_port}"), ..ProxyCfg::default() };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
-    kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    kg.get_as(&key, "/api/v1/clinics").await.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(up.count(), 1);
 }

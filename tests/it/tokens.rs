@@ -154,7 +154,7 @@ async fn narrowing_works_and_can_never_widen() {
     // A token cannot mint a token, and the endpoint takes POST only.
     let r = kg.send(Method::POST, "/auth/token", &[("authorization", &format!("Bearer {jwt}"))], Bytes::new()).await;
     r.assert_error(400, "INVALID_REQUEST");
-    kg.get("/auth/token", &[("authorization", &key.bearer())]).await.assert_error(405, "METHOD_NOT_ALLOWED");
+    kg.get_as(&key, "/auth/token").await.assert_error(405, "METHOD_NOT_ALLOWED");
 }
 
 #[tokio::test]
@@ -391,7 +391,7 @@ async fn the_jwt_context_verifies_with_pyjwt() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k_tok_ctxjwt"), &keys.config(false, "upstream_context: {sign: jwt, ttl: 30s}\n"))
             .await;
-    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    assert_eq!(kg.get_as(&key, INTERACTIONS).await.status, 200);
     let seen = up.last();
     let jwks = kg.get("/.well-known/jwks.json", &[]).await.text();
     let claims: Value =

@@ -9,7 +9,7 @@ use super::*;
 async fn a_client_outside_allowed_ips_is_403() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    allowed_ips: [10.0.0.0/8]\n"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     r.assert_error(403, "IP_NOT_ALLOWED");
     assert_eq!(up.count(), 0);
@@ -19,7 +19,7 @@ async fn a_client_outside_allowed_ips_is_403() {
 async fn a_client_inside_allowed_ips_is_forwarded() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    allowed_ips: [127.0.0.1/32]\n"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.count(), 1);
@@ -30,7 +30,7 @@ async fn an_ipv6_only_allow_list_refuses_an_ipv4_client() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k1").with("    allowed_ips: [\"::1/128\", \"2001:db8::/32\"]\n"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     r.assert_error(403, "IP_NOT_ALLOWED");
     assert_eq!(up.count(), 0);
@@ -74,7 +74,7 @@ async fn behind_a_trusted_proxy_the_upstream_sees_the_chain_with_the_peer_append
 async fn an_unknown_path_with_a_valid_key_is_404() {
     let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
 
-    let r = kg.get("/api/v2/foo", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v2/foo").await;
 
     r.assert_error(404, "ROUTE_NOT_FOUND");
     assert_eq!(up.count(), 0);
@@ -94,7 +94,7 @@ async fn an_unknown_path_without_a_key_is_401_not_404() {
 async fn a_key_without_the_resource_scope_is_403_naming_the_scope() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    scopes: [\"metrics:read\"]\n"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     let message = r.assert_error(403, "INSUFFICIENT_SCOPE");
     assert!(message.contains("interactions:read"), "{message}");
@@ -194,7 +194,7 @@ async fn a_method_outside_a_custom_route_is_405_with_allow() {
 async fn an_own_clinic_in_the_path_is_forwarded_with_allowed_clinics() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/clinics/clinic_001/interactions", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics/clinic_001/interactions").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), UPSTREAM_BODY);
@@ -206,7 +206,7 @@ async fn an_own_clinic_in_the_path_is_forwarded_with_allowed_clinics() {
 async fn a_foreign_clinic_in_the_path_gets_an_empty_result_without_the_upstream() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/clinics/clinic_002/interactions", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics/clinic_002/interactions").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), EMPTY);
@@ -218,7 +218,7 @@ async fn a_foreign_clinic_in_the_path_gets_an_empty_result_without_the_upstream(
 async fn a_foreign_clinic_in_the_query_gets_an_empty_result() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/interactions?clinic_id=clinic_002", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/interactions?clinic_id=clinic_002").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), EMPTY);
@@ -229,7 +229,7 @@ async fn a_foreign_clinic_in_the_query_gets_an_empty_result() {
 async fn an_own_clinic_in_the_query_is_forwarded() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/interactions?clinic_id=clinic_001", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/interactions?clinic_id=clinic_001").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), UPSTREAM_BODY);
@@ -266,7 +266,7 @@ async fn a_comma_separated_clinic_param_with_one_foreign_value_gets_an_empty_res
 async fn a_percent_encoded_clinic_param_name_is_decoded_as_the_upstream_would() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/interactions?clinic%5Fid=clinic_002", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/interactions?clinic%5Fid=clinic_002").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), EMPTY);
@@ -277,7 +277,7 @@ async fn a_percent_encoded_clinic_param_name_is_decoded_as_the_upstream_would() 
 async fn no_clinic_in_the_query_is_forwarded_with_the_allowed_clinics() {
     let (up, key, kg) = proxy_for(TestKey::live("k1").with("    clinics: [clinic_001]\n"), "").await;
 
-    let r = kg.get("/api/v1/interactions", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/interactions").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), UPSTREAM_BODY);
@@ -288,7 +288,7 @@ async fn no_clinic_in_the_query_is_forwarded_with_the_allowed_clinics() {
 async fn an_unrestricted_key_is_forwarded_with_allowed_clinics_star() {
     let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
 
-    let r = kg.get("/api/v1/clinics/clinic_002/interactions", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics/clinic_002/interactions").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().one("x-allowed-clinics"), "*");
@@ -301,8 +301,8 @@ async fn a_foreign_clinic_on_a_deny_route_is_403() {
     let routes = "routes:\n  - path: /api/v1/clinics/{clinic_id}/interactions\n    resource: interactions\n    clinic: {path_param: clinic_id}\n    on_foreign_clinic: deny\n";
     let kg = spawn_proxy(up.addr, &[&key], routes).await;
 
-    let foreign = kg.get("/api/v1/clinics/clinic_002/interactions", &[("authorization", &key.bearer())]).await;
-    let own = kg.get("/api/v1/clinics/clinic_001/interactions", &[("authorization", &key.bearer())]).await;
+    let foreign = kg.get_as(&key, "/api/v1/clinics/clinic_002/interactions").await;
+    let own = kg.get_as(&key, "/api/v1/clinics/clinic_001/interactions").await;
 
     foreign.assert_error(403, "CLINIC_NOT_ALLOWED");
     assert_eq!(own.status, 200, "{}", own.text());

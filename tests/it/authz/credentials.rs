@@ -137,7 +137,7 @@ async fn an_unknown_well_formed_key_is_invalid() {
     let stranger = TestKey::live("not_in_the_table");
     let kg = spawn_proxy(up.addr, &[&key], "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &stranger.bearer())]).await;
+    let r = kg.get_as(&stranger, INTERACTIONS).await;
 
     let message = assert_401(&r, "INVALID_API_KEY");
     assert_eq!(message, "Invalid API key");
@@ -160,7 +160,7 @@ async fn keys_are_case_sensitive() {
 async fn a_test_key_on_the_live_proxy_is_an_environment_mismatch() {
     let (up, key, kg) = proxy_for(TestKey::test("k_test"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     let message = assert_401(&r, "API_KEY_ENVIRONMENT_MISMATCH");
     assert!(message.contains("test") && message.contains("live"), "{message}");
@@ -172,7 +172,7 @@ async fn a_revoked_key_is_refused() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k1").with(&format!("    revoked_at: \"{}\"\n", days_from_now(-1))), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_401(&r, "API_KEY_REVOKED");
     assert_eq!(up.count(), 0);
@@ -183,7 +183,7 @@ async fn an_expired_key_is_refused() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k1").with(&format!("    expires_at: \"{}\"\n", days_from_now(-1))), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     let message = assert_401(&r, "API_KEY_EXPIRED");
     assert_eq!(message, "API key has expired");
@@ -195,7 +195,7 @@ async fn a_key_not_yet_valid_is_invalid() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k1").with(&format!("    not_before: \"{}\"\n", days_from_now(1))), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_401(&r, "INVALID_API_KEY");
     assert_eq!(up.count(), 0);
@@ -206,7 +206,7 @@ async fn a_key_expiring_in_the_future_works() {
     let (up, key, kg) =
         proxy_for(TestKey::live("k1").with(&format!("    expires_at: \"{}\"\n", days_from_now(1))), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.count(), 1);
@@ -219,7 +219,7 @@ async fn a_key_expiring_in_the_future_works() {
 async fn forward_authorization_passes_the_key_to_the_upstream() {
     let (up, key, kg) = proxy_for(TestKey::live("k1"), "forward_authorization: true\n").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().one("authorization"), key.bearer());
@@ -229,7 +229,7 @@ async fn forward_authorization_passes_the_key_to_the_upstream() {
 async fn by_default_the_key_is_not_forwarded() {
     let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
 
-    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, INTERACTIONS).await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(up.last().all("authorization").is_empty());
@@ -245,9 +245,9 @@ async fn secrets_never_appear_in_the_logs() {
     let tester = TestKey::test("k_log_tester");
     let kg = spawn_proxy(up.addr, &[&key, &tester], "").await;
 
-    let ok = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
-    let unknown = kg.get(INTERACTIONS, &[("authorization", &stranger.bearer())]).await;
-    let wrong_env = kg.get(INTERACTIONS, &[("authorization", &tester.bearer())]).await;
+    let ok = kg.get_as(&key, INTERACTIONS).await;
+    let unknown = kg.get_as(&stranger, INTERACTIONS).await;
+    let wrong_env = kg.get_as(&tester, INTERACTIONS).await;
     let bad_scheme = kg.get(INTERACTIONS, &[("authorization", &format!("Basic {}", key.secret))]).await;
 
     assert_eq!(ok.status, 200, "{}", ok.text());
@@ -273,10 +273,10 @@ async fn every_decision_is_audited_with_request_id_key_id_and_code() {
     let tester = TestKey::test("k_audit_tester");
     let kg = spawn_proxy(up.addr, &[&key, &tester], "").await;
 
-    let ok = kg.get("/api/v1/clinics/clinic_001/metrics", &[("authorization", &key.bearer())]).await;
-    let denied = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
-    let unknown = kg.get(INTERACTIONS, &[("authorization", &stranger.bearer())]).await;
-    let wrong_env = kg.get(INTERACTIONS, &[("authorization", &tester.bearer())]).await;
+    let ok = kg.get_as(&key, "/api/v1/clinics/clinic_001/metrics").await;
+    let denied = kg.get_as(&key, INTERACTIONS).await;
+    let unknown = kg.get_as(&stranger, INTERACTIONS).await;
+    let wrong_env = kg.get_as(&tester, INTERACTIONS).await;
 
     assert_eq!(ok.status, 200, "{}", ok.text());
     denied.assert_error(403, "INSUFFICIENT_SCOPE");

@@ -113,7 +113,7 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
     let key = TestKey::live("k_resp");
     let kg = spawn_proxy(up.addr, &[&key], "").await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics").await;
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.headers["x-upstream"], "yes");
