@@ -19,7 +19,7 @@ use crate::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::store::freshness::Freshness;
 use crate::store::pgstore;
-use crate::store::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::store::reload::{fingerprint, Fingerprint, ReloadEvent, Reloader, SharedTable};
 use crate::store::source::KeySource;
 use crate::usage::UsageBook;
 
@@ -45,6 +45,9 @@ pub struct KeyBackend {
     pub freshness: Option<Arc<Freshness>>,
     /// The table was loaded before listening (the file store): ready at once.
     pub loaded: bool,
+    /// The file as it was just before that load: the reloader compares against this, so a
+    /// change made between the load and its first look is not missed.
+    file_seen: Option<Fingerprint>,
 }
 
 /// The store at work: where keys are read, and the tasks to stop at shutdown.
@@ -71,8 +74,10 @@ impl KeyBackend {
         usage: &UsageBook,
         clock: Clock,
     ) -> anyhow::Result<KeyBackend> {
+        let mut file_seen = None;
         let (initial, freshness) = match &config.key_store {
             KeyStore::File(path) => {
+                file_seen = fingerprint(path);
                 let path = path.clone();
                 let started = std::time::Instant::now();
                 let scopes = config.scope_catalogue();
@@ -90,7 +95,7 @@ impl KeyBackend {
         };
         let loaded = initial.is_some();
         let table = Arc::new(ArcSwap::from_pointee(initial.unwrap_or_default()));
-        Ok(KeyBackend { config, clock, table, freshness, loaded })
+        Ok(KeyBackend { config, clock, table, freshness, loaded, file_seen })
     }
 
     /// Starts what keeps the keys current: the file reloader or the PostgreSQL follower (woken
@@ -116,6 +121,8 @@ impl KeyBackend {
                     interval: self.config.keys.reload_interval,
                     trigger,
                     scopes: self.config.scope_catalogue(),
+                    seen: self.file_seen,
+                    idle_patience: crate::store::reload::IDLE_PATIENCE,
                 };
                 (tokio::spawn(reloader.run(on_event)), None)
             }

@@ -98,6 +98,9 @@ pub(super) async fn forward(
     let took = sent.elapsed().as_secs_f64();
     match result {
         Ok(mut resp) => {
+            // An HTTP/1.0 upstream must not make hyper answer a 1.1 client in 1.0 and close its
+            // connection; hyper still speaks 1.0 to a 1.0 client.
+            *resp.version_mut() = http::Version::HTTP_11;
             trail.upstream_seconds = Some(took);
             p.metrics.upstream_answered(trail.route, took);
             crate::sanitize::sanitize_response(resp.headers_mut());

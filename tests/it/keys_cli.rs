@@ -224,30 +224,22 @@ async fn the_admin_key_api_needs_the_token_when_one_is_configured() {
     std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
     let kg = spawn_proxy(up.addr, &[&key], &format!("admin_token_file: {}\n", token_file.display())).await;
 
-    assert_eq!(kg.admin_get("/admin/keys/k_adm").await.status, 401);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let url = format!("http://{}/admin/keys/k_adm", kg.admin);
-    let r = send(
-        client.clone(),
-        &url,
-        http::Method::GET,
-        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
-        bytes::Bytes::new(),
-    )
-    .await;
+    let token = [("authorization", "Bearer s3cret-admin-token-0123456789")];
+    let r = kg.admin_get("/admin/keys/k_adm").await;
+    r.assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    kg.admin_get_with("/admin/keys/k_adm", &[("authorization", "Bearer wrong")])
+        .await
+        .assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    let r = kg.admin_get_with("/admin/keys/k_adm", &token).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["id"], "k_adm");
     assert_eq!(r.json()["state"], "active");
-    let missing = format!("http://{}/admin/keys/nope", kg.admin);
-    let r = send(
-        client,
-        &missing,
-        http::Method::GET,
-        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
-        bytes::Bytes::new(),
-    )
-    .await;
-    assert_eq!(r.status, 404);
+    // The scheme is case-insensitive, as on the proxy port (RFC 9110 11.1).
+    let lower = [("authorization", "bearer s3cret-admin-token-0123456789")];
+    assert_eq!(kg.admin_get_with("/admin/keys/k_adm", &lower).await.status, 200);
+    kg.admin_get_with("/admin/keys/nope", &token).await.assert_error(404, "NOT_FOUND");
+    kg.admin_get_with("/admin/nothing", &token).await.assert_error(404, "NOT_FOUND");
     // Metrics and probes stay open for the kubelet and Prometheus.
     assert_eq!(kg.admin_get("/metrics").await.status, 200);
     assert!(!logs().contains("s3cret-admin-token"));
@@ -324,4 +316,30 @@ async fn show_given_a_secret_refuses_without_echoing_it() {
         assert!(out.stderr.contains("looks like a key's secret"), "{cmd}: {}", out.stderr);
         assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret), "{cmd} echoed the secret");
     }
+}
+
+#[tokio::test]
+async fn keys_secret_publishes_the_table_a_mounted_keygate_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (id, secret) = create(&table, &["--label", "published"]).await;
+
+    let out = keys(&table, &["secret", "--name", "keygate-keys", "--namespace", "clinic"]).await;
+
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.contains(&secret), "a manifest holds hashes only");
+    let m: serde_yaml::Value = serde_yaml::from_str(&out.stdout).unwrap();
+    assert_eq!((m["kind"].as_str(), m["metadata"]["name"].as_str()), (Some("Secret"), Some("keygate-keys")));
+    assert_eq!(m["metadata"]["namespace"], "clinic");
+    // What the kubelet would write into the mount is a table keygate serves (written before the
+    // reloader's first look: it compares with the file as loaded, not as first seen).
+    let mounted = m["stringData"]["keys.yaml"].as_str().unwrap();
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    kg.write_keys(mounted);
+    eventually(Duration::from_secs(5), async || status(&kg, &secret).await == 200).await;
+    assert_eq!(up.last().one("x-api-key-id"), id);
+
+    let out = keys(&table, &["secret", "--name", "Keygate_Keys"]).await;
+    assert!(!out.ok && out.stderr.contains("not a valid Secret name"), "{}", out.stderr);
 }

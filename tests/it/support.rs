@@ -25,6 +25,21 @@ use keygate::keys::KeyHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+// ---------- TLS ----------
+
+/// A client TLS config that trusts only the certificates in `ca_pem`.
+pub fn client_tls_trusting(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 // ---------- logs ----------
 
 #[derive(Clone, Default)]
@@ -242,6 +257,13 @@ pub async fn spawn_proxy_at(clock: &Clock, upstream: SocketAddr, keys: &[&TestKe
     spawn_proxy_with(c, keys).await
 }
 
+/// The usual start of a test: a recording upstream, one key, keygate in front with `extra`.
+pub async fn proxy_for(key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[&key], extra).await;
+    (up, key, kg)
+}
+
 /// The parts of the config a test may want to change.
 pub struct ProxyCfg<'a> {
     /// The proxy listener (an ephemeral loopback port unless a test needs another family).
@@ -342,9 +364,18 @@ impl Proxy {
         send(client, &self.url(path), Method::GET, headers, Bytes::new()).await
     }
 
+    /// GET with `key` as the bearer credential.
+    pub async fn get_as(&self, key: &TestKey, path: &str) -> Resp {
+        self.get(path, &[("authorization", &key.bearer())]).await
+    }
+
     pub async fn admin_get(&self, path: &str) -> Resp {
+        self.admin_get_with(path, &[]).await
+    }
+
+    pub async fn admin_get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        send(client, &format!("http://{}{}", self.admin, path), Method::GET, &[], Bytes::new()).await
+        send(client, &format!("http://{}{}", self.admin, path), Method::GET, headers, Bytes::new()).await
     }
 
     /// Sends raw bytes (for requests a well-behaved client library would not produce) and

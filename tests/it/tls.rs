@@ -24,15 +24,7 @@ fn client_trusting(
     h2: bool,
 ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<Bytes>>
 {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = client_tls_trusting(&cert.cert_pem);
     let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only();
     let conn = if h2 { b.enable_http2().build() } else { b.enable_http1().build() };
     Client::builder(TokioExecutor::new()).http2_only(h2).build(conn)
@@ -138,13 +130,13 @@ async fn https_upstream_with_a_private_ca() {
     };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().one("x-api-key-id"), "k_up_tls");
 
     // Without the CA the upstream's certificate is not trusted: 502, never plaintext.
     let cfg = ProxyCfg { upstream_url: format!("https://localhost:{front_port}"), ..ProxyCfg::default() };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
-    kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    kg.get_as(&key, "/api/v1/clinics").await.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(up.count(), 1);
 }
