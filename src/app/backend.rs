@@ -211,6 +211,7 @@ fn usage_write_back(pg: &PgStore, shared: &Shared) -> Option<(oneshot::Sender<()
             metrics: Arc::clone(&shared.metrics),
             interval,
             forget_after: matches!(pg.sync, SyncMode::Cache(_)).then_some(USAGE_FORGET_AFTER),
+            clock: shared.clock.clone(),
         };
         // The last flush after the drain gets two statement timeouts, then is cut.
         (stop, tokio::spawn(writer.run(stopped)), pg.timeout * 2)
