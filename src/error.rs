@@ -248,10 +248,16 @@ impl ApiError {
     /// the standard body with the request id the client sent, if well formed, or a new one.
     pub fn standalone(&self, request: &http::HeaderMap, request_id_max: usize) -> Response<Bytes> {
         let rid = crate::request_id::accept_or_generate(request, request_id_max, time::OffsetDateTime::now_utc());
-        let mut resp = self.to_response(rid.to_str().unwrap_or(""), &crate::proxy::timestamp());
+        let mut resp = self.to_response(rid.to_str().unwrap_or(""), &timestamp(time::OffsetDateTime::now_utc()));
         resp.headers_mut().insert(crate::request_id::HEADER.clone(), rid);
         resp
     }
+}
+
+/// RFC 3339 UTC with milliseconds, as in the reference error body.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
 }
 
 /// A JSON answer no cache may keep: every refusal, the clinic "empty result", issued tokens.

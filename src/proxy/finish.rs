@@ -87,7 +87,7 @@ pub(super) fn finish(p: &Proxy, result: Result<Response<Body>, ApiError>, mut tr
 /// The standard body for a refusal; the trail learns its code.
 pub(super) fn refusal(e: &ApiError, trail: &mut Trail<'_>) -> Response<Bytes> {
     trail.outcome = e.code();
-    e.to_response(trail.rid(), &timestamp())
+    e.to_response(trail.rid(), &crate::error::timestamp(trail.now))
 }
 
 /// The request id and up to three RateLimit headers, on every answer.
@@ -119,10 +119,4 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         duration_ms: elapsed * 1000.0,
         upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
     });
-}
-
-/// RFC 3339 UTC with milliseconds, as in the reference error body.
-pub fn timestamp() -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
 }

@@ -44,8 +44,6 @@ use crate::store::source::KeySource;
 use crate::textfmt::IpText;
 use crate::usage::UsageBook;
 
-pub use finish::timestamp;
-
 use anomalies::Anomalies;
 use finish::Trail;
 use limit::Limiter;
