@@ -64,7 +64,7 @@ impl Limiter {
                     timeout: r.timeout,
                     retry_after_failure: r.retry_after_failure,
                 };
-                Some((RedisLimiter::new(settings, clock.clone())?, r.on_error))
+                Some((RedisLimiter::new(settings, clock.clone(), Some(Arc::clone(&metrics)))?, r.on_error))
             }
         };
         Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })
@@ -83,14 +83,11 @@ impl Limiter {
         let verdict = match &self.shared {
             None => self.local.check_key(&key.id, &tier.quota, now),
             Some((redis, on_error)) => {
-                // Calls skipped while the circuit is open are fallbacks, not fresh errors.
-                let was_up = redis.is_up();
+                // The limiter counts each failure once, however many requests saw it; here each
+                // request decided without Redis is counted once.
                 match redis.check(&key.id, &tier.quota).await {
                     Ok(v) => v,
-                    Err(e) => {
-                        if was_up {
-                            self.metrics.redis_error(e.kind());
-                        }
+                    Err(_) => {
                         self.metrics.redis_fallback(on_error.as_str());
                         match on_error {
                             OnRedisError::FailOpen => self.local.check_key(&key.id, &tier.quota, now),

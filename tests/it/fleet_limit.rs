@@ -131,3 +131,60 @@ async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
     assert_eq!(kg.metric(r#"keygate_alerts_total{result="suppressed"}"#).await, 2.0);
     assert!(!logs().contains("SECRET"), "the webhook's token never reaches the logs");
 }
+
+/// `rounds` outages' worth of requests at `concurrency`: Redis is cut, `per_round` requests go
+/// out, then the breaker's pause passes (one probe) and `per_round` more. Returns the proxy.
+async fn outage_at(concurrency: usize, per_round: usize) -> Proxy {
+    let url = live_redis().await;
+    let relay = Relay::start(redis_addr(&url).await).await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_fleet_outage");
+    let clock = Clock::manual();
+    let cfg = redis_limits(&via(&url, relay.addr()), &prefix("outage"), "fail_open").replace("burst: 6", "burst: 1000");
+    let kg = std::sync::Arc::new(spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await);
+    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 0.0);
+    relay.cut().await;
+    for round in 0..2 {
+        if round == 1 {
+            clock.advance(Duration::from_millis(300));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..concurrency {
+            let (kg, bearer) = (std::sync::Arc::clone(&kg), key.bearer());
+            let share = per_round / concurrency + usize::from(worker < per_round % concurrency);
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &bearer)]).await.status, 200);
+                }
+            });
+        }
+        tasks.join_all().await;
+    }
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 1.0);
+    relay.restore();
+    clock.advance(Duration::from_millis(300));
+    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 0.0, "the probe closed it");
+    std::sync::Arc::into_inner(kg).expect("the tasks are done")
+}
+
+async fn redis_errors(kg: &Proxy) -> f64 {
+    let mut sum = 0.0;
+    for kind in ["timeout", "connection", "response"] {
+        sum += kg.metric(&format!("keygate_rate_limit_redis_errors_total{{kind=\"{kind}\"}}")).await;
+    }
+    sum
+}
+
+#[tokio::test]
+async fn an_outage_is_counted_the_same_at_any_concurrency() {
+    for concurrency in [1, 8] {
+        let kg = outage_at(concurrency, 24).await;
+        // The broken connection once (however many requests rode it), the one probe once; every
+        // request made while Redis was away once (not one after the probe found it back).
+        assert_eq!(redis_errors(&kg).await, 2.0, "concurrency {concurrency}");
+        let fallback = kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await;
+        assert_eq!(fallback, 48.0, "concurrency {concurrency}");
+    }
+}
