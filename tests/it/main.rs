@@ -22,6 +22,7 @@ mod inject;
 mod keys_cli;
 mod lifecycle;
 mod pg_cache;
+mod pg_outage;
 mod pg_store;
 mod ratelimit;
 mod redis_limit;

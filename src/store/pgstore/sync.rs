@@ -3,7 +3,8 @@
 //! notification and the probe for a dead link. With `sync: replica` it holds the whole table:
 //! loaded at start, every change built off the request path and swapped in whole. With
 //! `sync: cache` it drops the cache entries of the rows that changed. A failure leaves the last
-//! view serving (within `max_staleness`) while it reconnects with backoff and resyncs.
+//! view serving (within `max_staleness`) while it reconnects with backoff (never waiting longer
+//! than the poll interval, so a database that is back is noticed within one poll) and resyncs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::cache::{self, KeyCache};
-use super::{bounded, connect, jitter, migrate, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
+use super::{bounded, connect, migrate, retry_wait, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::PgStore;
 use crate::keys::file::{self, TableBuilder};
 use crate::metrics::Metrics;
@@ -79,7 +80,7 @@ impl Follower {
             // A session that got anywhere starts the backoff again from the bottom.
             let progressed = at.version != before || self.freshness.age(self.freshness.now()) < synced_before;
             delay = if progressed { BACKOFF_MIN } else { (delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX) };
-            let delay = jitter(delay);
+            let delay = retry_wait(delay, self.settings.poll_interval);
             if at.loaded {
                 tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, version = at.version,
                     "key store unreachable; serving the last view while reconnecting");
