@@ -2,6 +2,7 @@
 //! bodies streamed both ways, request trailers dropped, and failures sorted into "could not
 //! reach" and "too slow".
 
+mod cause;
 mod pool;
 
 use std::sync::Arc;
@@ -40,8 +41,9 @@ pub fn upstream_body(body: Incoming, max_bytes: u64) -> UpstreamBody {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardError {
-    /// Could not connect, or the connection broke before a response: 502.
-    Unavailable { kind: &'static str },
+    /// Could not connect, or the connection broke before a response: 502. `kind` is the metric's
+    /// label (`connect`, `protocol`); `cause` says why, for the log line (see `cause`).
+    Unavailable { kind: &'static str, cause: &'static str },
     /// No response headers within the configured time: 504.
     Timeout,
     /// The client's streamed body passed `max_body_bytes` (no Content-Length to refuse it
@@ -124,9 +126,12 @@ impl Forwarder {
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, ForwardError> {
-        let down = ForwardError::Unavailable { kind: "connect" };
-        let io = self.connector.clone().call(self.target.clone()).await.map_err(|_| down)?;
-        let (tx, conn) = hyper::client::conn::http1::Builder::new().handshake(io).await.map_err(|_| down)?;
+        let down = |cause| ForwardError::Unavailable { kind: "connect", cause };
+        let io = self.connector.clone().call(self.target.clone()).await.map_err(|e| down(cause::of_connect(&*e)))?;
+        let (tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| down(cause::of_exchange(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -147,7 +152,7 @@ fn classify(e: &hyper::Error) -> ForwardError {
     } else if client_body_broke(e) {
         ForwardError::ClientBody
     } else {
-        ForwardError::Unavailable { kind: "protocol" }
+        ForwardError::Unavailable { kind: "protocol", cause: cause::of_exchange(e) }
     }
 }
 

@@ -108,6 +108,8 @@ pub(super) async fn forward(
         }
         Err(ForwardError::Timeout) => {
             p.metrics.upstream_error("timeout");
+            let timeout_ms = cfg.upstream.response_timeout.as_millis() as u64;
+            tracing::warn!(request_id = trail.rid(), timeout_ms, "upstream gave no response in time");
             Err(ApiError::UpstreamTimeout)
         }
         Err(ForwardError::BodyTooLarge) => Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes }),
@@ -115,8 +117,9 @@ pub(super) async fn forward(
         Err(ForwardError::ClientBody) => {
             Err(ApiError::BadFraming("the request body ended early or its chunked framing is malformed"))
         }
-        Err(ForwardError::Unavailable { kind }) => {
+        Err(ForwardError::Unavailable { kind, cause }) => {
             p.metrics.upstream_error(kind);
+            tracing::warn!(request_id = trail.rid(), stage = kind, cause, "upstream unavailable");
             Err(ApiError::UpstreamUnavailable)
         }
     }

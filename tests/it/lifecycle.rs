@@ -52,10 +52,24 @@ async fn upstream_down_is_502_and_counted() {
     let key = TestKey::live("k_down");
     let kg = spawn_proxy(dead_addr().await, &[&key], "").await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-refused")]).await;
 
     r.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"connect\"}").await, 1.0);
+    let line = upstream_failure_line("rid-refused");
+    assert_eq!((line["cause"].as_str(), line["stage"].as_str()), (Some("connection refused"), Some("connect")), "{line}");
+    assert!(!line.to_string().contains(&key.secret), "the key never reaches the line");
+}
+
+/// The one log line a 502 leaves, found by its request id.
+pub fn upstream_failure_line(request_id: &str) -> serde_json::Value {
+    let found: Vec<serde_json::Value> = logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "upstream unavailable" && v["request_id"] == request_id)
+        .collect();
+    assert_eq!(found.len(), 1, "one line for {request_id}: {found:?}");
+    found.into_iter().next().unwrap()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use http::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::lifecycle::upstream_failure_line;
 use crate::support::*;
 
 struct Cert {
@@ -137,6 +138,20 @@ async fn https_upstream_with_a_private_ca() {
     // Without the CA the upstream's certificate is not trusted: 502, never plaintext.
     let cfg = ProxyCfg { upstream_url: format!("https://localhost:{front_port}"), ..ProxyCfg::default() };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
-    kg.get_as(&key, "/api/v1/clinics").await.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-untrusted")]).await;
+    r.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(up.count(), 1);
+    assert_eq!(upstream_failure_line("rid-untrusted")["cause"], "tls certificate rejected");
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_speak_tls_is_a_502_that_says_so() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_up_plain");
+    let cfg = ProxyCfg { upstream_url: format!("https://{}", up.addr), ..ProxyCfg::default() };
+    let kg = spawn_proxy_with(cfg, &[&key]).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-plain")]).await;
+    r.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(upstream_failure_line("rid-plain")["cause"], "tls handshake failed");
+    assert_eq!(up.count(), 0, "nothing was sent in the clear");
 }
