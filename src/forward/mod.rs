@@ -128,10 +128,8 @@ impl Forwarder {
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, ForwardError> {
         let down = |cause| ForwardError::Unavailable { kind: "connect", cause };
         let io = self.connector.clone().call(self.target.clone()).await.map_err(|e| down(cause::of_connect(&*e)))?;
-        let (tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| down(cause::of_exchange(&e)))?;
+        let (tx, conn) =
+            hyper::client::conn::http1::Builder::new().handshake(io).await.map_err(|e| down(cause::of_exchange(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");

@@ -159,17 +159,12 @@ pub fn refusal(a: &Applied<'_>) -> ApiError {
 pub(super) async fn charge<'s>(
     p: &'s super::Proxy,
     key: &KeyRecord,
-    req: &super::admit::Admitted<'_>,
     trail: &mut super::finish::Trail<'s>,
 ) -> Result<(), ApiError> {
     let Some(applied) = p.limiter.key(key, trail.clock.mono).await? else { return Ok(()) };
     trail.limit = Some(applied);
     if applied.verdict.allowed {
         return Ok(());
-    }
-    // The route is looked up, for the label only, when refused.
-    if let Some(route) = p.config.routes.route_of(&req.method, &req.path) {
-        trail.route = &route.spec.pattern;
     }
     Err(refusal(&applied))
 }

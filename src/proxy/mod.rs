@@ -133,17 +133,18 @@ impl Proxy {
             return Ok(resp);
         }
 
+        let route = authorize::route_for(self, &admitted, trail);
         let view = authenticate::view(self, trail)?;
         let who = authenticate::authenticate(self, &view, &parts.headers, trail).await?;
         let key = who.key();
-        limit::charge(self, key, &admitted, trail).await?;
+        limit::charge(self, key, trail).await?;
 
         if let Some(endpoint) = token_endpoints::exchange_route(self, &admitted) {
             return token_endpoints::exchange(endpoint, &who, &admitted, body, trail).await;
         }
 
         let query = parts.uri.query();
-        match authorize::authorize(self, key, &admitted, query, trail)? {
+        match authorize::authorize(self, key, &admitted, route, query, trail)? {
             authorize::Verdict::EmptyResult(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
             authorize::Verdict::Forward => {
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);

@@ -57,7 +57,11 @@ async fn upstream_down_is_502_and_counted() {
     r.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"connect\"}").await, 1.0);
     let line = upstream_failure_line("rid-refused");
-    assert_eq!((line["cause"].as_str(), line["stage"].as_str()), (Some("connection refused"), Some("connect")), "{line}");
+    assert_eq!(
+        (line["cause"].as_str(), line["stage"].as_str()),
+        (Some("connection refused"), Some("connect")),
+        "{line}"
+    );
     assert!(!line.to_string().contains(&key.secret), "the key never reaches the line");
 }
 
@@ -173,7 +177,7 @@ async fn admin_endpoints_and_metrics() {
 
     let text = kg.admin_get("/metrics").await.text();
     assert!(text.contains("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"} 1"), "{text}");
-    assert!(text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"none\"} 1"), "{text}");
+    assert!(text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"/api/v1/clinics\"} 1"), "{text}");
     assert!(text.contains("keygate_request_duration_seconds_bucket{route=\"/api/v1/clinics\""));
     assert!(text.contains("keygate_upstream_duration_seconds_count{route=\"/api/v1/clinics\"} 1"));
     assert!(text.contains("keygate_key_table_keys{environment=\"live\",state=\"active\"} 1"));

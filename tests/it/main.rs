@@ -27,6 +27,7 @@ mod pg_store;
 mod ratelimit;
 mod redis_limit;
 mod relay;
+mod route_label;
 mod secret_files;
 mod table_scopes;
 mod tls;

@@ -112,8 +112,10 @@ async fn two_replicas_share_one_budget() {
     let url = live_redis().await;
     let first = settings(&url, "shared");
     let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "shared") };
-    let (a, b) =
-        (RedisLimiter::new(first, Clock::system(), None).unwrap(), RedisLimiter::new(second, Clock::system(), None).unwrap());
+    let (a, b) = (
+        RedisLimiter::new(first, Clock::system(), None).unwrap(),
+        RedisLimiter::new(second, Clock::system(), None).unwrap(),
+    );
     let q = quota(10, Duration::from_secs(60));
     for _ in 0..5 {
         assert!(a.check("key", &q).await.unwrap().allowed);
@@ -339,7 +341,10 @@ async fn an_unreachable_redis_at_start_is_no_startup_error() {
     let started = Instant::now();
     let err = limiter.check("key", &quota(5, Duration::from_secs(1))).await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(err, RedisLimitError::Connection | RedisLimitError::Timeout | RedisLimitError::KnownDown), "{err:?}");
+    assert!(
+        matches!(err, RedisLimitError::Connection | RedisLimitError::Timeout | RedisLimitError::KnownDown),
+        "{err:?}"
+    );
     assert!(took < timeout + SLACK, "took {took:?}");
     assert!(!limiter.is_up());
 }
