@@ -4,26 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pg_store::{config_file, create, migrate, ready, spawn_pg_proxy_at, status, Db};
-use crate::relay::Relay;
+use crate::pg_store::{ready, relayed, status, Relayed};
 use crate::support::*;
 
 const POLL: Duration = Duration::from_millis(200);
 
 #[tokio::test]
 async fn a_database_that_answers_again_is_noticed_within_the_poll() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
-    let (_, key) = create(&cli, &["--label", "steady"]).await;
-    let store =
-        db.store_yaml(&db.url_via(relay.addr()), "  poll_interval: 200ms\n  timeout: 300ms\n  max_staleness: 1s\n");
-    let clock = Clock::manual();
-    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
-    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
+    let Relayed { relay, key, clock, kg, held: _held } =
+        relayed("  poll_interval: 200ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
 
     relay.cut().await;
     clock.advance(Duration::from_secs(1) + Duration::from_nanos(1));

@@ -391,8 +391,18 @@ async fn a_cut_connection_keeps_serving_reconnects_and_catches_up() {
     assert!(logs().contains("key store unreachable; serving the last view while reconnecting"));
 }
 
-#[tokio::test]
-async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+/// A keygate on a manual clock whose store is reached through a relay, serving one key.
+pub struct Relayed {
+    pub relay: Relay,
+    pub key: String,
+    pub clock: Clock,
+    pub kg: Proxy,
+    /// Kept alive for the test: the schema, the upstream, the config directory.
+    pub held: (Db, Upstream, tempfile::TempDir),
+}
+
+/// `lines`: the store's settings (poll interval, timeout, staleness). Returns once the key works.
+pub async fn relayed(lines: &str) -> Relayed {
     let db = Db::new().await;
     let up = Upstream::spawn().await;
     let relay = Relay::start(db.addr()).await;
@@ -400,11 +410,17 @@ async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers()
     let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
     migrate(&cli).await;
     let (_, key) = create(&cli, &["--label", "steady"]).await;
-    let store =
-        db.store_yaml(&db.url_via(relay.addr()), "  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n");
+    let store = db.store_yaml(&db.url_via(relay.addr()), lines);
     let clock = Clock::manual();
     let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
+    Relayed { relay, key, clock, kg, held: (db, up, dir) }
+}
+
+#[tokio::test]
+async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+    let Relayed { relay, key, clock, kg, held: _held } =
+        relayed("  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
 
     // No sync can come through now; the last was at the clock's reading now (it has not moved).
     relay.blackhole().await;
