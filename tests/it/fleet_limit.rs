@@ -135,9 +135,9 @@ async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
     assert!(!logs().contains("SECRET"), "the webhook's token never reaches the logs");
 }
 
-/// `rounds` outages' worth of requests at `concurrency`: Redis is cut, `per_round` requests go
-/// out, then the breaker's pause passes (one probe) and `per_round` more. Returns the proxy.
-async fn outage_at(concurrency: usize, per_round: usize) -> Proxy {
+/// An outage under load at `concurrency`: Redis is cut (or, `silent`, stops answering),
+/// `per_round` requests go out, then the breaker's pause passes (one probe) and `per_round` more.
+async fn outage_at(concurrency: usize, per_round: usize, silent: bool) -> Proxy {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
     let up = Upstream::spawn().await;
@@ -147,7 +147,11 @@ async fn outage_at(concurrency: usize, per_round: usize) -> Proxy {
     let kg = std::sync::Arc::new(spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await);
     assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
     assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 0.0);
-    relay.cut().await;
+    if silent {
+        relay.blackhole().await;
+    } else {
+        relay.cut().await;
+    }
     for round in 0..2 {
         if round == 1 {
             clock.advance(Duration::from_millis(300));
@@ -182,12 +186,16 @@ async fn redis_errors(kg: &Proxy) -> f64 {
 
 #[tokio::test]
 async fn an_outage_is_counted_the_same_at_any_concurrency() {
-    for concurrency in [1, 8] {
-        let kg = outage_at(concurrency, 24).await;
-        // The broken connection once (however many requests rode it), the one probe once; every
-        // request made while Redis was away once (not one after the probe found it back).
-        assert_eq!(redis_errors(&kg).await, 2.0, "concurrency {concurrency}");
+    for (concurrency, silent) in [(1, false), (8, false), (1, true), (8, true)] {
+        let kg = outage_at(concurrency, 24, silent).await;
+        // The broken (or silent) connection once, however many requests rode it, and the one
+        // probe once; every request made while Redis was away once, none after it came back.
+        let case = format!("concurrency {concurrency}, silent {silent}");
+        assert_eq!(redis_errors(&kg).await, 2.0, "{case}");
         let fallback = kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await;
-        assert_eq!(fallback, 48.0, "concurrency {concurrency}");
+        assert_eq!(fallback, 48.0, "{case}");
+        if silent {
+            assert_eq!(kg.metric(r#"keygate_rate_limit_redis_errors_total{kind="timeout"}"#).await, 2.0, "{case}");
+        }
     }
 }
