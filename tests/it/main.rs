@@ -7,6 +7,7 @@ mod anomaly;
 mod architecture;
 mod authz;
 mod authz_caddy;
+mod authz_counted;
 mod authz_deploy;
 mod authz_front;
 mod authz_grpc;
