@@ -12,13 +12,15 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{Authorizat
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest as PbCheckRequest, CheckResponse};
 use http::Method;
 use tokio::net::TcpListener;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Request, Response, Status};
 
 use super::check_api::{CheckRequest, Shape};
-use super::{outcome, request};
+use super::{grpc_tls, outcome, request};
 use crate::config::{CheckSecret, ClientIpSource};
 use crate::error::ApiError;
 use crate::proxy::Proxy;
+use crate::tls::TlsState;
 
 pub struct GrpcCheck {
     pub proxy: Arc<Proxy>,
@@ -69,14 +71,38 @@ impl GrpcCheck {
     }
 }
 
-/// Serves `Check` on `listener` until `shutdown`, then lets open calls finish for at most
-/// `drain` (Envoy holds its connection open, so the wait must be bounded).
-pub async fn serve(listener: TcpListener, svc: GrpcCheck, shutdown: impl Future<Output = ()> + Send, drain: Duration) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
+/// Serves `Check` on `listener` (over TLS with `tls`, handshakes bounded by
+/// `handshake_timeout`) until `shutdown`, then lets open calls finish for at most `drain`
+/// (Envoy holds its connection open, so the wait must be bounded).
+pub async fn serve(
+    listener: TcpListener,
+    svc: GrpcCheck,
+    tls: Option<(Arc<TlsState>, Duration)>,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+) {
+    let addr = listener.local_addr().ok();
+    match tls {
+        None => serve_on(TcpIncoming::from(listener).with_nodelay(Some(true)), svc, shutdown, drain, addr).await,
+        Some((tls, timeout)) => serve_on(grpc_tls::incoming(listener, tls, timeout), svc, shutdown, drain, addr).await,
+    }
+}
+
+async fn serve_on<I, IO, IE>(
+    incoming: I,
+    svc: GrpcCheck,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Duration,
+    addr: Option<SocketAddr>,
+) where
+    I: tonic::codegen::tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
         AuthorizationServer::new(svc),
-        tonic::transport::server::TcpIncoming::from(listener),
+        incoming,
         async move {
             let _ = stop_rx.await;
         },

@@ -11,6 +11,7 @@ mod authz_counted;
 mod authz_deploy;
 mod authz_front;
 mod authz_grpc;
+mod authz_mtls;
 mod authz_nginx;
 mod check;
 mod check_config;
