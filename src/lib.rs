@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod demo;
+pub mod demo_front;
 pub mod error;
 pub mod forward;
 pub mod framing;

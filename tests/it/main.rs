@@ -8,6 +8,7 @@ mod architecture;
 mod authz;
 mod authz_caddy;
 mod authz_counted;
+mod authz_demo;
 mod authz_deploy;
 mod authz_front;
 mod authz_grpc;
