@@ -72,8 +72,9 @@ fn client_tls(ca: &Ca, client: Option<&Pem>) -> rustls::ClientConfig {
     }
 }
 
-/// keygate with both check listeners behind mTLS (no shared secret); the dir holds the files.
-async fn keygate_mtls(key: &TestKey, ca: &Ca) -> (Proxy, tempfile::TempDir) {
+/// keygate with both check listeners behind mTLS (no shared secret) in front of a recording
+/// upstream; the dir holds the files.
+async fn keygate_mtls(key: &TestKey, ca: &Ca) -> (Upstream, Proxy, tempfile::TempDir) {
     let up = Upstream::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let server = ca.issue("localhost", ExtendedKeyUsagePurpose::ServerAuth);
@@ -87,7 +88,8 @@ async fn keygate_mtls(key: &TestKey, ca: &Ca) -> (Proxy, tempfile::TempDir) {
     let cfg = format!(
         "authz:\n  listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  tls: {{cert_file: {cert}, key_file: {key_file}, client_ca_file: {client_ca}}}\n"
     );
-    (spawn_proxy(up.addr, &[key], &cfg).await, dir)
+    let kg = spawn_proxy(up.addr, &[key], &cfg).await;
+    (up, kg, dir)
 }
 
 /// An nginx-shaped check over HTTPS; the error, if the connection was refused.
@@ -164,7 +166,7 @@ fn checks_counted(text: &str) -> usize {
 async fn a_front_proxy_with_a_certificate_from_the_ca_is_answered_over_http_and_grpc() {
     let key = TestKey::live("k_mtls");
     let ca = Ca::new("keygate test CA");
-    let (kg, _files) = keygate_mtls(&key, &ca).await;
+    let (_up, kg, _files) = keygate_mtls(&key, &ca).await;
     let proxy_cert = ca.issue("front-proxy", ExtendedKeyUsagePurpose::ClientAuth);
 
     let r = https_check(&kg, client_tls(&ca, Some(&proxy_cert)), &key).await.unwrap();
@@ -178,7 +180,7 @@ async fn a_front_proxy_with_a_certificate_from_the_ca_is_answered_over_http_and_
 async fn a_client_without_a_certificate_or_with_a_strangers_is_refused_at_the_handshake() {
     let key = TestKey::live("k_mtls");
     let ca = Ca::new("keygate test CA");
-    let (kg, _files) = keygate_mtls(&key, &ca).await;
+    let (_up, kg, _files) = keygate_mtls(&key, &ca).await;
     let stranger = Ca::new("another CA").issue("front-proxy", ExtendedKeyUsagePurpose::ClientAuth);
 
     let refusals = [
@@ -227,4 +229,44 @@ fn check_config_loads_the_certificate_key_and_client_ca() {
     let (ok, said) = run("not-a-ca.pem");
     assert!(!ok);
     assert!(said.contains("line 8: authz.tls: not-a-ca.pem: no certificates in PEM"), "{said}");
+}
+
+/// The README's nginx lines for mTLS, on the shipped config: nginx presents its certificate
+/// to keygate instead of the shared secret, and requests flow as with the secret.
+#[tokio::test]
+async fn nginx_with_its_client_certificate_reaches_keygate_over_mtls() {
+    use keygate::demo_front as front;
+    let key = TestKey::live("k_mtls_nginx");
+    let ca = Ca::new("keygate test CA");
+    let (up, kg, files) = keygate_mtls(&key, &ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nginx_cert = ca.issue("front-proxy", ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(d.join("client.crt"), &nginx_cert.cert).unwrap();
+    std::fs::write(d.join("client.key"), &nginx_cert.key).unwrap();
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], front::free_port().unwrap()));
+    let addrs = front::Addrs { listen, check: kg.running().authz_addr.unwrap(), upstream: up.addr };
+    let cmd = front::nginx(&crate::authz_front::nginx_bin(), d, &addrs, "unused").unwrap();
+    // The check location's include holds the secret line; here it holds the TLS lines instead.
+    let site = std::fs::read_to_string(d.join("keygate-authz.conf")).unwrap();
+    let site = site.replacen("proxy_pass http://keygate_check/", "proxy_pass https://keygate_check/", 1);
+    std::fs::write(d.join("keygate-authz.conf"), site).unwrap();
+    let tls_lines = format!(
+        "proxy_ssl_certificate {d}/client.crt;\nproxy_ssl_certificate_key {d}/client.key;\n\
+         proxy_ssl_trusted_certificate {ca};\nproxy_ssl_verify on;\nproxy_ssl_name localhost;\n",
+        d = d.display(),
+        ca = files.path().join("ca.pem").display(),
+    );
+    std::fs::write(d.join("keygate-authz-secret.conf"), tls_lines).unwrap();
+    let _nginx = front::Running::start(cmd, listen, &d.join("stderr.log")).await.unwrap();
+
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{listen}{INTERACTIONS}");
+    let r = send(client.clone(), &url, http::Method::GET, &[("authorization", &key.bearer())], Bytes::new()).await;
+    r.ok();
+    assert_eq!(up.last().one("x-api-key-id"), "k_mtls_nginx");
+    let r = send(client, &url, http::Method::GET, &[], Bytes::new()).await;
+    r.assert_error(401, "UNAUTHORIZED");
+    let series = r#"keygate_requests_total{code="OK",route="/api/v1/clinics/{clinic_id}/interactions",shape="nginx_auth_request"}"#;
+    assert_eq!(kg.metric(series).await, 1.0);
 }
