@@ -1,9 +1,9 @@
 //! `keygate check-config`: everything `serve` does short of binding sockets and talking to the
 //! key store, Redis or the webhook (like `nginx -t`): the config parsed and validated, then the
-//! files it names loaded by the same functions `serve` uses (TLS pair, upstream and webhook CAs,
-//! (JWT keys and secret files are read by validation itself),
-//! the key table with its scopes held to the routes), the limiter built (which parses
-//! the Redis URL). Every problem is listed at once, with its line where the text shows it.
+//! files it names loaded by the same functions `serve` uses (TLS pairs, the check listeners'
+//! client CA, upstream and webhook CAs, the key table with its scopes held to the routes; JWT
+//! keys and secret files are read by validation itself), the limiter built (which parses the
+//! Redis URL). Every problem is listed at once, with its line where the text shows it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +42,11 @@ fn load_files(cfg: &Config) -> (Vec<String>, String) {
     if let Some(files) = &cfg.tls {
         if let Err(e) = crate::tls::TlsState::load(files) {
             fail("tls", format!("{e:#}"));
+        }
+    }
+    if let Some(t) = cfg.authz.as_ref().and_then(|a| a.tls.as_ref()) {
+        if let Err(e) = crate::tls::TlsState::load_requiring_client_cert("authz.tls", &t.files, &t.client_ca_file) {
+            fail("authz.tls", format!("{e:#}"));
         }
     }
     if let Err(e) = crate::forward::Forwarder::new(&cfg.upstream, crate::clock::Clock::system()) {

@@ -35,6 +35,10 @@ pub enum Command {
         /// Where the demo's admin API (/metrics, /healthz, /readyz) listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Show keygate inline, or as the authorizer of a real front proxy on this machine
+        /// (nginx auth_request or Caddy forward_auth, with the shipped deploy/authz config).
+        #[arg(long, value_enum, default_value = "inline")]
+        shape: crate::demo_front::DemoShape,
     },
     /// Validate a config file as `serve` would, short of binding sockets: the files it names
     /// (TLS pair, CAs, JWT keys, secrets, the key table) are loaded, and every problem is listed

@@ -1,7 +1,9 @@
 //! `keygate demo`: the whole product on one machine in one command. A built-in sample upstream
 //! echoes what it received (so the injected identity headers are visible), a key table of
 //! freshly generated demo keys is written to a temp dir, and ready-to-paste curl commands are
-//! printed. The demo keys live only in that temp dir and this terminal.
+//! printed. The demo keys live only in that temp dir and this terminal. With `--shape nginx` or
+//! `--shape caddy`, a real nginx or Caddy with the shipped deploy/authz config stands in front
+//! and asks keygate (`demo_front`), and the curl commands go through it.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+use crate::demo_front::{self, DemoShape};
 use crate::keys::generate::generate;
 use crate::keys::KeyHash;
 use crate::proxy::ConnFacts;
@@ -91,7 +94,12 @@ fn explain_bind_error(e: anyhow::Error, listen: SocketAddr, admin_listen: Socket
     ))
 }
 
-pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<ExitCode> {
+pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, shape: DemoShape) -> anyhow::Result<ExitCode> {
+    // Said before anything starts: the one thing a shape needs that keygate cannot bring.
+    let front_bin = match shape {
+        DemoShape::Inline => None,
+        _ => Some(demo_front::find(shape)?),
+    };
     let guard = DemoDir::create()?;
     let dir = guard.0.clone();
 
@@ -117,8 +125,17 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
             all.yaml, one.yaml, test.yaml, tiny.yaml
         ),
     )?;
+    let secret = authz_secret()?;
+    let authz = match shape {
+        DemoShape::Inline => String::new(),
+        _ => {
+            let secret_file = dir.join("authz-secret");
+            std::fs::write(&secret_file, &secret)?;
+            format!("authz:\n  listen: 127.0.0.1:0\n  shared_secret_file: {}\n", secret_file.display())
+        }
+    };
     let config_text = format!(
-        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nrate_limits:\n  tiers:\n    default: {{rate: 100/s, burst: 200}}\n    demo_tiny: {{rate: 1/m, burst: 3}}\n  per_ip: {{rate: 10/s, burst: 50}}\njwt:\n  issuer: keygate-demo\n  audience: clinic-api\n  keys:\n    - {{kid: demo-1, algorithm: EdDSA, private_key_file: {}}}\n  issue: {{max_ttl: 15m}}\nlog:\n  format: text\n",
+        "environment: live\nlisten: \"{listen}\"\nadmin_listen: \"{admin_listen}\"\nupstream:\n  url: http://{upstream_addr}\nkeys:\n  file: {}\npublic_routes:\n  - path: /health\nrate_limits:\n  tiers:\n    default: {{rate: 100/s, burst: 200}}\n    demo_tiny: {{rate: 1/m, burst: 3}}\n  per_ip: {{rate: 10/s, burst: 50}}\njwt:\n  issuer: keygate-demo\n  audience: clinic-api\n  keys:\n    - {{kid: demo-1, algorithm: EdDSA, private_key_file: {}}}\n  issue: {{max_ttl: 15m}}\n{authz}log:\n  format: text\n",
         keys_path.display(),
         jwt_key.display()
     );
@@ -135,14 +152,47 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     };
     tokio::spawn(server::serve(upstream_listener, Arc::new(EchoUpstream), upstream_opts, std::future::pending::<()>()));
     let running = crate::app::start(config).await.map_err(|e| explain_bind_error(e, listen, admin_listen))?;
+    let front = match (front_bin, running.authz_addr) {
+        (Some(bin), Some(check)) => Some(start_front(shape, &bin, &dir, check, upstream_addr, &secret).await?),
+        _ => None,
+    };
     let keys = DemoSecrets { all: &all.secret, one: &one.secret, test: &test.secret, tiny: &tiny.secret };
     // Before the banner says "Ctrl-C stops it": a signal from then on drains and cleans up.
     let signals = crate::signals::Signals::install()?;
-    print_banner(&running, upstream_addr, &config_path, &keys_path, &keys);
+    let paths = (config_path.as_path(), keys_path.as_path());
+    print_banner(&running, upstream_addr, paths, &keys, front.as_ref().map(|f| (shape, f.addr)));
     signals.run_until_terminated(&running).await;
+    drop(front);
     running.stopped().await;
     drop(guard);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The secret the demo's front proxy presents to keygate's check listener.
+fn authz_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the demo's secret: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// nginx or Caddy with the shipped config, on a free port, asking keygate at `check`.
+async fn start_front(
+    shape: DemoShape,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    check: SocketAddr,
+    upstream: SocketAddr,
+    secret: &str,
+) -> anyhow::Result<demo_front::Running> {
+    let front_dir = dir.join("front");
+    std::fs::create_dir_all(&front_dir)?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], demo_front::free_port()?));
+    let addrs = demo_front::Addrs { listen, check, upstream };
+    let cmd = match shape {
+        DemoShape::Caddy => demo_front::caddy(bin, &front_dir, &addrs, secret)?,
+        _ => demo_front::nginx(bin, &front_dir, &addrs, secret)?,
+    };
+    demo_front::Running::start(cmd, listen, &front_dir.join("stderr.log")).await
 }
 
 /// The demo keys' secrets, for the banner (this terminal is the only place they are shown).
@@ -153,20 +203,45 @@ struct DemoSecrets<'a> {
     tiny: &'a str,
 }
 
-/// Where everything is, the demo keys, and curl commands to paste.
+/// Where everything is, the demo keys, and curl commands to paste: to keygate, or through the
+/// front proxy when there is one (`front`: its shape and address).
 fn print_banner(
     running: &crate::app::Running,
     upstream_addr: SocketAddr,
-    config_path: &std::path::Path,
-    keys_path: &std::path::Path,
+    (config_path, keys_path): (&std::path::Path, &std::path::Path),
     k: &DemoSecrets<'_>,
+    front: Option<(DemoShape, SocketAddr)>,
 ) {
-    let base = format!("http://{}", running.proxy_addr);
+    let kg = format!("http://{}", running.proxy_addr);
     let admin = format!("http://{}", running.admin_addr);
+    let (base, where_) = match (front, running.authz_addr) {
+        (Some((shape, addr)), Some(check)) => {
+            let (name, path) = match shape {
+                DemoShape::Caddy => ("Caddy forward_auth", "/check/forward-auth"),
+                _ => ("nginx auth_request", "/check/nginx"),
+            };
+            let front = format!("http://{addr}");
+            let line = format!(
+                "  front     {front}  ({name}, the shipped deploy/authz config)  ->  sample upstream\n  \
+                 check     http://{check}{path}  (keygate, asked by the front proxy for every request)\n  \
+                 keygate   {kg}  (inline too: tokens and JWKS below are keygate's own)"
+            );
+            (front, line)
+        }
+        _ => (
+            kg.clone(),
+            format!("  proxy     {kg}  ->  sample upstream http://{upstream_addr} (echoes what it receives)"),
+        ),
+    };
+    // forward_auth forwards on any 2xx, so behind Caddy the empty result cannot be a 200.
+    let empty = match front {
+        Some((DemoShape::Caddy, _)) => "403 with the empty result body and X-Keygate-Status: 200",
+        _ => "200 with empty results",
+    };
     println!(
         r#"
 keygate demo is running
-  proxy     {base}  ->  sample upstream http://{upstream_addr} (echoes what it receives)
+{where_}
   admin     {admin}/metrics  /healthz  /readyz
   config    {config}
   key table {keys} (SHA-256 hashes only)
@@ -184,18 +259,18 @@ Try (each prints the status code last):
   curl -s -w '\nHTTP %{{http_code}}\n' {base}/api/v1/clinics/clinic_001/interactions
   # 403 INSUFFICIENT_SCOPE: this key has interactions:read only
   curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_001/metrics
-  # 200 with empty results: clinic_002 is outside this key's clinics; the upstream is never asked
+  # {empty}: clinic_002 is outside this key's clinics; the upstream is never asked
   curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {one}" {base}/api/v1/clinics/clinic_002/interactions
   # 401 API_KEY_ENVIRONMENT_MISMATCH: a test key on a live proxy
   curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer {test}" {base}/api/v1/clinics
   # 200, 200, 200, then 429 RATE_LIMIT_EXCEEDED with Retry-After (RateLimit headers on each)
   for i in 1 2 3 4; do curl -s -i -H "Authorization: Bearer {tiny}" {base}/api/v1/clinics | grep -iE '^(HTTP|ratelimit|retry-after)'; done
   # A 5-minute token for clinic_001 only, traded for the key; then use it like the key
-  TOKEN=$(curl -s -X POST -H "Authorization: Bearer {all}" -d '{{"clinics":["clinic_001"],"ttl_seconds":300}}' {base}/auth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  TOKEN=$(curl -s -X POST -H "Authorization: Bearer {all}" -d '{{"clinics":["clinic_001"],"ttl_seconds":300}}' {kg}/auth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   curl -s -w '\nHTTP %{{http_code}}\n' -H "Authorization: Bearer $TOKEN" {base}/api/v1/clinics/clinic_001/interactions
   # The token's public keys
-  curl -s -w '\nHTTP %{{http_code}}\n' {base}/.well-known/jwks.json
-  # Prometheus metrics: decisions, rate limits, anomalies (the test key above was one)
+  curl -s -w '\nHTTP %{{http_code}}\n' {kg}/.well-known/jwks.json
+  # Prometheus metrics: decisions (by shape: inline or the front proxy's), rate limits, anomalies
   curl -s {admin}/metrics | grep -E 'keygate_(requests|rate_limit_decisions|anomalies)_total'
 
 Ctrl-C stops it.

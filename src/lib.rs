@@ -18,6 +18,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod demo_front;
 pub mod error;
 pub mod forward;
 pub mod framing;

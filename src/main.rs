@@ -138,9 +138,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _flush_logs_on_exit = init_tracing(cfg.log.format, &cfg.log.level);
             runtime()?.block_on(serve(cfg))
         }
-        Command::Demo { listen, admin_listen } => {
+        Command::Demo { listen, admin_listen, shape } => {
             let _flush_logs_on_exit = init_tracing(LogFormat::Text, "info");
-            runtime()?.block_on(keygate::demo::run(listen, admin_listen))
+            runtime()?.block_on(keygate::demo::run(listen, admin_listen, shape))
         }
     }
 }

@@ -56,6 +56,7 @@ pub struct Running {
     pub authz_grpc_addr: Option<SocketAddr>,
     reload: Arc<Notify>,
     tls: Option<Arc<TlsState>>,
+    authz_tls: Option<Arc<TlsState>>,
     tokens: Option<Arc<Tokens>>,
     stop: watch::Sender<bool>,
     done: JoinHandle<usize>,
@@ -71,10 +72,13 @@ impl Running {
                 Err(e) => tracing::error!(error = %e, "jwt key reload failed; keeping the previous keys"),
             }
         }
-        if let Some(tls) = &self.tls {
-            match tls.reload() {
-                Ok(()) => tracing::info!("tls certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "tls reload failed; keeping the previous certificate"),
+        for (tls, setting) in [(&self.tls, "tls"), (&self.authz_tls, "authz.tls")] {
+            match tls.as_ref().map(|t| t.reload()) {
+                None => {}
+                Some(Ok(())) => tracing::info!(setting, "tls certificate reloaded"),
+                Some(Err(e)) => {
+                    tracing::error!(setting, error = %e, "tls reload failed; keeping the previous certificate")
+                }
             }
         }
     }
@@ -158,6 +162,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         None => None,
     };
     let (authz_addr, authz_grpc_addr) = (authz.as_ref().map(|a| a.http_addr), authz.as_ref().and_then(|a| a.grpc_addr));
+    let authz_tls = authz.as_ref().and_then(|a| a.tls.clone());
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
     let serving = Serving { proxy: Arc::clone(&proxy), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
@@ -174,6 +179,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         authz_grpc_addr,
         reload,
         tls,
+        authz_tls,
         tokens,
         stop,
         done,

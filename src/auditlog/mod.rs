@@ -85,6 +85,8 @@ pub struct Decision<'a> {
     pub status: u16,
     pub code: &'a str,
     pub auth: &'a str,
+    /// Which deployment shape answered: `inline`, or the front proxy's check protocol.
+    pub shape: &'a str,
     pub duration_ms: f64,
     pub upstream_ms: Option<f64>,
 }
@@ -126,6 +128,8 @@ pub fn decision(d: &Decision<'_>) {
         escape_into(buf, d.code);
         buf.push_str("\",\"auth\":\"");
         escape_into(buf, d.auth);
+        buf.push_str("\",\"shape\":\"");
+        escape_into(buf, d.shape);
         buf.push('"');
         let mut f = Fields(buf);
         f.float("duration_ms", d.duration_ms);
@@ -149,6 +153,7 @@ fn via_tracing(d: &Decision<'_>) {
         status = d.status,
         code = d.code,
         auth = d.auth,
+        shape = d.shape,
         duration_ms = d.duration_ms,
         upstream_ms = d.upstream_ms,
         "decision"

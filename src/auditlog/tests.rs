@@ -114,6 +114,7 @@ fn the_direct_decision_line_is_the_tracing_line() {
         status: 200,
         code: "OK",
         auth: "key",
+        shape: "envoy_grpc",
         duration_ms: 1.5,
         upstream_ms,
     };
@@ -135,5 +136,6 @@ fn the_direct_decision_line_is_the_tracing_line() {
     assert!(lines_with(&layered, "rid-direct").is_empty(), "the direct path bypasses tracing");
     let two: serde_json::Value = serde_json::from_str(&lines_with(&direct, "rid-direct-2")[0]).unwrap();
     assert_eq!(two["key_id"], "key_\"x\"");
+    assert_eq!(two["shape"], "envoy_grpc");
     assert!(two.get("upstream_ms").is_none(), "no upstream, no field");
 }

@@ -4,6 +4,7 @@
 //! `forward_auth` and ingress-nginx `auth-url`. Served by keygate's own listener (limits, drain).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,10 +31,10 @@ pub struct HttpCheck {
 impl Handler for HttpCheck {
     type Body = Full<Bytes>;
 
-    fn call(&self, req: Request<Incoming>, _conn: Arc<ConnFacts>) -> impl Future<Output = Response<Self::Body>> + Send {
+    fn call(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> impl Future<Output = Response<Self::Body>> + Send {
         // The body (there is none from a well-configured front proxy) is never read.
         let (parts, _body) = req.into_parts();
-        self.answer(parts.method, parts.uri, parts.headers)
+        self.answer(parts.method, parts.uri, parts.headers, conn.peer.ip())
     }
 }
 
@@ -48,22 +49,28 @@ pub fn shape_of(path: &str) -> Option<Shape> {
 }
 
 impl HttpCheck {
-    async fn answer(&self, method: Method, uri: Uri, mut headers: HeaderMap) -> Response<Full<Bytes>> {
+    async fn answer(&self, method: Method, uri: Uri, mut headers: HeaderMap, peer: IpAddr) -> Response<Full<Bytes>> {
+        let refuse = |e: ApiError, shape: Option<Shape>, headers: &HeaderMap| {
+            let resp = self.proxy.refuse_check(&e, shape, &method, headers, peer);
+            // A path no shape has is answered as plain HTTP, the forward-auth way.
+            outcome::http_answer(CheckOutcome::Deny(resp), shape.unwrap_or(Shape::ForwardAuth)).map(Full::new)
+        };
         let Some(shape) = shape_of(uri.path()) else {
-            return self.refuse(ApiError::RouteNotFound, Shape::ForwardAuth, &headers);
+            tracing::warn!(path = uri.path(), "check refused: no shape answers at this path");
+            return refuse(ApiError::RouteNotFound, None, &headers);
         };
         if let Some(secret) = &self.settings.secret {
             let presented = headers.get(&secret.header).map(|v| v.as_bytes()).unwrap_or_default();
             if !secret.matches(presented) {
                 tracing::warn!(shape = shape.as_str(), "check refused: the shared secret was missing or wrong");
-                return self.refuse(ApiError::CheckCallerRefused, shape, &headers);
+                return refuse(ApiError::CheckCallerRefused, Some(shape), &headers);
             }
         }
         request::strip_secret(&mut headers, self.settings.secret.as_ref().map(|s| &s.header));
         let read = match shape {
             Shape::NginxAuthRequest => request::nginx(&mut headers),
             Shape::ForwardAuth => request::forward_auth(&mut headers),
-            _ => request::envoy_http(&uri, ENVOY_PREFIX).map(|u| (method, u)),
+            _ => request::envoy_http(&uri, ENVOY_PREFIX).map(|u| (method.clone(), u)),
         };
         let rule = match shape {
             Shape::NginxAuthRequest => &self.settings.client_ip.nginx,
@@ -75,7 +82,7 @@ impl HttpCheck {
             (Ok((m, u)), Ok(ip)) => (m, u, ip),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(shape = shape.as_str(), reason = %e.0, "check refused: the front proxy's report is unreadable");
-                return self.refuse(e.into(), shape, &headers);
+                return refuse(e.into(), Some(shape), &headers);
             }
         };
         if let ClientIpSource::Header { name, .. } = rule {
@@ -84,17 +91,6 @@ impl HttpCheck {
         }
         let outcome = self.proxy.check(CheckRequest { method, uri, headers, client_ip, shape }).await;
         outcome::http_answer(outcome, shape).map(Full::new)
-    }
-
-    /// A check the engine never saw (not a front proxy of ours, or a report it cannot read):
-    /// the standard body, said the shape's way.
-    fn refuse(&self, e: ApiError, shape: Shape, headers: &HeaderMap) -> Response<Full<Bytes>> {
-        let max = self.proxy.config.limits.request_id_max_length;
-        let rid = crate::request_id::accept_or_generate(headers, max, time::OffsetDateTime::now_utc());
-        let mut resp =
-            e.to_response(rid.to_str().unwrap_or(""), &crate::error::timestamp(time::OffsetDateTime::now_utc()));
-        resp.headers_mut().insert(crate::request_id::HEADER.clone(), rid);
-        outcome::http_answer(CheckOutcome::Deny(resp), shape).map(Full::new)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod check_api;
 pub mod envoy_grpc;
+mod grpc_tls;
 pub mod http_check;
 pub mod outcome;
 pub mod request;
@@ -21,11 +22,14 @@ use tokio::task::JoinHandle;
 use crate::config::{Authz, Limits};
 use crate::proxy::Proxy;
 use crate::server::{self, ServeOptions};
+use crate::tls::TlsState;
 
 /// The check listeners, bound and serving.
 pub struct Listening {
     pub http_addr: SocketAddr,
     pub grpc_addr: Option<SocketAddr>,
+    /// The listeners' certificate, key and client CA (`authz.tls`), for a reload.
+    pub tls: Option<Arc<TlsState>>,
     /// Ends when both listeners have drained.
     pub done: JoinHandle<()>,
 }
@@ -48,7 +52,12 @@ where
         None => None,
     };
     let grpc_addr = grpc.as_ref().map(TcpListener::local_addr).transpose()?;
-    let opts = ServeOptions { limits: limits.clone(), drain_timeout: drain, tls: None, metrics: None, name: "authz" };
+    let tls = match &settings.tls {
+        Some(t) => Some(Arc::new(TlsState::load_requiring_client_cert("authz.tls", &t.files, &t.client_ca_file)?)),
+        None => None,
+    };
+    let opts =
+        ServeOptions { limits: limits.clone(), drain_timeout: drain, tls: tls.clone(), metrics: None, name: "authz" };
     let handler = Arc::new(http_check::HttpCheck { proxy: Arc::clone(&proxy), settings: settings.clone() });
     let http_task = tokio::spawn(server::serve(http, handler, opts, shutdown()));
     let grpc_task = grpc.map(|listener| {
@@ -57,14 +66,16 @@ where
             secret: settings.secret.clone(),
             client_ip: settings.client_ip.envoy_grpc.clone(),
         };
-        tokio::spawn(envoy_grpc::serve(listener, svc, shutdown(), drain))
+        let tls = tls.clone().map(|t| (t, limits.header_read_timeout));
+        tokio::spawn(envoy_grpc::serve(listener, svc, tls, shutdown(), drain))
     });
-    tracing::info!(%http_addr, ?grpc_addr, secret = settings.secret.is_some(), "external authorization listening");
+    let (secret, mtls) = (settings.secret.is_some(), tls.is_some());
+    tracing::info!(%http_addr, ?grpc_addr, secret, mtls, "external authorization listening");
     let done = tokio::spawn(async move {
         let _ = http_task.await;
         if let Some(t) = grpc_task {
             let _ = t.await;
         }
     });
-    Ok(Listening { http_addr, grpc_addr, done })
+    Ok(Listening { http_addr, grpc_addr, tls, done })
 }

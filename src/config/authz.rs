@@ -1,14 +1,16 @@
 //! The `authz` section: keygate as the external authorizer of a front proxy (Envoy/Istio
 //! ext_authz, nginx `auth_request`, Traefik/Caddy forward auth). Where each shape's client
-//! address comes from is explicit here, and a check listener off loopback needs a shared secret:
-//! the check endpoints answer "may this pass?", so they must never be the open internet's.
+//! address comes from is explicit here, and a check listener off loopback needs a shared secret
+//! or mTLS: the check endpoints answer "may this pass?", so they must never be the open
+//! internet's.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use http::HeaderName;
 use serde::Deserialize;
 
-use super::Check;
+use super::{Check, TlsFiles};
 
 /// The YAML as written (the serde mirror of this section).
 #[derive(Debug, Deserialize)]
@@ -18,8 +20,19 @@ pub struct RawAuthz {
     pub grpc_listen: Option<String>,
     pub shared_secret_file: Option<String>,
     pub shared_secret_header: Option<String>,
+    pub tls: Option<RawAuthzTls>,
     #[serde(default)]
     pub client_ip: RawClientIps,
+}
+
+/// mTLS from the front proxy: all three files, since TLS without a client certificate would
+/// not say who is asking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthzTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,7 +58,17 @@ pub struct Authz {
     /// The Envoy ext_authz gRPC service, when wanted.
     pub grpc_listen: Option<SocketAddr>,
     pub secret: Option<CheckSecret>,
+    /// Both check listeners speak TLS and require the front proxy's client certificate.
+    pub tls: Option<AuthzTls>,
     pub client_ip: ClientIpRules,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthzTls {
+    /// keygate's own certificate and key on the check listeners.
+    pub files: TlsFiles,
+    /// The CA (PEM) the front proxy's client certificate must chain to.
+    pub client_ca_file: PathBuf,
 }
 
 /// Where one shape's client address is read.
@@ -116,11 +139,15 @@ pub(super) fn authz(c: &mut Check, raw: Option<&RawAuthz>, taken: &[(&str, Socke
         }
     }
     let secret = secret(c, raw);
-    if secret.is_none() {
+    let tls = raw.tls.as_ref().map(|t| AuthzTls {
+        files: TlsFiles { cert_file: (&t.cert_file).into(), key_file: (&t.key_file).into() },
+        client_ca_file: (&t.client_ca_file).into(),
+    });
+    if secret.is_none() && tls.is_none() {
         for (field, addr) in &mine {
             if !addr.ip().is_loopback() {
                 c.0.push(format!(
-                    "{field}: {addr} is reachable off this host; set authz.shared_secret_file so only the front proxy may ask"
+                    "{field}: {addr} is reachable off this host; set authz.shared_secret_file or authz.tls (mTLS) so only the front proxy may ask"
                 ));
             }
         }
@@ -132,7 +159,7 @@ pub(super) fn authz(c: &mut Check, raw: Option<&RawAuthz>, taken: &[(&str, Socke
         nginx: client_ip(c, "nginx", r.nginx.as_ref(), xff()),
         forward_auth: client_ip(c, "forward_auth", r.forward_auth.as_ref(), xff()),
     };
-    Some(Authz { listen, grpc_listen, secret, client_ip })
+    Some(Authz { listen, grpc_listen, secret, tls, client_ip })
 }
 
 fn secret(c: &mut Check, raw: &RawAuthz) -> Option<CheckSecret> {
@@ -222,6 +249,18 @@ mod tests {
         assert!(s.matches(b"0123456789abcdef-secret"));
         assert!(!s.matches(b"0123456789abcdef-secreT") && !s.matches(b""));
         assert!(!format!("{s:?}").contains("0123456789"), "{s:?}");
+    }
+
+    #[test]
+    fn mtls_alone_may_guard_an_open_listener_and_needs_all_three_files() {
+        let tls = "  tls: {cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem}\n";
+        let a = parse(&format!("{MINIMAL}authz:\n  listen: 0.0.0.0:9191\n{tls}"), "c.yaml").unwrap().authz.unwrap();
+        let t = a.tls.unwrap();
+        assert!(a.secret.is_none());
+        assert_eq!(t.files.cert_file, std::path::Path::new("c.pem"));
+        assert_eq!(t.client_ca_file, std::path::Path::new("ca.pem"));
+        let msg = problems("authz:\n  tls: {cert_file: c.pem, key_file: k.pem}\n");
+        assert!(msg.contains("missing field `client_ca_file`"), "{msg}");
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub(super) struct RequestMetrics {
 struct RouteSeries {
     duration: Histogram,
     upstream: Histogram,
-    /// By response code: a handful per route, so a scan beats a map.
-    requests: std::sync::RwLock<Vec<(&'static str, IntCounter)>>,
+    /// By decision code and shape: a handful per route, so a scan beats a map.
+    requests: std::sync::RwLock<Vec<(&'static str, &'static str, IntCounter)>>,
 }
 
 fn latency(registry: &Registry, name: &str, help: &str) -> HistogramVec {
@@ -54,9 +54,10 @@ impl RequestMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "keygate_requests_total",
-                        "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code) and route pattern.",
+                        "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code), route pattern and \
+                         shape (inline, or the front proxy's protocol for an external-authorization check).",
                     ),
-                    &["code", "route"],
+                    &["code", "route", "shape"],
                 )
                 .unwrap(),
             ),
@@ -104,17 +105,19 @@ impl RequestMetrics {
 }
 
 impl Metrics {
-    pub fn request(&self, code: &'static str, route: &str, seconds: f64) {
+    /// One decision. `shape`: which deployment shape answered (`inline` or a check protocol),
+    /// one of a fixed few.
+    pub fn request(&self, code: &'static str, route: &str, shape: &'static str, seconds: f64) {
         let r = self.requests.route(route);
         r.duration.observe(seconds);
         let counted = {
             let codes = r.requests.read().unwrap_or_else(|e| e.into_inner());
-            codes.iter().find(|(c, _)| *c == code).map(|(_, n)| n.inc()).is_some()
+            codes.iter().find(|(c, s, _)| *c == code && *s == shape).map(|(_, _, n)| n.inc()).is_some()
         };
         if !counted {
-            let n = self.requests.requests.with_label_values(&[code, route]);
+            let n = self.requests.requests.with_label_values(&[code, route, shape]);
             n.inc();
-            r.requests.write().unwrap_or_else(|e| e.into_inner()).push((code, n));
+            r.requests.write().unwrap_or_else(|e| e.into_inner()).push((code, shape, n));
         }
     }
 

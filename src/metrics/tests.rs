@@ -44,7 +44,7 @@ const EXPECTED: [&str; 31] = [
 
 /// Calls every named method once, so families without pre-registered labels have a child.
 fn exercise(m: &Metrics) {
-    m.request("OK", "/v1/things", 0.01);
+    m.request("OK", "/v1/things", "inline", 0.01);
     m.upstream_answered("/v1/things", 0.005);
     m.upstream_error("timeout");
     m.connection_opened();

@@ -37,6 +37,9 @@ pub enum Shape {
     ForwardAuth,
 }
 
+/// The `shape` label and audit field of a check to a path no shape has.
+pub const NO_SHAPE: &str = "none";
+
 impl Shape {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +72,7 @@ impl Proxy {
         let _in_flight = self.metrics.in_flight();
         let client = (req.client_ip, IpText::new(req.client_ip));
         let mut trail = Trail::start(self, &req.headers, &req.method, client);
+        trail.shape = req.shape.as_str();
         let checked = match self.decide(&mut req, &mut trail).await {
             Ok(c) => c,
             Err(e) => Checked::Answer(finish::refusal(&e, &mut trail)),
@@ -87,6 +91,26 @@ impl Proxy {
                 CheckOutcome::Deny(resp)
             }
         }
+    }
+
+    /// A check refused before the engine saw it: not from our front proxy (the shared secret),
+    /// a path no shape has, or a report that cannot be read. Counted and audited like any
+    /// decision, under the shape that asked; the client is the front proxy (`peer`), since the
+    /// client's own address was not read. The caller says it in the shape's protocol.
+    pub fn refuse_check(
+        &self,
+        e: &ApiError,
+        shape: Option<Shape>,
+        method: &Method,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Response<Bytes> {
+        let mut trail = Trail::start(self, headers, method, (peer, IpText::new(peer)));
+        trail.shape = shape.map_or(NO_SHAPE, Shape::as_str);
+        let mut resp = finish::refusal(e, &mut trail);
+        finish::answer_headers(self, &trail, resp.headers_mut());
+        finish::record(self, &trail, resp.status());
+        resp
     }
 
     async fn decide<'s>(&'s self, req: &mut CheckRequest, trail: &mut Trail<'s>) -> Result<Checked, ApiError> {

@@ -12,6 +12,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::{Either, Full};
 use time::OffsetDateTime;
 
+use super::check::Shape;
 use super::limit::Applied;
 use super::{Body, Proxy};
 use crate::anomaly::Now;
@@ -42,6 +43,9 @@ pub(super) struct Trail<'a> {
     pub outcome: &'static str,
     /// How the request authenticated: "key", "token" (a JWT standing for its parent key), or "".
     pub auth: &'static str,
+    /// Which deployment shape answered (`Shape::as_str`, or `NO_SHAPE`): inline until a check
+    /// says otherwise.
+    pub shape: &'static str,
 }
 
 impl<'a> Trail<'a> {
@@ -66,6 +70,7 @@ impl<'a> Trail<'a> {
             upstream_seconds: None,
             outcome: "OK",
             auth: "",
+            shape: Shape::Inline.as_str(),
         }
     }
 
@@ -102,7 +107,7 @@ pub(super) fn answer_headers(p: &Proxy, trail: &Trail<'_>, h: &mut HeaderMap) {
 /// Metrics, usage and the audit line for one finished request.
 pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
     let elapsed = t.started.elapsed().as_secs_f64();
-    p.metrics.request(t.outcome, t.route, elapsed);
+    p.metrics.request(t.outcome, t.route, t.shape, elapsed);
     if let Some(id) = &t.key_id {
         let now_ms = i64::try_from(t.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         p.usage.record(id, status.as_u16(), now_ms);
@@ -116,6 +121,7 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         status: status.as_u16(),
         code: t.outcome,
         auth: t.auth,
+        shape: t.shape,
         duration_ms: elapsed * 1000.0,
         upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
     });

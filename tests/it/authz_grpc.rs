@@ -234,20 +234,48 @@ async fn hygiene_applies_to_the_reported_path() {
 #[tokio::test]
 async fn a_caller_without_the_secret_gets_a_grpc_error_not_an_answer() {
     let key = TestKey::live("k1");
-    let (_kg, mut client) = keygate(&[&key], "").await;
+    let (kg, mut client) = keygate(&[&key], "").await;
     let bearer = key.bearer();
     let mut req = envoy_check("GET", INTERACTIONS, &[("authorization", &bearer)], "203.0.113.7");
     req.metadata_mut().insert("x-keygate-authz-secret", "wrong-secret-0123456789".parse().unwrap());
+    req.metadata_mut().insert("x-request-id", "grpc-wrong-secret".parse().unwrap());
     let e = client.check(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert!(logs().contains("check refused: the shared secret was missing or wrong"));
     assert!(!logs().contains(SECRET), "the secret is never logged");
+    // Counted and audited like any refusal, though Envoy gets an error and not the body.
+    let series = r#"keygate_requests_total{code="CHECK_CALLER_REFUSED",route="none",shape="envoy_grpc"}"#;
+    assert_eq!(kg.metric(series).await, 1.0);
+    let v: serde_json::Value = serde_json::from_str(&audit_line("grpc-wrong-secret")).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["code"].as_str(), v["shape"].as_str()),
+        (Some(403), Some("CHECK_CALLER_REFUSED"), Some("envoy_grpc"))
+    );
+    assert_eq!(v["client_ip"], "127.0.0.1", "the caller's address: the source it reported is not read");
+}
+
+#[tokio::test]
+async fn an_unreadable_report_is_a_grpc_error_counted_and_audited() {
+    let key = TestKey::live("k1");
+    let (kg, mut client) = keygate(&[&key], "").await;
+    let mut req = envoy_check("GET", "http://elsewhere/x", &[], "203.0.113.7");
+    req.metadata_mut().insert("x-request-id", "grpc-unreadable".parse().unwrap());
+    let e = client.check(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("not a path"), "{}", e.message());
+    let series = r#"keygate_requests_total{code="INVALID_REQUEST",route="none",shape="envoy_grpc"}"#;
+    assert_eq!(kg.metric(series).await, 1.0);
+    let v: serde_json::Value = serde_json::from_str(&audit_line("grpc-unreadable")).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["code"].as_str(), v["shape"].as_str()),
+        (Some(400), Some("INVALID_REQUEST"), Some("envoy_grpc"))
+    );
 }
 
 #[tokio::test]
 async fn the_audit_line_of_a_check_is_the_inline_one() {
     let key = TestKey::live("k_audit_grpc");
-    let (_kg, mut client) = keygate(&[&key], "").await;
+    let (kg, mut client) = keygate(&[&key], "").await;
     let bearer = key.bearer();
     let mut req = envoy_check("GET", INTERACTIONS, &[("authorization", &bearer)], "203.0.113.77");
     req.get_mut()
@@ -263,13 +291,12 @@ async fn the_audit_line_of_a_check_is_the_inline_one() {
         .headers
         .insert("x-request-id".into(), "grpc-audit-rid".into());
     ok(client.check(req).await.unwrap().into_inner());
-    let line = logs()
-        .lines()
-        .find(|l| l.contains("\"grpc-audit-rid\"") && l.contains("keygate::audit"))
-        .unwrap_or_else(|| panic!("no audit line"))
-        .to_string();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&audit_line("grpc-audit-rid")).unwrap();
     assert_eq!(v["key_id"], "k_audit_grpc");
     assert_eq!(v["client_ip"], "203.0.113.77");
     assert_eq!(v["status"], 200);
+    assert_eq!(v["shape"], "envoy_grpc");
+    let series =
+        r#"keygate_requests_total{code="OK",route="/api/v1/clinics/{clinic_id}/interactions",shape="envoy_grpc"}"#;
+    assert_eq!(kg.metric(series).await, 1.0);
 }

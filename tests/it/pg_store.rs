@@ -431,9 +431,12 @@ async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers()
     assert_eq!(status(&kg, &key).await, 503);
     let r = kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {key}"))]).await;
     r.assert_error(503, "KEY_STORE_UNAVAILABLE");
-    let series = r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="/api/v1/clinics"}"#;
+    let series = r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="/api/v1/clinics",shape="inline"}"#;
     assert!(kg.metric(series).await >= 2.0, "counted under the route it was for");
-    assert_eq!(kg.metric(r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="none"}"#).await, 0.0);
+    assert_eq!(
+        kg.metric(r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="none",shape="inline"}"#).await,
+        0.0
+    );
     let rz = kg.admin_get("/readyz").await;
     assert_eq!((rz.status.as_u16(), rz.text().as_str()), (503, "key store stale\n"));
     // The gauge is refreshed twice a second.

@@ -78,6 +78,20 @@ pub fn logs() -> String {
     String::from_utf8_lossy(&log_buf().0.lock().unwrap()).into_owned()
 }
 
+/// The decision line keygate wrote for the request with this id (anomaly events share its
+/// target and request id).
+pub fn audit_line(request_id: &str) -> String {
+    logs()
+        .lines()
+        .find(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["target"] == "keygate::audit" && v["request_id"] == request_id && v["message"] == "decision"
+            })
+        })
+        .unwrap_or_else(|| panic!("no audit line for request {request_id}"))
+        .to_string()
+}
+
 // ---------- upstream ----------
 
 #[derive(Debug, Clone)]

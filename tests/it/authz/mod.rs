@@ -47,17 +47,3 @@ fn case_flipped(secret: &str) -> String {
 fn rid(r: &Resp) -> String {
     r.headers["x-request-id"].to_str().unwrap().to_string()
 }
-
-/// The audit line keygate wrote for the request with this id.
-/// The decision line of a request (anomaly events share its target and request id).
-fn audit_line(request_id: &str) -> String {
-    logs()
-        .lines()
-        .find(|l| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
-                v["target"] == "keygate::audit" && v["request_id"] == request_id && v["message"] == "decision"
-            })
-        })
-        .unwrap_or_else(|| panic!("no audit line for request {request_id}"))
-        .to_string()
-}
