@@ -139,8 +139,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     // Before the banner says "Ctrl-C stops it": a signal from then on drains and cleans up.
     let signals = crate::signals::Signals::install()?;
     print_banner(&running, upstream_addr, &config_path, &keys_path, &keys);
-    signals.run_until_terminated(&running).await;
-    running.stopped().await;
+    signals.run(running).await;
     drop(guard);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! reach" and "too slow".
 
 mod pool;
+mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tower_service::Service as _;
 
 use pool::Pool;
 pub use pool::PooledBody;
+pub use probe::ProbeAnswer;
 
 use crate::config::Upstream;
 

@@ -19,7 +19,10 @@ pub(super) struct RequestMetrics {
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
     connections: IntGauge,
+    refused: IntCounterVec,
     in_flight: IntGauge,
+    /// Registered on the first readiness check: absent when no check is configured.
+    upstream_ready: std::sync::OnceLock<IntGauge>,
     /// Route labels come from the config (a fixed set): the fast hasher is safe.
     routes: DashMap<Box<str>, Arc<RouteSeries>, rustc_hash::FxBuildHasher>,
 }
@@ -81,10 +84,18 @@ impl RequestMetrics {
                 registry,
                 IntGauge::new("keygate_open_connections", "Client connections currently open.").unwrap(),
             ),
+            refused: counters(
+                registry,
+                "keygate_connections_refused_total",
+                "Client connections closed on arrival, by reason (per_ip: the address had max_connections_per_ip open).",
+                "reason",
+                &["per_ip"],
+            ),
             in_flight: register(
                 registry,
                 IntGauge::new("keygate_requests_in_flight", "Requests currently being handled.").unwrap(),
             ),
+            upstream_ready: std::sync::OnceLock::new(),
             routes: DashMap::default(),
         }
     }
@@ -126,12 +137,26 @@ impl Metrics {
         self.requests.upstream_errors.with_label_values(&[kind]).inc();
     }
 
+    /// The last result of the upstream readiness check (`upstream.readiness`).
+    pub fn upstream_ready(&self, ready: bool) {
+        let help = "1 while the upstream readiness check passes (only with upstream.readiness).";
+        let gauge = self
+            .requests
+            .upstream_ready
+            .get_or_init(|| register(&self.registry, IntGauge::new("keygate_upstream_ready", help).unwrap()));
+        gauge.set(i64::from(ready));
+    }
+
     pub fn connection_opened(&self) {
         self.requests.connections.inc();
     }
 
     pub fn connection_closed(&self) {
         self.requests.connections.dec();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.requests.refused.with_label_values(&[reason]).inc();
     }
 
     pub fn in_flight(&self) -> InFlight<'_> {

@@ -8,11 +8,12 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 30] = [
+const EXPECTED: [&str; 32] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
     "keygate_build_info",
+    "keygate_connections_refused_total",
     "keygate_ip_rate_limit_decisions_total",
     "keygate_key_store_cache_entries",
     "keygate_key_store_cache_invalidations_total",
@@ -39,6 +40,7 @@ const EXPECTED: [&str; 30] = [
     "keygate_requests_total",
     "keygate_upstream_duration_seconds",
     "keygate_upstream_errors_total",
+    "keygate_upstream_ready",
 ];
 
 /// Calls every named method once, so families without pre-registered labels have a child.
@@ -47,6 +49,8 @@ fn exercise(m: &Metrics) {
     m.upstream_answered("/v1/things", 0.005);
     m.upstream_error("timeout");
     m.connection_opened();
+    m.connection_refused("per_ip");
+    m.upstream_ready(true);
     drop(m.in_flight());
     m.rate_limit(&Arc::from("key-1"), "standard", LimitOutcome::NearLimit);
     m.ip_rate_limit(true);
