@@ -75,7 +75,10 @@ impl Running {
         }
         if let Some(tls) = &self.tls {
             match tls.reload() {
-                Ok(()) => tracing::info!("tls certificate reloaded"),
+                Ok(()) => {
+                    self.metrics.tls_certificate_expires(tls.not_after());
+                    tracing::info!("tls certificate reloaded")
+                }
                 Err(e) => tracing::error!(error = %e, "tls reload failed; keeping the previous certificate"),
             }
         }
@@ -101,7 +104,8 @@ impl Running {
 /// Loads the key table (refusing to start without one), binds both listeners and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::with_key_label_cap(config.rate_limits.metrics_key_labels));
+    let metrics = Arc::new(Metrics::for_store(config.rate_limits.metrics_key_labels, key_series(&config)));
+    metrics.routes_known(known_routes(&config));
     let usage = Arc::new(UsageBook::default());
     let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage).await?;
     let upstream_ready = config.upstream.readiness.as_ref().map(|_| Arc::default());
@@ -119,6 +123,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(files) => Some(Arc::new(TlsState::load(files)?)),
         None => None,
     };
+    if let Some(tls) = &tls {
+        metrics.tls_certificate_expires(tls.not_after());
+    }
     let forwarder = Forwarder::new(&config.upstream)?;
     let listeners = Listeners::bind(&config)?;
 
@@ -173,6 +180,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         done,
     })
+}
+
+/// The key-store series to export: those of the store in use.
+fn key_series(config: &Config) -> crate::metrics::KeySeries {
+    use crate::config::{KeyStore, SyncMode};
+    use crate::metrics::KeySeries;
+    match &config.key_store {
+        KeyStore::File(_) => KeySeries::File,
+        KeyStore::Postgres(pg) if matches!(pg.sync, SyncMode::Cache(_)) => KeySeries::PostgresCache,
+        KeyStore::Postgres(_) => KeySeries::Postgres,
+    }
+}
+
+/// The routes `keygate_requests_total` shows at 0 from the start, with the code a request that
+/// passes gets on each.
+fn known_routes(config: &Config) -> Vec<(&str, &'static str)> {
+    let routes = config.routes.routes().iter().map(|r| (r.spec.pattern.as_str(), "OK"));
+    routes.chain(config.routes.public_routes().iter().map(|r| (r.pattern.as_str(), "PUBLIC"))).collect()
 }
 
 /// The upstream readiness check (its task) and the probe pass-through, as configured.

@@ -16,7 +16,7 @@ use super::limit::Applied;
 use super::{Body, Proxy};
 use crate::anomaly::Now;
 use crate::error::ApiError;
-use crate::metrics::NO_ROUTE;
+use crate::metrics::{RequestDone, NO_ROUTE};
 use crate::request_id;
 use crate::textfmt::IpText;
 
@@ -24,7 +24,7 @@ use crate::textfmt::IpText;
 pub(super) struct Trail<'a> {
     started: Instant,
     pub rid: HeaderValue,
-    method: Method,
+    pub method: Method,
     /// One clock reading per request: validity and usage see the same instant.
     pub now: OffsetDateTime,
     /// The same instant for windows and budgets.
@@ -98,7 +98,9 @@ pub(super) fn answer_headers(p: &Proxy, trail: &Trail<'_>, h: &mut HeaderMap) {
 /// Metrics, usage and the audit line for one finished request.
 pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
     let elapsed = t.started.elapsed().as_secs_f64();
-    p.metrics.request(t.outcome, t.route, elapsed);
+    let done =
+        RequestDone { code: t.outcome, route: t.route, status: status.as_u16(), method: &t.method, seconds: elapsed };
+    p.metrics.request(&done);
     if let Some(id) = &t.key_id {
         let now_ms = i64::try_from(t.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         p.usage.record(id, status.as_u16(), now_ms);

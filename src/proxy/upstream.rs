@@ -99,7 +99,7 @@ pub(super) async fn forward(
     match result {
         Ok(mut resp) => {
             trail.upstream_seconds = Some(took);
-            p.metrics.upstream_answered(trail.route, took);
+            p.metrics.upstream_answered(trail.route, &trail.method, resp.status().as_u16(), took);
             crate::sanitize::sanitize_response(resp.headers_mut());
             Ok(resp.map(Either::Right))
         }

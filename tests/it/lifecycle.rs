@@ -158,10 +158,16 @@ async fn admin_endpoints_and_metrics() {
     kg.get("/api/v1/clinics", &[]).await;
 
     let text = kg.admin_get("/metrics").await.text();
-    assert!(text.contains("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"} 1"), "{text}");
-    assert!(text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"none\"} 1"), "{text}");
-    assert!(text.contains("keygate_request_duration_seconds_bucket{route=\"/api/v1/clinics\""));
-    assert!(text.contains("keygate_upstream_duration_seconds_count{route=\"/api/v1/clinics\"} 1"));
+    assert!(
+        text.contains("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\",status_class=\"2xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"none\",status_class=\"4xx\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("keygate_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/clinics\""));
+    assert!(text.contains("keygate_upstream_duration_seconds_count{method=\"GET\",route=\"/api/v1/clinics\"} 1"));
     assert!(text.contains("keygate_key_table_keys{environment=\"live\",state=\"active\"} 1"));
     assert!(text.contains("keygate_build_info{version="));
     assert!(!text.contains(&key.secret));

@@ -22,6 +22,7 @@ mod hygiene;
 mod inject;
 mod keys_cli;
 mod lifecycle;
+mod metrics;
 mod pg_cache;
 mod pg_store;
 mod ratelimit;
