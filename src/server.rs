@@ -90,6 +90,8 @@ pub async fn serve_winding_down<H: Handler>(
     let builder = Arc::new(builder(&opts.limits));
     let opts = Arc::new(opts);
     let per_address = Arc::new(PerAddress::default());
+    // At the drain deadline: the flag says why requests ended, the channel ends them.
+    let (cut, (cut_tx, cut_rx)) = (Arc::new(AtomicBool::new(false)), watch::channel(false));
     let mut shutdown = pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -118,13 +120,19 @@ pub async fn serve_winding_down<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, builder, opts) = (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts));
-        let stop = Stop { drain: stop_rx.clone(), wind_down: wind_down.clone() };
+        let stop = Stop { drain: stop_rx.clone(), wind_down: wind_down.clone(), cut: Arc::clone(&cut) };
+        let mut cut_now = cut_rx.clone();
         tokio::spawn(async move {
             let (_permit, _slot) = (permit, slot);
             if let Some(m) = &opts.metrics {
                 m.connection_opened();
             }
-            connection(stream, peer, handler, builder, &opts, stop).await;
+            // Cut at the drain deadline: dropping the connection drops its requests, which
+            // record themselves as DRAIN_CUT.
+            tokio::select! {
+                _ = connection(stream, peer, handler, builder, &opts, stop) => {}
+                _ = cut_now.wait_for(|cut| *cut) => {}
+            }
             if let Some(m) = &opts.metrics {
                 m.connection_closed();
             }
@@ -134,20 +142,16 @@ pub async fn serve_winding_down<H: Handler>(
     let _ = stop_tx.send(true);
     let deadline = opts.drain_timeout;
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_ok();
-    match drained {
-        true => 0,
-        false => {
-            let open = max - permits.available_permits();
-            tracing::warn!(
-                listener = opts.name,
-                open,
-                ?deadline,
-                "drain deadline reached; closing remaining connections"
-            );
-            open
-        }
+    if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_ok() {
+        return 0;
     }
+    let open = max - permits.available_permits();
+    tracing::warn!(listener = opts.name, open, ?deadline, "drain deadline reached; closing remaining connections");
+    cut.store(true, Ordering::Release);
+    let _ = cut_tx.send(true);
+    // The cut connections go at their next poll; wait for them (their requests' records) briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), permits.acquire_many(all)).await;
+    open
 }
 
 /// Streams a client may reset before their handler ran, and errors keygate's side may reset,
@@ -184,6 +188,8 @@ struct Stop {
     drain: watch::Receiver<bool>,
     /// The shutdown has begun: ask the client to go elsewhere.
     wind_down: watch::Receiver<bool>,
+    /// Set when the drain deadline cuts what is left (for the requests' records).
+    cut: Arc<AtomicBool>,
 }
 
 async fn connection<H: Handler>(
@@ -197,12 +203,16 @@ async fn connection<H: Handler>(
     let activity = Arc::new(Activity::new());
     let io = Observed { inner: stream, observer: Arc::clone(&activity) };
     match &opts.tls {
-        None => serve_io(io, ConnFacts::new(peer, false), handler, &builder, activity, opts, stop).await,
+        None => {
+            let facts = ConnFacts::new(peer, false).cut_by(Arc::clone(&stop.cut));
+            serve_io(io, facts, handler, &builder, activity, opts, stop).await
+        }
         Some(tls) => {
             let handshake = tls.acceptor().accept(io);
             match tokio::time::timeout(opts.limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls_io)) => {
-                    serve_io(tls_io, ConnFacts::new(peer, true), handler, &builder, activity, opts, stop).await
+                    let facts = ConnFacts::new(peer, true).cut_by(Arc::clone(&stop.cut));
+                    serve_io(tls_io, facts, handler, &builder, activity, opts, stop).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
@@ -226,7 +236,7 @@ async fn serve_io<H, IO>(
     let peer = facts.peer;
     let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
     let io = Observed { inner: io, observer: Arc::clone(&heads) };
-    let Stop { drain: mut stop, wind_down: mut wind } = stop;
+    let Stop { drain: mut stop, wind_down: mut wind, .. } = stop;
     let is_h2 = Arc::new(AtomicBool::new(false));
     let shared = PerConnection {
         activity: Arc::clone(&activity),

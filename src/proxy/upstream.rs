@@ -94,6 +94,7 @@ pub(super) async fn forward(
     let req = Request::from_parts(parts, upstream_body(body, cfg.limits.max_body_bytes));
 
     let sent = Instant::now();
+    trail.forwarding = true;
     let result = p.forwarder.send(req).await;
     let took = sent.elapsed().as_secs_f64();
     match result {

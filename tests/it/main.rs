@@ -33,5 +33,6 @@ mod secret_files;
 mod table_scopes;
 mod tls;
 mod tokens;
+mod unanswered;
 mod upstream_pool;
 mod webhook;
