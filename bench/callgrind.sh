@@ -7,6 +7,8 @@
 #   KG=other/keygate bench/callgrind.sh # another build (A/B)
 #   FLOOR=1 bench/callgrind.sh          # examples/floor_proxy: hyper doing only nginx-keyauth's work
 #   NKEYS=1000000 DURATION=20 bench/callgrind.sh
+#   REQUESTS=400 bench/callgrind.sh     # a fixed count, one at a time on one connection: the same
+#                                       # work each request, repeatable to the instruction (CI's guard)
 # Prints requests, non-2xx and instructions a request; KEEP=1 keeps the callgrind output
 # (callgrind_annotate --inclusive=yes FILE shows where they go).
 set -euo pipefail
@@ -51,8 +53,14 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 curl -fs -o /dev/null -H "Authorization: Bearer $key" "$url" || { echo "proxy did not start:" >&2; tail "$dir/proxy.log" >&2; exit 1; }
-load() { taskset -c 1 wrk -t1 -c8 -d"$1"s -s "$HARNESS_DIR/rotate.lua" "$url" -- "$dir/sample" | grep KG_RESULT; }
-load 3 >/dev/null   # warm: connections, pools, caches
+if [ -n "${REQUESTS:-}" ]; then
+  load() { taskset -c 1 python3 bench/seq_client.py 127.0.0.1 18285 /api/v1/interactions "$dir/sample" "$1"; }
+  load 50 >/dev/null   # warm: connections, pools, caches
+  DURATION=$REQUESTS
+else
+  load() { taskset -c 1 wrk -t1 -c8 -d"$1"s -s "$HARNESS_DIR/rotate.lua" "$url" -- "$dir/sample" | grep KG_RESULT; }
+  load 3 >/dev/null   # warm: connections, pools, caches
+fi
 callgrind_control -i on "$pid" >/dev/null
 result=$(load "$DURATION")
 callgrind_control -i off "$pid" >/dev/null

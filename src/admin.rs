@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::config::AdminToken;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::proxy::ConnFacts;
 use crate::readiness::{ProbePassThrough, UpstreamReadiness};
@@ -54,7 +55,7 @@ impl Health {
     }
 
     fn fresh(&self) -> bool {
-        self.freshness.as_ref().is_none_or(|f| f.may_serve(std::time::Instant::now()))
+        self.freshness.as_ref().is_none_or(|f| f.may_serve(f.now()))
     }
 }
 
@@ -80,29 +81,24 @@ impl AdminApi {
         AdminApi { loopback: listen.ip().is_loopback(), token }
     }
 
-    /// The refusal for this request, if it may not use the API.
-    fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    /// Why this request may not use the API, if it may not. The token is read with the proxy's
+    /// own bearer parser (scheme case-insensitive, one header) and compared in constant time.
+    fn refusal(&self, headers: &http::HeaderMap) -> Option<ApiError> {
         match &self.token {
-            Some(token) => {
-                let presented = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                if token.matches(presented) {
-                    None
-                } else {
-                    Some(json(StatusCode::UNAUTHORIZED, &serde_json::json!({"error": "admin token required"})))
-                }
-            }
+            Some(token) => match crate::authn::bearer_token(headers) {
+                Ok(presented) if token.matches(presented.expose()) => None,
+                _ => Some(ApiError::AdminTokenRequired),
+            },
             None if self.loopback => None,
-            None => Some(json(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({"error": "the admin API is off: admin_listen is not loopback and no admin_token_file is configured"}),
-            )),
+            None => Some(ApiError::AdminApiOff),
         }
     }
+}
+
+/// An admin refusal in the standard error body, as the proxy's refusals are.
+fn refused(req: &Request<Incoming>, e: &ApiError) -> Response<Full<Bytes>> {
+    let (parts, body) = e.standalone(req.headers(), 128).into_parts();
+    Response::from_parts(parts, Full::new(body))
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -122,7 +118,7 @@ impl Handler for Admin {
 
     async fn call(&self, req: Request<Incoming>, _conn: std::sync::Arc<ConnFacts>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+            return refused(&req, &ApiError::MethodNotAllowed { allow: "GET, HEAD".into() });
         }
         match req.uri().path() {
             "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()),
@@ -132,11 +128,14 @@ impl Handler for Admin {
                 let probes = self.probes.as_ref().expect("checked in the guard");
                 probes.answer(p).await.map(Full::new)
             }
-            p if p.starts_with("/admin/keys/") => match self.api.refusal(&req) {
-                None => self.key(&p["/admin/keys/".len()..]).await,
-                Some(refused) => refused,
-            },
-            _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            p if p.starts_with("/admin/keys/") => {
+                let answer = match self.api.refusal(req.headers()) {
+                    None => self.key(&p["/admin/keys/".len()..]).await,
+                    Some(e) => Err(e),
+                };
+                answer.unwrap_or_else(|e| refused(&req, &e))
+            }
+            _ => refused(&req, &ApiError::NotFound("admin path")),
         }
     }
 }
@@ -156,17 +155,12 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
 
 impl Admin {
     /// Metadata as the proxy sees it (no hash), its state now, and its usage since start.
-    async fn key(&self, id: &str) -> Response<Full<Bytes>> {
+    async fn key(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
         let view = self.keys.view();
         let found = match view.by_id(id).await {
             Ok(Some(f)) => f,
-            Ok(None) => return json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such key id"})),
-            Err(_) => {
-                return json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({"error": "the key store is unavailable"}),
-                )
-            }
+            Ok(None) => return Err(ApiError::NotFound("key id")),
+            Err(_) => return Err(ApiError::KeyStoreUnavailable),
         };
         let k = Found::record(&found);
         let scopes: Vec<&str> = k.scopes().iter().map(|s| s.as_str()).collect();
@@ -186,6 +180,41 @@ impl Admin {
             "revoked_at": rfc3339(t.revoked_at),
             "usage": self.usage.view(id),
         });
-        json(StatusCode::OK, &body)
+        Ok(json(StatusCode::OK, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(listen: &str, token: Option<&str>) -> AdminApi {
+        AdminApi::new(listen.parse().unwrap(), token.map(|t| AdminToken::new(t.into())))
+    }
+
+    fn bearer(v: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn loopback_without_a_token_is_open() {
+        assert_eq!(api("127.0.0.1:9091", None).refusal(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn elsewhere_without_a_token_the_api_is_off() {
+        assert_eq!(api("0.0.0.0:9091", None).refusal(&bearer("Bearer x")), Some(ApiError::AdminApiOff));
+    }
+
+    #[test]
+    fn with_a_token_only_that_token_opens_it_wherever_it_listens() {
+        let a = api("127.0.0.1:9091", Some("t0ken"));
+        assert_eq!(a.refusal(&http::HeaderMap::new()), Some(ApiError::AdminTokenRequired));
+        assert_eq!(a.refusal(&bearer("Bearer t0ke")), Some(ApiError::AdminTokenRequired));
+        assert_eq!(a.refusal(&bearer("Basic t0ken")), Some(ApiError::AdminTokenRequired));
+        assert_eq!(a.refusal(&bearer("Bearer t0ken")), None);
+        assert_eq!(a.refusal(&bearer("BEARER t0ken")), None);
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! The `mimalloc` crate's `GlobalAlloc` sends every allocation through `mi_malloc_aligned`,
 //! whose fast path in mimalloc 3 takes the next free block only if its address happens to
-//! have the requested alignment, and otherwise over-allocates on a slow path (~250
-//! instructions; 4 of keygate's 19 allocations a request went there under callgrind). Every
+//! have the requested alignment, and otherwise over-allocates on a slow path (several
+//! of keygate's allocations a request went there under callgrind). Every
 //! mimalloc block is at least word-aligned, so for alignments up to 8 plain `mi_malloc` is
 //! exact and always fast; larger alignments still ask for them.
 

@@ -17,13 +17,47 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
 /// nothing to do and is preempted the moment it has. Nice 19 still takes a time slice now and
 /// then, which a million-key reload under load showed in the p99. Only for work that shares no
 /// lock with the request path (building a new table to swap in), since an idle-class thread
-/// can wait long for a CPU on a saturated node.
-pub async fn run_idle<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || {
-        set_class(Class::Idle);
-        f()
-    })
-    .await
+/// gets almost no CPU on a saturated node: callers bound the wait themselves (`store::reload`
+/// loads again with `run_urgent`).
+///
+/// A thread of its own, not tokio's blocking pool: without CAP_SYS_NICE a thread cannot leave
+/// `SCHED_IDLE` (or nice 19) again, and a pooled thread left idle would later run `run`'s work
+/// (sweeps that share locks with requests) at idle priority too.
+pub async fn run_idle<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, IdleGone> {
+    on_own_thread(Some(Class::Idle), f).await
+}
+
+/// Runs `f` on a thread of its own at the priority requests run at: for work that must not
+/// wait on a saturated CPU any longer (a reload carrying revocations).
+pub async fn run_urgent<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, IdleGone> {
+    on_own_thread(None, f).await
+}
+
+async fn on_own_thread<T: Send + 'static>(
+    class: Option<Class>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, IdleGone> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("keygate-loader".into())
+        .spawn(move || {
+            if let Some(class) = class {
+                set_class(class);
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|_| IdleGone)?;
+    rx.await.map_err(|_| IdleGone)
+}
+
+/// The loader thread could not be started, or ended without an answer (it panicked).
+#[derive(Debug)]
+pub struct IdleGone;
+
+impl std::fmt::Display for IdleGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the loader thread ended without a result")
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -65,7 +99,7 @@ mod tests {
     #[tokio::test]
     async fn each_run_sets_its_own_class() {
         assert_eq!(run_idle(policy).await.unwrap(), libc::SCHED_IDLE);
-        // Possibly the same pooled thread: it is put back to the normal class.
+        // The pool never sees an idle-class thread.
         assert_eq!(run(policy).await.unwrap(), libc::SCHED_OTHER);
     }
 }

@@ -44,7 +44,7 @@ fn load_files(cfg: &Config) -> (Vec<String>, String) {
             fail("tls", format!("{e:#}"));
         }
     }
-    if let Err(e) = crate::forward::Forwarder::new(&cfg.upstream) {
+    if let Err(e) = crate::forward::Forwarder::new(&cfg.upstream, crate::clock::Clock::system()) {
         fail(if cfg.upstream.ca_file.is_some() { "upstream.ca_file" } else { "upstream" }, format!("{e:#}"));
     }
     if let Some(w) = &cfg.webhook {
@@ -54,7 +54,7 @@ fn load_files(cfg: &Config) -> (Vec<String>, String) {
     }
     // Outside a runtime the limiter does not connect: this parses the Redis URL, no more.
     let metrics = Arc::new(crate::metrics::Metrics::with_key_label_cap(cfg.rate_limits.metrics_key_labels));
-    if let Err(e) = crate::proxy::limit::Limiter::new(&cfg.rate_limits, metrics) {
+    if let Err(e) = crate::proxy::limit::Limiter::new(&cfg.rate_limits, metrics, &crate::clock::Clock::system()) {
         fail("rate_limits.redis.url", e);
     }
     let keys = match &cfg.key_store {

@@ -189,6 +189,19 @@ pub enum KeysCommand {
         #[arg(long)]
         jsonl: bool,
     },
+    /// Print the key table (hashes only) as a Kubernetes Secret manifest, to publish a change
+    /// to a file-store deployment: `keygate keys secret --name keygate-keys | kubectl apply -f -`.
+    Secret {
+        /// The Secret's name (the one the Deployment mounts).
+        #[arg(long, default_value = "keygate-keys")]
+        name: String,
+        /// The Secret's namespace (default: none, kubectl's current one).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The file name inside the Secret (the key table's name in the mount).
+        #[arg(long, default_value = "keys.yaml")]
+        file_name: String,
+    },
     /// Change a key's label, scopes, clinics, IPs, expiry or tier. A change to what the key
     /// already has changes nothing (updated_at included).
     Update {

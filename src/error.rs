@@ -40,7 +40,6 @@ pub enum ApiError {
     },
     UpstreamUnavailable,
     UpstreamTimeout,
-    ShuttingDown,
     /// Over the key's (or, unauthenticated, the address's) budget: retry in whole seconds.
     RateLimited {
         retry_after: u64,
@@ -59,6 +58,12 @@ pub enum ApiError {
     KeyStoreUnavailable,
     /// A check endpoint's caller did not present the shared secret: not a front proxy of ours.
     CheckCallerRefused,
+    /// The admin API (`/admin/*`) needs the admin token and this request did not carry it.
+    AdminTokenRequired,
+    /// The admin API is off: a non-loopback admin listener with no admin token configured.
+    AdminApiOff,
+    /// Nothing of that name on the admin listener (a path, a key id).
+    NotFound(&'static str),
 }
 
 #[derive(Serialize)]
@@ -85,22 +90,21 @@ impl ApiError {
             | ApiError::Revoked
             | ApiError::Expired
             | ApiError::InvalidToken
-            | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
+            | ApiError::TokenExpired
+            | ApiError::AdminTokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRequest(_) | ApiError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::IpNotAllowed | ApiError::InsufficientScope { .. } | ApiError::ClinicNotAllowed => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::RouteNotFound | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::CheckCallerRefused => StatusCode::FORBIDDEN,
+            ApiError::CheckCallerRefused | ApiError::AdminApiOff => StatusCode::FORBIDDEN,
             ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -122,13 +126,16 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ApiError::UpstreamTimeout => "UPSTREAM_TIMEOUT",
-            ApiError::ShuttingDown | ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
+            ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::TokenExpired => "TOKEN_EXPIRED",
             ApiError::KeyStoreUnavailable => "KEY_STORE_UNAVAILABLE",
             ApiError::CheckCallerRefused => "CHECK_CALLER_REFUSED",
+            ApiError::AdminTokenRequired => "ADMIN_TOKEN_REQUIRED",
+            ApiError::AdminApiOff => "ADMIN_API_OFF",
+            ApiError::NotFound(_) => "NOT_FOUND",
         }
     }
 
@@ -153,7 +160,6 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => format!("Request body exceeds the limit of {limit} bytes"),
             ApiError::UpstreamUnavailable => "The upstream service is unavailable".into(),
             ApiError::UpstreamTimeout => "The upstream service did not answer in time".into(),
-            ApiError::ShuttingDown => "The service is shutting down; retry on another instance".into(),
             ApiError::RateLimited { retry_after } => {
                 format!("Rate limit exceeded. Retry after {retry_after} second{}", plural(*retry_after))
             }
@@ -166,6 +172,11 @@ impl ApiError {
             ApiError::TokenExpired => "Token has expired".into(),
             ApiError::KeyStoreUnavailable => "The key store is unavailable; retry shortly".into(),
             ApiError::CheckCallerRefused => "The check endpoint answers only its configured front proxy".into(),
+            ApiError::AdminTokenRequired => "The admin API needs the admin token as a Bearer credential".into(),
+            ApiError::AdminApiOff => {
+                "The admin API is off: admin_listen is not loopback and no admin_token_file is configured".into()
+            }
+            ApiError::NotFound(what) => format!("No such {what}"),
         }
     }
 
@@ -181,6 +192,7 @@ impl ApiError {
             | ApiError::Expired
             | ApiError::InvalidToken
             | ApiError::TokenExpired => Some("Bearer realm=\"keygate\", error=\"invalid_token\""),
+            ApiError::AdminTokenRequired => Some("Bearer realm=\"keygate-admin\""),
             ApiError::InvalidRequest(_)
             | ApiError::BadFraming(_)
             | ApiError::HeadersTooLarge
@@ -192,12 +204,13 @@ impl ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::UpstreamUnavailable
             | ApiError::UpstreamTimeout
-            | ApiError::ShuttingDown
             | ApiError::RateLimited { .. }
             | ApiError::IpBlocked { .. }
             | ApiError::RateLimiterUnavailable
             | ApiError::KeyStoreUnavailable
-            | ApiError::CheckCallerRefused => None,
+            | ApiError::CheckCallerRefused
+            | ApiError::AdminApiOff
+            | ApiError::NotFound(_) => None,
         }
     }
 
@@ -217,7 +230,7 @@ impl ApiError {
                 h.insert(header::ALLOW, v);
             }
         }
-        if let ApiError::ShuttingDown | ApiError::BadFraming(_) = self {
+        if let ApiError::BadFraming(_) = self {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
@@ -228,6 +241,23 @@ impl ApiError {
         }
         resp
     }
+}
+
+impl ApiError {
+    /// A refusal made outside the request path (the admin API, a check the engine never saw):
+    /// the standard body with the request id the client sent, if well formed, or a new one.
+    pub fn standalone(&self, request: &http::HeaderMap, request_id_max: usize) -> Response<Bytes> {
+        let rid = crate::request_id::accept_or_generate(request, request_id_max, time::OffsetDateTime::now_utc());
+        let mut resp = self.to_response(rid.to_str().unwrap_or(""), &timestamp(time::OffsetDateTime::now_utc()));
+        resp.headers_mut().insert(crate::request_id::HEADER.clone(), rid);
+        resp
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as in the reference error body.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
 }
 
 /// A JSON answer no cache may keep: every refusal, the clinic "empty result", issued tokens.
@@ -302,7 +332,6 @@ mod tests {
             (ApiError::PayloadTooLarge { limit: 1 }, 413, "PAYLOAD_TOO_LARGE"),
             (ApiError::UpstreamUnavailable, 502, "UPSTREAM_UNAVAILABLE"),
             (ApiError::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT"),
-            (ApiError::ShuttingDown, 503, "SERVICE_UNAVAILABLE"),
             (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
             (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
             (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
@@ -310,6 +339,9 @@ mod tests {
             (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
             (ApiError::KeyStoreUnavailable, 503, "KEY_STORE_UNAVAILABLE"),
             (ApiError::CheckCallerRefused, 403, "CHECK_CALLER_REFUSED"),
+            (ApiError::AdminTokenRequired, 401, "ADMIN_TOKEN_REQUIRED"),
+            (ApiError::AdminApiOff, 403, "ADMIN_API_OFF"),
+            (ApiError::NotFound("key id"), 404, "NOT_FOUND"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

@@ -15,6 +15,7 @@ pub mod background;
 pub mod check_config;
 pub mod cli;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -165,12 +165,15 @@ mod tests {
             }
         }
         let (mut w, guard) = BatchWriter::start(Stuck, 100, Duration::from_secs(3600));
+        std::mem::forget(guard); // the stuck thread would never join, even if an assertion fails
         let started = std::time::Instant::now();
         for _ in 0..50 {
             w.write_all(b"0123456789\n").unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(w.dropped() >= 40, "{}", w.dropped());
-        std::mem::forget(guard); // the stuck thread would never join
+        // Blocked writes would take an hour; a generous bound keeps a loaded machine green.
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // At most two buffers' worth (9 lines each) get through: the one the stuck thread took,
+        // whenever it took it, and the one waiting behind it.
+        assert!(w.dropped() >= 50 - 2 * (100 / 11), "{}", w.dropped());
     }
 }

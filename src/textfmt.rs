@@ -1,7 +1,7 @@
 //! Text for the request path without `core::fmt`: addresses, integers, the audit timestamp and
-//! durations. `format!`/`Display` go through padding and dynamic dispatch; under callgrind they
-//! were ~9,000 instructions a request (the audit timestamp alone ~5,000), a tenth of keygate's
-//! user-space work. These write straight into a buffer and give the same text.
+//! durations. `format!`/`Display` go through padding and dynamic dispatch, a measurable share of
+//! a request under callgrind (README, Performance). These write straight into a buffer and give
+//! the same text.
 
 use std::net::IpAddr;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper_util::client::legacy::Client;
@@ -12,8 +12,8 @@ use hyper_util::rt::TokioExecutor;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::alert::redacted;
 pub use crate::config::alert::{AlertSettings, DEFAULT_COOLDOWN, DEFAULT_QUEUE, DEFAULT_TIMEOUT};
 use crate::metrics::Metrics;
@@ -39,11 +39,12 @@ pub struct AlertEvent {
 pub struct Alerter {
     tx: mpsc::Sender<AlertEvent>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl Alerter {
-    /// Starts the delivery task on the current tokio runtime.
-    pub fn spawn(settings: AlertSettings, metrics: Arc<Metrics>) -> Result<Alerter, String> {
+    /// Starts the delivery task on the current tokio runtime; the cool-down is measured on `clock`.
+    pub fn spawn(settings: AlertSettings, metrics: Arc<Metrics>, clock: Clock) -> Result<Alerter, String> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| "alerts need a tokio runtime".to_string())?;
         match settings.url.scheme_str() {
             Some("http" | "https") if settings.url.host().is_some() => {}
@@ -67,8 +68,8 @@ impl Alerter {
         };
         let (tx, rx) = mpsc::channel(settings.queue);
         let dedup = Dedup::new(settings.cooldown, MAX_PAIRS);
-        runtime.spawn(run(rx, dedup, webhook, settings.instance, Arc::clone(&metrics)));
-        Ok(Alerter { tx, metrics })
+        runtime.spawn(run(rx, dedup, webhook, settings.instance, Arc::clone(&metrics), clock.clone()));
+        Ok(Alerter { tx, metrics, clock })
     }
 
     /// Queues `event` for the webhook, or counts it dropped if the queue is full. Never waits.
@@ -85,9 +86,10 @@ async fn run(
     webhook: Webhook,
     instance: String,
     metrics: Arc<Metrics>,
+    clock: Clock,
 ) {
     while let Some(event) = rx.recv().await {
-        let suppressed = match dedup.check(event.kind, &event.subject, Instant::now()) {
+        let suppressed = match dedup.check(event.kind, &event.subject, clock.now()) {
             Verdict::Suppress => {
                 metrics.alert("suppressed");
                 continue;
@@ -236,7 +238,7 @@ impl crate::proxy::anomalies::Notify for Alerter {
                 kind: a.kind.as_str(),
                 subject: a.subject.to_string(),
                 detail: a.detail.clone(),
-                at: time::OffsetDateTime::now_utc(),
+                at: self.clock.wall(),
             },
         );
     }

@@ -13,12 +13,13 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::admin::Health;
+use crate::clock::Clock;
 use crate::config::{Config, KeyStore, OnStale, PgStore, SyncMode};
 use crate::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::store::freshness::Freshness;
 use crate::store::pgstore;
-use crate::store::reload::{ReloadEvent, Reloader, SharedTable};
+use crate::store::reload::{fingerprint, Fingerprint, ReloadEvent, Reloader, SharedTable};
 use crate::store::source::KeySource;
 use crate::usage::UsageBook;
 
@@ -32,16 +33,21 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub usage: Arc<UsageBook>,
     pub health: Arc<Health>,
+    pub clock: Clock,
 }
 
 /// The store's initial state: the table (filled for the file store) and, for PostgreSQL, its
 /// freshness. Nothing runs in the background yet.
 pub struct KeyBackend {
     config: Arc<Config>,
+    clock: Clock,
     pub table: SharedTable,
     pub freshness: Option<Arc<Freshness>>,
     /// The table was loaded before listening (the file store): ready at once.
     pub loaded: bool,
+    /// The file as it was just before that load: the reloader compares against this, so a
+    /// change made between the load and its first look is not missed.
+    file_seen: Option<Fingerprint>,
 }
 
 /// The store at work: where keys are read, and the tasks to stop at shutdown.
@@ -62,9 +68,16 @@ pub struct BackendTasks {
 impl KeyBackend {
     /// The file store refuses to start without a good table. PostgreSQL may be down at start:
     /// keygate then listens, not ready, and the replica loads the table when it can.
-    pub async fn load(config: Arc<Config>, metrics: &Metrics, usage: &UsageBook) -> anyhow::Result<KeyBackend> {
+    pub async fn load(
+        config: Arc<Config>,
+        metrics: &Metrics,
+        usage: &UsageBook,
+        clock: Clock,
+    ) -> anyhow::Result<KeyBackend> {
+        let mut file_seen = None;
         let (initial, freshness) = match &config.key_store {
             KeyStore::File(path) => {
+                file_seen = fingerprint(path);
                 let path = path.clone();
                 let started = std::time::Instant::now();
                 let scopes = config.scope_catalogue();
@@ -72,16 +85,17 @@ impl KeyBackend {
                     tokio::task::spawn_blocking(move || crate::store::table_file::load(&path, &scopes)).await??;
                 let took_ms = started.elapsed().as_millis() as u64;
                 tracing::info!(keys = t.len(), took_ms, file = %config.keys_source(), "key table loaded");
-                after_load(metrics, &t, usage);
+                after_load(metrics, &t, usage, clock.wall());
                 (Some(t), None)
             }
             KeyStore::Postgres(pg) => {
-                (None, Some(Arc::new(Freshness::new(pg.max_staleness, pg.on_stale == OnStale::Serve))))
+                let serve_stale = pg.on_stale == OnStale::Serve;
+                (None, Some(Arc::new(Freshness::new(pg.max_staleness, serve_stale, clock.clone()))))
             }
         };
         let loaded = initial.is_some();
         let table = Arc::new(ArcSwap::from_pointee(initial.unwrap_or_default()));
-        Ok(KeyBackend { config, table, freshness, loaded })
+        Ok(KeyBackend { config, clock, table, freshness, loaded, file_seen })
     }
 
     /// Starts what keeps the keys current: the file reloader or the PostgreSQL follower (woken
@@ -107,6 +121,8 @@ impl KeyBackend {
                     interval: self.config.keys.reload_interval,
                     trigger,
                     scopes: self.config.scope_catalogue(),
+                    seen: self.file_seen,
+                    idle_patience: crate::store::reload::IDLE_PATIENCE,
                 };
                 (tokio::spawn(reloader.run(on_event)), None)
             }
@@ -125,7 +141,7 @@ impl KeyBackend {
                 (tokio::spawn(follower.run(on_event)), usage_write_back(pg, &shared))
             }
         };
-        let census = census(&source, metrics);
+        let census = census(&source, metrics, &self.clock);
         Started { source, tasks: BackendTasks { reload, cache_keeper, census, usage_writer } }
     }
 }
@@ -151,8 +167,8 @@ impl BackendTasks {
 
 /// After every successful load, at start and on reload: count the table, forget usage of keys
 /// that left it, and hand the parse buffers back to the OS. Walks the whole table.
-fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook) {
-    metrics.table_loaded(table, OffsetDateTime::now_utc());
+fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook, now: OffsetDateTime) {
+    metrics.table_loaded(table, now);
     if !usage.is_empty() {
         let ids: std::collections::HashSet<&str> = table.records().map(|r| &*r.id).collect();
         usage.retain(|id| ids.contains(id));
@@ -162,15 +178,15 @@ fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook) {
 
 /// What the reloader or follower reports: logged, counted, and readiness turned on.
 fn on_reload_event(shared: Shared, table: SharedTable) -> impl Fn(ReloadEvent) + Send + Sync + 'static {
-    let Shared { metrics: m, usage: u, health: h } = shared;
+    let Shared { metrics: m, usage: u, health: h, clock } = shared;
     move |ev| match ev {
         ReloadEvent::Loaded { keys, took } => {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");
             h.table_loaded.store(true, Ordering::Release);
             // Housekeeping walks the whole table: off the request threads, which on one CPU
             // would otherwise stall for milliseconds at a million keys.
-            let (m, t, u) = (Arc::clone(&m), Arc::clone(&table), Arc::clone(&u));
-            tokio::spawn(crate::background::run(move || after_load(&m, &t.load_full(), &u)));
+            let (m, t, u, now) = (Arc::clone(&m), Arc::clone(&table), Arc::clone(&u), clock.wall());
+            tokio::spawn(crate::background::run(move || after_load(&m, &t.load_full(), &u, now)));
         }
         ReloadEvent::Failed { error } => {
             tracing::error!(%error, "key table reload failed; still serving the last good table");
@@ -195,6 +211,7 @@ fn usage_write_back(pg: &PgStore, shared: &Shared) -> Option<(oneshot::Sender<()
             metrics: Arc::clone(&shared.metrics),
             interval,
             forget_after: matches!(pg.sync, SyncMode::Cache(_)).then_some(USAGE_FORGET_AFTER),
+            clock: shared.clock.clone(),
         };
         // The last flush after the drain gets two statement timeouts, then is cut.
         (stop, tokio::spawn(writer.run(stopped)), pg.timeout * 2)
@@ -203,15 +220,15 @@ fn usage_write_back(pg: &PgStore, shared: &Shared) -> Option<(oneshot::Sender<()
 
 /// No census without a table: with `sync: cache` the key gauges are not exported at all,
 /// rather than reading 0 active keys (which KeygateNoActiveKeys would page about).
-fn census(source: &KeySource, metrics: &Arc<Metrics>) -> Option<JoinHandle<()>> {
+fn census(source: &KeySource, metrics: &Arc<Metrics>, clock: &Clock) -> Option<JoinHandle<()>> {
     let KeySource::Table(t) = source else { return None };
-    let (m, t) = (Arc::clone(metrics), Arc::clone(t));
+    let (m, t, clock) = (Arc::clone(metrics), Arc::clone(t), clock.clone());
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         loop {
             tick.tick().await;
-            let (m, t) = (Arc::clone(&m), Arc::clone(&t));
-            let _ = crate::background::run(move || m.key_census(&t.load_full(), OffsetDateTime::now_utc())).await;
+            let (m, t, now) = (Arc::clone(&m), Arc::clone(&t), clock.wall());
+            let _ = crate::background::run(move || m.key_census(&t.load_full(), now)).await;
         }
     }))
 }

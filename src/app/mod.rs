@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use self::backend::{BackendTasks, KeyBackend, Shared};
 use self::shutdown::{Stages, StopHandle};
 use crate::admin::{Admin, AdminApi, Health};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
@@ -101,13 +102,20 @@ impl Running {
     }
 }
 
-/// Loads the key table (refusing to start without one), binds both listeners and serves.
+/// Loads the key table (refusing to start without one), binds both listeners and serves, on the
+/// system's clock.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// `start`, deciding by `clock`: a test's manual clock makes cool-downs, blocks, expiry and
+/// staleness exact.
+pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::for_store(config.rate_limits.metrics_key_labels, key_series(&config)));
     metrics.routes_known(known_routes(&config));
     let usage = Arc::new(UsageBook::default());
-    let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage).await?;
+    let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage, clock.clone()).await?;
     let upstream_ready = config.upstream.readiness.as_ref().map(|_| Arc::default());
     let health = Arc::new(Health {
         freshness: backend.freshness.clone(),
@@ -126,19 +134,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(tls) = &tls {
         metrics.tls_certificate_expires(tls.not_after());
     }
-    let forwarder = Forwarder::new(&config.upstream)?;
+    let forwarder = Forwarder::new(&config.upstream, clock.clone())?;
     let listeners = Listeners::bind(&config)?;
 
     let reload = Arc::new(Notify::new());
-    let shared = Shared { metrics: Arc::clone(&metrics), usage: Arc::clone(&usage), health: Arc::clone(&health) };
+    let shared = Shared {
+        metrics: Arc::clone(&metrics),
+        usage: Arc::clone(&usage),
+        health: Arc::clone(&health),
+        clock: clock.clone(),
+    };
     let store = backend.start(shared, Arc::clone(&reload));
     let tokens = match &config.jwt {
         Some(settings) => Some(Arc::new(Tokens::new(settings.clone()).map_err(anyhow::Error::msg)?)),
         None => None,
     };
-    let parts = Parts { config: &config, metrics: &metrics, usage: &usage, keys: &store.source };
+    let parts = Parts { config: &config, metrics: &metrics, usage: &usage, keys: &store.source, clock };
     let (upstream_check, probes) = upstream_watch(&config, &forwarder, upstream_ready, &metrics);
-    let proxy = request_path(&parts, forwarder, tokens.clone(), freshness)?;
+    let proxy = request_path(parts, forwarder, tokens.clone(), freshness)?;
     let sweep = spawn_sweep(Arc::clone(&proxy));
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
@@ -240,19 +253,21 @@ struct Parts<'a> {
     metrics: &'a Arc<Metrics>,
     usage: &'a Arc<UsageBook>,
     keys: &'a KeySource,
+    clock: Clock,
 }
 
 /// The request path: keys, limits, anomaly alerts, tokens and the upstream.
 fn request_path(
-    parts: &Parts<'_>,
+    parts: Parts<'_>,
     forwarder: Forwarder,
     tokens: Option<Arc<Tokens>>,
     freshness: Option<Arc<Freshness>>,
 ) -> anyhow::Result<Arc<Proxy>> {
-    let Parts { config, metrics, usage, keys } = *parts;
+    let Parts { config, metrics, usage, keys, clock } = parts;
     let alerter: Option<Box<dyn crate::proxy::anomalies::Notify>> = match &config.webhook {
         Some(settings) => Some(Box::new(
-            crate::alert::Alerter::spawn(settings.clone(), Arc::clone(metrics)).map_err(anyhow::Error::msg)?,
+            crate::alert::Alerter::spawn(settings.clone(), Arc::clone(metrics), clock.clone())
+                .map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
@@ -262,9 +277,10 @@ fn request_path(
         forwarder,
         metrics: Arc::clone(metrics),
         usage: Arc::clone(usage),
-        limiter: Limiter::new(&config.rate_limits, Arc::clone(metrics)).map_err(anyhow::Error::msg)?,
+        limiter: Limiter::new(&config.rate_limits, Arc::clone(metrics), &clock).map_err(anyhow::Error::msg)?,
         anomalies: Anomalies::new(config.anomaly.clone(), Arc::clone(metrics), alerter),
-        epoch: std::time::Instant::now(),
+        epoch: clock.now(),
+        clock,
         tokens,
         freshness,
     }))

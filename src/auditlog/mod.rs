@@ -1,13 +1,12 @@
 //! The audit line's own JSON formatter. One line per request is the hottest log there is: the
-//! generic JSON layer (a serde map per event, a write per token) cost about 25,000 instructions
-//! a request under callgrind, a fifth of keygate's user-space work. This layer writes the same
+//! generic JSON layer (a serde map per event, a write per token) was a fifth of keygate's
+//! user-space work under callgrind (README, Performance). This layer writes the same
 //! JSON object (timestamp, level, target, every field, message) into one reused buffer and
 //! hands it to the writer in one call. Every other event still goes through the generic layer.
 //!
 //! The per-request decision line goes further (`decision`): with a sink installed (the binary
 //! does, for JSON logs) it is written straight from its fields, the same object in the same
-//! order, without tracing's dispatch and field visitor (with the faster escape check, ~4,800 ->
-//! ~3,400 instructions a request). The filter still applies: the binary asks it once (`passes`)
+//! order, without tracing's dispatch and field visitor, with a faster escape check. The filter still applies: the binary asks it once (`passes`)
 //! and installs the sink only if `keygate::audit` at INFO is enabled.
 
 use std::cell::RefCell;

@@ -91,7 +91,8 @@ impl HttpCheck {
     fn refuse(&self, e: ApiError, shape: Shape, headers: &HeaderMap) -> Response<Full<Bytes>> {
         let max = self.proxy.config.limits.request_id_max_length;
         let rid = crate::request_id::accept_or_generate(headers, max, time::OffsetDateTime::now_utc());
-        let mut resp = e.to_response(rid.to_str().unwrap_or(""), &crate::proxy::timestamp());
+        let mut resp =
+            e.to_response(rid.to_str().unwrap_or(""), &crate::error::timestamp(time::OffsetDateTime::now_utc()));
         resp.headers_mut().insert(crate::request_id::HEADER.clone(), rid);
         outcome::http_answer(CheckOutcome::Deny(resp), shape).map(Full::new)
     }

@@ -2,6 +2,7 @@
 //! bodies streamed both ways, request trailers dropped, and failures sorted into "could not
 //! reach" and "too slow".
 
+mod cause;
 mod pool;
 mod probe;
 
@@ -21,6 +22,7 @@ use pool::Pool;
 pub use pool::PooledBody;
 pub use probe::ProbeAnswer;
 
+use crate::clock::Clock;
 use crate::config::Upstream;
 
 /// Client bodies as sent upstream: capped in size, trailers turned into nothing.
@@ -41,8 +43,9 @@ pub fn upstream_body(body: Incoming, max_bytes: u64) -> UpstreamBody {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardError {
-    /// Could not connect, or the connection broke before a response: 502.
-    Unavailable { kind: &'static str },
+    /// Could not connect, or the connection broke before a response: 502. `kind` is the metric's
+    /// label (`connect`, `protocol`); `cause` says why, for the log line (see `cause`).
+    Unavailable { kind: &'static str, cause: &'static str },
     /// No response headers within the configured time: 504.
     Timeout,
     /// The client's streamed body passed `max_body_bytes` (no Content-Length to refuse it
@@ -68,14 +71,15 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &Upstream) -> anyhow::Result<Forwarder> {
+    /// `clock` tells how long a pooled connection has been idle.
+    pub fn new(cfg: &Upstream, clock: Clock) -> anyhow::Result<Forwarder> {
         let connector = connector(cfg.ca_file.as_deref(), cfg.connect_timeout, "upstream.ca_file")?;
         let authority = cfg.uri.authority().ok_or_else(|| anyhow::anyhow!("upstream.url has no host"))?;
         Ok(Forwarder {
             connector,
             target: cfg.uri.clone(),
             host: HeaderValue::from_str(authority.as_str())?,
-            pool: Pool::new(cfg.pool_max_idle, cfg.pool_idle_timeout),
+            pool: Pool::new(cfg.pool_max_idle, cfg.pool_idle_timeout, clock),
             response_timeout: cfg.response_timeout,
         })
     }
@@ -124,9 +128,10 @@ impl Forwarder {
     }
 
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, ForwardError> {
-        let down = ForwardError::Unavailable { kind: "connect" };
-        let io = self.connector.clone().call(self.target.clone()).await.map_err(|_| down)?;
-        let (tx, conn) = hyper::client::conn::http1::Builder::new().handshake(io).await.map_err(|_| down)?;
+        let down = |cause| ForwardError::Unavailable { kind: "connect", cause };
+        let io = self.connector.clone().call(self.target.clone()).await.map_err(|e| down(cause::of_connect(&*e)))?;
+        let (tx, conn) =
+            hyper::client::conn::http1::Builder::new().handshake(io).await.map_err(|e| down(cause::of_exchange(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -147,7 +152,7 @@ fn classify(e: &hyper::Error) -> ForwardError {
     } else if client_body_broke(e) {
         ForwardError::ClientBody
     } else {
-        ForwardError::Unavailable { kind: "protocol" }
+        ForwardError::Unavailable { kind: "protocol", cause: cause::of_exchange(e) }
     }
 }
 

@@ -3,8 +3,8 @@
 //! connection handed back when its response body has been read to the end, dropped (and so
 //! closed) when it was not, when it idled past the timeout, or when the stack is full.
 //! hyper-util's general-purpose client did the same through a keyed, locked pool and a task
-//! spawned per request to wait for the connection to become idle: ~9,000 instructions a
-//! request under callgrind, about a seventh of keygate's user-space work.
+//! spawned per request to wait for the connection to become idle, about a seventh of keygate's
+//! user-space work under callgrind (README, Performance).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use crate::clock::Clock;
+
 struct Idle<B> {
     tx: SendRequest<B>,
     since: Instant,
@@ -25,17 +27,18 @@ pub struct Pool<B> {
     idle: Mutex<Vec<Idle<B>>>,
     max_idle: usize,
     idle_timeout: Duration,
+    clock: Clock,
 }
 
 impl<B> Pool<B> {
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool<B>> {
-        Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout })
+    pub fn new(max_idle: usize, idle_timeout: Duration, clock: Clock) -> Arc<Pool<B>> {
+        Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, clock })
     }
 
     /// An idle connection that can take a request now, if there is one. The lock is held for a
     /// pop, never across an await.
     pub fn checkout(&self) -> Option<SendRequest<B>> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Still finishing its last message (rare: the connection task usually gets there
         // before the body's reader does): kept for the next request, not closed.
@@ -69,12 +72,12 @@ impl<B> Pool<B> {
             // Keep the warm ones: the oldest goes.
             idle.remove(0);
         }
-        idle.push(Idle { tx, since: Instant::now() });
+        idle.push(Idle { tx, since: self.clock.now() });
     }
 
     /// Closes connections idle past the timeout (the request path only looks at the top).
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| !c.tx.is_closed() && now.saturating_duration_since(c.since) < self.idle_timeout);
     }
@@ -156,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_connections_are_never_pooled_or_handed_out() {
-        let pool = Pool::new(4, Duration::from_secs(60));
+        let pool = Pool::new(4, Duration::from_secs(60), Clock::system());
         pool.put(closed_sender().await);
         assert_eq!(pool.idle_count(), 0, "a closed sender is not kept");
         // One slipped in before its connection closed is skipped at checkout.
@@ -179,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_past_the_timeout_is_dropped() {
-        let pool: Arc<Pool<Empty<Bytes>>> = Pool::new(4, Duration::from_secs(10));
+        let pool: Arc<Pool<Empty<Bytes>>> = Pool::new(4, Duration::from_secs(10), Clock::system());
         let (old, _keep_old) = open_sender().await;
         let (fresh, _keep_fresh) = open_sender().await;
         pool.idle.lock().unwrap().push(Idle { tx: old, since: Instant::now() - Duration::from_secs(11) });
@@ -191,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_pool_drops_its_oldest() {
-        let pool: Arc<Pool<Empty<Bytes>>> = Pool::new(2, Duration::from_secs(10));
+        let pool: Arc<Pool<Empty<Bytes>>> = Pool::new(2, Duration::from_secs(10), Clock::system());
         let mut keep = Vec::new();
         for _ in 0..3 {
             let (tx, b) = open_sender().await;

@@ -58,7 +58,7 @@ impl KeyHash {
     /// Constant-time comparison, for the final check after an index lookup: the four words'
     /// differences are folded without a branch, and `black_box` keeps the compiler from
     /// turning the fold into an early exit. (`subtle` over the bytes did the same thirty-two
-    /// times, ~600 instructions a request.)
+    /// times.)
     pub fn ct_eq(&self, other: &KeyHash) -> bool {
         let word = |h: &[u8; 32], i: usize| u64::from_ne_bytes(h[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let diff = (0..4).fold(0u64, |acc, i| acc | (word(&self.0, i) ^ word(&other.0, i)));

@@ -5,6 +5,7 @@
 mod admin_client;
 mod import;
 mod print;
+mod secret;
 mod store;
 mod tsv;
 
@@ -173,6 +174,12 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
         KeysCommand::Import { tsv: Some(tsv), label, .. } => import::import_tsv(&ctx, &tsv, &label, now),
         KeysCommand::Import { .. } => bail!("give a key table FILE or --tsv FILE"),
         KeysCommand::Export { out, jsonl } => export(&ctx, out, jsonl),
+        KeysCommand::Secret { name, namespace, file_name } => {
+            let shape = if file_name.ends_with(".jsonl") { Shape::JsonLines } else { Shape::Yaml };
+            let table = crate::keys::file::render(&ctx.store.read()?, shape)?;
+            print!("{}", secret::manifest(&table, &name, namespace.as_deref(), &file_name)?);
+            Ok(())
+        }
         KeysCommand::Update {
             id,
             label,

@@ -25,10 +25,16 @@ impl TableStore {
     }
 
     /// How soon a running proxy sees a change, for the command's message.
-    pub fn propagation(&self) -> &'static str {
+    pub fn propagation(&self) -> String {
         match self {
-            TableStore::File(_) => "once it reloads the table (within ~0.3 s with the default reload_interval)",
-            TableStore::Postgres(..) => "as soon as the change notification reaches it (well within a second)",
+            TableStore::File(_) => "once it reloads the file (within reload_interval + 50 ms of the file changing; \
+                                    a mounted Secret changes only when the kubelet syncs it, often about a minute)"
+                .into(),
+            TableStore::Postgres(pg, _) => format!(
+                "when the change notification reaches it (about 30 ms at replicas connected to the database; a \
+                 replica cut off from it refuses every key once its view is older than max_staleness, {})",
+                humantime::format_duration(pg.max_staleness)
+            ),
         }
     }
 

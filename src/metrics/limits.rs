@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::{counters, register, Metrics};
 
@@ -34,6 +34,7 @@ pub(super) struct LimitMetrics {
     ip_decisions: IntCounterVec,
     redis_errors: IntCounterVec,
     redis_fallback: IntCounterVec,
+    redis_circuit_open: IntGauge,
 }
 
 impl LimitMetrics {
@@ -63,16 +64,25 @@ impl LimitMetrics {
             redis_errors: counters(
                 registry,
                 "keygate_rate_limit_redis_errors_total",
-                "Failed Redis rate-limit calls by kind (timeout, connection, response).",
+                "Failures reaching the Redis rate-limit store, by kind (timeout, connection, response): each \
+                 broken or silent connection once, each failed connect (circuit-breaker probes included) once.",
                 "kind",
                 &["timeout", "connection", "response"],
             ),
             redis_fallback: counters(
                 registry,
                 "keygate_rate_limit_redis_fallback_total",
-                "Decisions made without Redis, by policy (fail_open = local limiter, fail_closed = refused).",
+                "Requests decided without Redis, each once, by policy (fail_open = local limiter, fail_closed = refused).",
                 "policy",
                 &["fail_open", "fail_closed"],
+            ),
+            redis_circuit_open: register(
+                registry,
+                IntGauge::new(
+                    "keygate_rate_limit_redis_circuit_open",
+                    "1 while the Redis rate-limit store is known down (its circuit breaker is open), else 0.",
+                )
+                .unwrap(),
             ),
         }
     }
@@ -106,5 +116,10 @@ impl Metrics {
 
     pub fn redis_fallback(&self, policy: &str) {
         self.limits.redis_fallback.with_label_values(&[policy]).inc();
+    }
+
+    /// The shared limiter's circuit breaker opened (Redis known down) or closed again.
+    pub fn redis_circuit_open(&self, open: bool) {
+        self.limits.redis_circuit_open.set(i64::from(open));
     }
 }

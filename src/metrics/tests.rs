@@ -8,7 +8,7 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 34] = [
+const EXPECTED: [&str; 35] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
@@ -33,6 +33,7 @@ const EXPECTED: [&str; 34] = [
     "keygate_key_table_reloads_total",
     "keygate_open_connections",
     "keygate_rate_limit_decisions_total",
+    "keygate_rate_limit_redis_circuit_open",
     "keygate_rate_limit_redis_errors_total",
     "keygate_rate_limit_redis_fallback_total",
     "keygate_request_duration_seconds",

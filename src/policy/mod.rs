@@ -10,7 +10,7 @@ use crate::keys::KeyRecord;
 
 mod routes;
 
-pub use routes::{PublicRoute, Route, RouteSpec, RouteTable};
+pub use routes::{PublicRoute, Route, RouteMatch, RouteSpec, RouteTable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClinicSource {
@@ -75,13 +75,21 @@ pub struct RequestFacts<'a> {
 /// user reads the errors in: where you are (IP), what you asked for (route, method), whether
 /// the key may (scope), and for which clinic.
 pub fn authorise<'r>(table: &'r RouteTable, key: &KeyRecord, req: &RequestFacts<'_>) -> Result<Grant<'r>, Refusal<'r>> {
+    authorise_matched(table.lookup(req.method, req.path), key, req)
+}
+
+/// `authorise` on a route already looked up (`RouteTable::lookup` for `req`'s method and path).
+pub fn authorise_matched<'r>(
+    matched: RouteMatch<'r, '_>,
+    key: &KeyRecord,
+    req: &RequestFacts<'_>,
+) -> Result<Grant<'r>, Refusal<'r>> {
     let refuse = |denied, route| Refusal { denied, route };
     let ips = key.allowed_ips();
     if !ips.is_empty() && !ips.iter().any(|net| net.contains(&req.client_ip)) {
         return Err(refuse(Denied::IpNotAllowed, None));
     }
-    let (hit, path_matched) = table.find(req.method, req.path);
-    let (route, path_clinic) = match (hit, path_matched) {
+    let (route, path_clinic) = match (matched.hit, matched.path_matched) {
         (Some(h), _) => h,
         (None, Some(r)) => {
             let allow: Vec<&str> = r.spec.methods.iter().map(Method::as_str).collect();

@@ -125,6 +125,21 @@ pub(super) fn covers(a: &[Seg], b: &[Seg]) -> bool {
     a.len() == b.len()
 }
 
+/// A request's route: the one for its method and path (with the clinic from the path), and the
+/// first for its path alone (which makes a wrong method a 405 rather than a 404).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'r, 'p> {
+    pub(super) hit: Option<(&'r Route, Option<&'p str>)>,
+    pub(super) path_matched: Option<&'r Route>,
+}
+
+impl<'r> RouteMatch<'r, '_> {
+    /// The route the request is for, if any: its label in metrics and logs.
+    pub fn route(&self) -> Option<&'r Route> {
+        self.hit.map(|(r, _)| r).or(self.path_matched)
+    }
+}
+
 impl RouteTable {
     pub fn new(specs: Vec<RouteSpec>, public: Vec<(String, Vec<Method>)>) -> Result<RouteTable, Vec<String>> {
         let mut errs = Vec::new();
@@ -168,13 +183,9 @@ impl RouteTable {
     }
 
     /// First route for the path and method (with the clinic from the path, if the route takes
-    /// one), and else the first route for the path alone (for a 405).
-    #[allow(clippy::type_complexity)]
-    pub(super) fn find<'r, 'p>(
-        &'r self,
-        method: &Method,
-        path: &'p str,
-    ) -> (Option<(&'r Route, Option<&'p str>)>, Option<&'r Route>) {
+    /// one), and else the first route for the path alone (for a 405). Looked up once a request:
+    /// its label for any refusal, then the match `authorise` decides on.
+    pub fn lookup<'r, 'p>(&'r self, method: &Method, path: &'p str) -> RouteMatch<'r, 'p> {
         let mut path_matched: Option<&Route> = None;
         for r in &self.routes {
             let want = match &r.spec.clinic {
@@ -183,18 +194,17 @@ impl RouteTable {
             };
             if let Some(clinic) = matches(&r.segs, path, want) {
                 if r.spec.methods.contains(method) {
-                    return (Some((r, clinic)), path_matched);
+                    return RouteMatch { hit: Some((r, clinic)), path_matched };
                 }
                 path_matched.get_or_insert(r);
             }
         }
-        (None, path_matched)
+        RouteMatch { hit: None, path_matched }
     }
 
     /// The route a request would be judged by, for labelling a refusal made before routing.
     pub fn route_of(&self, method: &Method, path: &str) -> Option<&Route> {
-        let (hit, path_matched) = self.find(method, path);
-        hit.map(|(r, _)| r).or(path_matched)
+        self.lookup(method, path).route()
     }
 
     pub fn routes(&self) -> &[Route] {

@@ -3,7 +3,6 @@
 //! token, is one `AuthnError`: the detectors hear of it, the address's budget pays for it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::HeaderMap;
 
@@ -47,9 +46,9 @@ impl Authenticated<'_> {
 
 /// The keys as this request will see them, or a refusal when the store has fallen too far
 /// behind to be trusted (a revocation could be missing).
-pub(super) fn view(p: &Proxy) -> Result<KeyView<'_>, ApiError> {
+pub(super) fn view<'p>(p: &'p Proxy, trail: &Trail<'_>) -> Result<KeyView<'p>, ApiError> {
     if let Some(f) = &p.freshness {
-        if !f.may_serve(Instant::now()) {
+        if !f.may_serve(trail.instant) {
             return Err(ApiError::KeyStoreUnavailable);
         }
     }

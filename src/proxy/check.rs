@@ -109,11 +109,12 @@ impl Proxy {
             trail.outcome = "PUBLIC";
             return Ok(Checked::Allow { set: HeaderMap::new(), remove });
         }
-        let view = authenticate::view(self)?;
+        let route = authorize::route_for(self, &admitted, trail);
+        let view = authenticate::view(self, trail)?;
         let who = authenticate::authenticate(self, &view, &req.headers, trail).await?;
         let key = who.key();
-        limit::charge(self, key, &admitted, trail).await?;
-        match authorize::authorize(self, key, &admitted, req.uri.query(), trail)? {
+        limit::charge(self, key, trail).await?;
+        match authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)? {
             authorize::Verdict::EmptyResult(resp) => Ok(Checked::Answer(resp)),
             authorize::Verdict::Forward => {
                 let mut set = HeaderMap::new();

@@ -27,7 +27,10 @@ use crate::textfmt::IpText;
 /// What the audit line and the metrics need to know about a request.
 pub(super) struct Trail<'a> {
     proxy: &'a Proxy,
+    /// On the real clock, for the request's duration.
     started: Instant,
+    /// The request's one monotonic reading on the proxy's clock (`started` on the system clock).
+    pub instant: Instant,
     pub rid: HeaderValue,
     pub method: Method,
     /// One clock reading per request: validity and usage see the same instant.
@@ -56,12 +59,13 @@ impl<'a> Trail<'a> {
     /// `client`: the address the request is judged for, until admit resolves a better one.
     pub fn start(p: &'a Proxy, headers: &HeaderMap, method: &Method, client: (IpAddr, IpText)) -> Trail<'a> {
         let started = Instant::now();
-        let now = OffsetDateTime::now_utc();
+        let (instant, now) = p.clock.read_at(started);
         let rid = request_id::accept_or_generate(headers, p.config.limits.request_id_max_length, now);
-        let mono = u64::try_from(started.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let mono = u64::try_from(instant.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
         Trail {
             proxy: p,
             started,
+            instant,
             rid,
             method: method.clone(),
             now,
@@ -98,7 +102,7 @@ pub(super) fn finish(p: &Proxy, result: Result<Response<Body>, ApiError>, mut tr
 /// The standard body for a refusal; the trail learns its code.
 pub(super) fn refusal(e: &ApiError, trail: &mut Trail<'_>) -> Response<Bytes> {
     trail.outcome = e.code();
-    e.to_response(trail.rid(), &timestamp())
+    e.to_response(trail.rid(), &crate::error::timestamp(trail.now))
 }
 
 /// The request id and up to three RateLimit headers, on every answer.
@@ -150,10 +154,4 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         duration_ms: elapsed * 1000.0,
         upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
     });
-}
-
-/// RFC 3339 UTC with milliseconds, as in the reference error body.
-pub fn timestamp() -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::now_utc().format(&fmt).unwrap_or_default()
 }

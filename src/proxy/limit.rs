@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::clock::Clock;
 use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
@@ -45,7 +46,7 @@ pub fn ceil_secs(d: Duration) -> u64 {
 
 impl Limiter {
     /// Fails only on a malformed Redis URL; an unreachable Redis is handled per request.
-    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>) -> Result<Limiter, String> {
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>, clock: &Clock) -> Result<Limiter, String> {
         let policies = cfg
             .tiers
             .iter()
@@ -63,7 +64,7 @@ impl Limiter {
                     timeout: r.timeout,
                     retry_after_failure: r.retry_after_failure,
                 };
-                Some((RedisLimiter::new(settings)?, r.on_error))
+                Some((RedisLimiter::new(settings, clock.clone(), Some(Arc::clone(&metrics)))?, r.on_error))
             }
         };
         Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })
@@ -82,14 +83,11 @@ impl Limiter {
         let verdict = match &self.shared {
             None => self.local.check_key(&key.id, &tier.quota, now),
             Some((redis, on_error)) => {
-                // Calls skipped while the circuit is open are fallbacks, not fresh errors.
-                let was_up = redis.is_up();
+                // The limiter counts each failure once, however many requests saw it; here each
+                // request decided without Redis is counted once.
                 match redis.check(&key.id, &tier.quota).await {
                     Ok(v) => v,
-                    Err(e) => {
-                        if was_up {
-                            self.metrics.redis_error(e.kind());
-                        }
+                    Err(_) => {
                         self.metrics.redis_fallback(on_error.as_str());
                         match on_error {
                             OnRedisError::FailOpen => self.local.check_key(&key.id, &tier.quota, now),
@@ -161,17 +159,12 @@ pub fn refusal(a: &Applied<'_>) -> ApiError {
 pub(super) async fn charge<'s>(
     p: &'s super::Proxy,
     key: &KeyRecord,
-    req: &super::admit::Admitted<'_>,
     trail: &mut super::finish::Trail<'s>,
 ) -> Result<(), ApiError> {
     let Some(applied) = p.limiter.key(key, trail.clock.mono).await? else { return Ok(()) };
     trail.limit = Some(applied);
     if applied.verdict.allowed {
         return Ok(());
-    }
-    // The route is looked up, for the label only, when refused.
-    if let Some(route) = p.config.routes.route_of(&req.method, &req.path) {
-        trail.route = &route.spec.pattern;
     }
     Err(refusal(&applied))
 }

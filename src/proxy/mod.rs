@@ -34,9 +34,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use time::OffsetDateTime;
 
 use crate::anomaly::Now;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::forward::{Forwarder, UpstreamResponseBody};
@@ -44,8 +44,6 @@ use crate::metrics::Metrics;
 use crate::store::source::KeySource;
 use crate::textfmt::IpText;
 use crate::usage::UsageBook;
-
-pub use finish::timestamp;
 
 use anomalies::Anomalies;
 use finish::Trail;
@@ -92,7 +90,9 @@ pub struct Proxy {
     pub usage: Arc<UsageBook>,
     pub limiter: Limiter,
     pub anomalies: Anomalies,
-    /// Zero of the monotonic clock the limiter and the detectors count in.
+    /// The time every decision is made by (the system's, or a test's manual clock).
+    pub clock: Clock,
+    /// Zero of the monotonic clock the limiter and the detectors count in (a `clock` reading).
     pub epoch: Instant,
     /// JWT issuing and validation, when configured.
     pub tokens: Option<Arc<Tokens>>,
@@ -103,8 +103,8 @@ pub struct Proxy {
 impl Proxy {
     /// Housekeeping for the limiter and the detectors.
     pub fn sweep(&self) {
-        let now = OffsetDateTime::now_utc();
-        let mono = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.clock.wall();
+        let mono = u64::try_from(self.clock.now().saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         self.limiter.sweep(mono);
         self.forwarder.sweep();
         self.anomalies.sweep(Now { mono, unix: now.unix_timestamp() });
@@ -145,17 +145,18 @@ impl Proxy {
             return Ok(resp);
         }
 
-        let view = authenticate::view(self)?;
+        let route = authorize::route_for(self, &admitted, trail);
+        let view = authenticate::view(self, trail)?;
         let who = authenticate::authenticate(self, &view, &parts.headers, trail).await?;
         let key = who.key();
-        limit::charge(self, key, &admitted, trail).await?;
+        limit::charge(self, key, trail).await?;
 
         if let Some(endpoint) = token_endpoints::exchange_route(self, &admitted) {
             return token_endpoints::exchange(endpoint, &who, &admitted, body, trail).await;
         }
 
         let query = parts.uri.query();
-        match authorize::authorize(self, key, &admitted, query, trail)? {
+        match authorize::authorize(self, key, &admitted, route, query, trail)? {
             authorize::Verdict::EmptyResult(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
             authorize::Verdict::Forward => {
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);

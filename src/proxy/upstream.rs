@@ -99,6 +99,9 @@ pub(super) async fn forward(
     let took = sent.elapsed().as_secs_f64();
     match result {
         Ok(mut resp) => {
+            // An HTTP/1.0 upstream must not make hyper answer a 1.1 client in 1.0 and close its
+            // connection; hyper still speaks 1.0 to a 1.0 client.
+            *resp.version_mut() = http::Version::HTTP_11;
             trail.upstream_seconds = Some(took);
             p.metrics.upstream_answered(trail.route, &trail.method, resp.status().as_u16(), took);
             crate::sanitize::sanitize_response(resp.headers_mut());
@@ -106,6 +109,8 @@ pub(super) async fn forward(
         }
         Err(ForwardError::Timeout) => {
             p.metrics.upstream_error("timeout");
+            let timeout_ms = cfg.upstream.response_timeout.as_millis() as u64;
+            tracing::warn!(request_id = trail.rid(), timeout_ms, "upstream gave no response in time");
             Err(ApiError::UpstreamTimeout)
         }
         Err(ForwardError::BodyTooLarge) => Err(ApiError::PayloadTooLarge { limit: cfg.limits.max_body_bytes }),
@@ -113,8 +118,9 @@ pub(super) async fn forward(
         Err(ForwardError::ClientBody) => {
             Err(ApiError::BadFraming("the request body ended early or its chunked framing is malformed"))
         }
-        Err(ForwardError::Unavailable { kind }) => {
+        Err(ForwardError::Unavailable { kind, cause }) => {
             p.metrics.upstream_error(kind);
+            tracing::warn!(request_id = trail.rid(), stage = kind, cause, "upstream unavailable");
             Err(ApiError::UpstreamUnavailable)
         }
     }

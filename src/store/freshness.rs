@@ -1,12 +1,16 @@
 //! How current the in-memory key table is, for a store that can fall behind (PostgreSQL): the
 //! last instant the replica knew it had every change, and the rule for when that is too old to
-//! serve from. Atomics only, read once per request; the clock is passed in.
+//! serve from. Atomics only, read once per request; the instant is passed in, read from the
+//! clock this was made with (`now`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
+
 #[derive(Debug)]
 pub struct Freshness {
+    clock: Clock,
     epoch: Instant,
     /// Milliseconds after `epoch` at which the view was last known current, plus one; 0 = never.
     current_at: AtomicU64,
@@ -15,8 +19,13 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    pub fn new(max_staleness: Duration, serve_stale: bool) -> Freshness {
-        Freshness { epoch: Instant::now(), current_at: AtomicU64::new(0), max_staleness, serve_stale }
+    pub fn new(max_staleness: Duration, serve_stale: bool, clock: Clock) -> Freshness {
+        Freshness { epoch: clock.now(), clock, current_at: AtomicU64::new(0), max_staleness, serve_stale }
+    }
+
+    /// A reading of the clock the view's age is measured on.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// The view held every change committed before `as_of` (when the confirming query started).
@@ -53,15 +62,17 @@ mod tests {
 
     #[test]
     fn nothing_is_served_before_the_first_sync() {
-        let f = Freshness::new(Duration::from_secs(1), true);
-        assert_eq!(f.age(Instant::now()), None);
-        assert!(!f.may_serve(Instant::now()), "even with on_stale: serve");
+        let f = Freshness::new(Duration::from_secs(1), true, Clock::system());
+        assert_eq!(f.age(f.now()), None);
+        assert!(!f.may_serve(f.now()), "even with on_stale: serve");
     }
 
     #[test]
     fn past_max_staleness_refuses_unless_told_to_serve() {
-        let (refuse, serve) =
-            (Freshness::new(Duration::from_secs(1), false), Freshness::new(Duration::from_secs(1), true));
+        let (refuse, serve) = (
+            Freshness::new(Duration::from_secs(1), false, Clock::system()),
+            Freshness::new(Duration::from_secs(1), true, Clock::system()),
+        );
         // On the epoch itself: the mark is kept in whole milliseconds, rounded to the older side.
         refuse.mark_current(refuse.epoch);
         serve.mark_current(serve.epoch);
@@ -72,7 +83,7 @@ mod tests {
 
     #[test]
     fn an_older_confirmation_never_moves_the_mark_back() {
-        let f = Freshness::new(Duration::from_secs(1), false);
+        let f = Freshness::new(Duration::from_secs(1), false, Clock::system());
         let t0 = f.epoch;
         f.mark_current(t0 + Duration::from_secs(5));
         f.mark_current(t0);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use keygate::alert::{AlertEvent, AlertSettings, Alerter};
+use keygate::clock::Clock;
 use keygate::metrics::Metrics;
 use serde_json::json;
 use time::macros::datetime;
@@ -47,7 +48,9 @@ fn body(seen: &crate::support::Seen) -> serde_json::Value {
 async fn an_alert_reaches_the_webhook_as_slack_compatible_json() {
     let hook = Upstream::spawn().await;
     let m = Arc::new(Metrics::new());
-    let alerter = Alerter::spawn(settings(format!("http://{}/services/T000/B000/XXXX", hook.addr)), m.clone()).unwrap();
+    let alerter =
+        Alerter::spawn(settings(format!("http://{}/services/T000/B000/XXXX", hook.addr)), m.clone(), Clock::system())
+            .unwrap();
 
     alerter.notify(event("invalid_key_burst", "203.0.113.7"));
     eventually(WAIT, async || alerts(&m, "sent") == 1).await;
@@ -75,7 +78,7 @@ async fn an_alert_reaches_the_webhook_as_slack_compatible_json() {
 async fn repeats_within_the_cooldown_are_suppressed_and_other_subjects_are_not() {
     let hook = Upstream::spawn().await;
     let m = Arc::new(Metrics::new());
-    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone(), Clock::system()).unwrap();
 
     for _ in 0..3 {
         alerter.notify(event("invalid_key_burst", "203.0.113.7"));
@@ -93,13 +96,18 @@ async fn after_the_cooldown_the_next_alert_reports_how_many_were_suppressed() {
     let m = Arc::new(Metrics::new());
     let mut s = settings(format!("http://{}/hook", hook.addr));
     s.cooldown = Duration::from_secs(1);
-    let alerter = Alerter::spawn(s, m.clone()).unwrap();
+    let clock = Clock::manual();
+    let alerter = Alerter::spawn(s, m.clone(), clock.clone()).unwrap();
 
-    for _ in 0..3 {
+    // Each step waits for the alert task to have judged the last event before the clock moves.
+    alerter.notify(event("rate_spike", "k_live_1"));
+    eventually(WAIT, async || alerts(&m, "sent") == 1).await;
+    clock.advance(Duration::from_secs(1) - Duration::from_nanos(1));
+    for _ in 0..2 {
         alerter.notify(event("rate_spike", "k_live_1"));
     }
     eventually(WAIT, async || alerts(&m, "sent") == 1 && alerts(&m, "suppressed") == 2).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_nanos(1));
     alerter.notify(event("rate_spike", "k_live_1"));
     eventually(WAIT, async || alerts(&m, "sent") == 2).await;
 
@@ -114,7 +122,7 @@ async fn after_the_cooldown_the_next_alert_reports_how_many_were_suppressed() {
 async fn a_webhook_answering_5xx_is_retried_twice_then_counted_failed() {
     let hook = Upstream::spawn_with(Behaviour { status: Some(StatusCode::BAD_GATEWAY), ..Default::default() }).await;
     let m = Arc::new(Metrics::new());
-    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone(), Clock::system()).unwrap();
 
     alerter.notify(event("rate_spike", "k_live_1"));
     eventually(WAIT, async || alerts(&m, "failed") == 1).await;
@@ -126,7 +134,7 @@ async fn a_webhook_answering_5xx_is_retried_twice_then_counted_failed() {
 async fn a_webhook_answering_4xx_is_not_retried() {
     let hook = Upstream::spawn_with(Behaviour { status: Some(StatusCode::FORBIDDEN), ..Default::default() }).await;
     let m = Arc::new(Metrics::new());
-    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+    let alerter = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone(), Clock::system()).unwrap();
 
     alerter.notify(event("rate_spike", "k_live_1"));
     // "failed" is counted once the delivery is over, retries included.
@@ -149,7 +157,7 @@ async fn a_webhook_that_never_answers_cannot_slow_notify() {
     let mut s = settings(format!("http://{addr}/hook"));
     s.queue = 16;
     s.timeout = Duration::from_secs(30);
-    let alerter = Alerter::spawn(s, m.clone()).unwrap();
+    let alerter = Alerter::spawn(s, m.clone(), Clock::system()).unwrap();
 
     // Distinct subjects: none is suppressed, so the task is stuck on the first delivery.
     let events: Vec<_> = (0..1000).map(|i| event("invalid_key_burst", &format!("203.0.113.{i}"))).collect();
@@ -174,7 +182,7 @@ async fn the_webhook_token_never_reaches_the_logs() {
     let m = Arc::new(Metrics::new());
     for host in [dead, failing.addr] {
         let url = format!("http://hookuser:s3cr3t-pass@{host}/services/T0/B0/s3cr3t-path?token=s3cr3t-query");
-        let alerter = Alerter::spawn(settings(url), m.clone()).unwrap();
+        let alerter = Alerter::spawn(settings(url), m.clone(), Clock::system()).unwrap();
         alerter.notify(event("revoked_key_use", "k_live_1"));
     }
     eventually(WAIT, async || alerts(&m, "failed") == 2).await;
@@ -199,7 +207,7 @@ async fn the_webhook_token_never_reaches_the_logs() {
 async fn dropping_every_alerter_ends_its_task() {
     let hook = Upstream::spawn().await;
     let m = Arc::new(Metrics::new());
-    let a = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone()).unwrap();
+    let a = Alerter::spawn(settings(format!("http://{}/hook", hook.addr)), m.clone(), Clock::system()).unwrap();
     let b = a.clone();
     drop(a);
     b.notify(event("rate_spike", "k_live_1"));
@@ -212,7 +220,7 @@ async fn dropping_every_alerter_ends_its_task() {
 #[tokio::test]
 async fn spawn_refuses_what_it_cannot_use() {
     let m = Arc::new(Metrics::new());
-    let err = |s: AlertSettings| Alerter::spawn(s, m.clone()).err().expect("spawn should fail");
+    let err = |s: AlertSettings| Alerter::spawn(s, m.clone(), Clock::system()).err().expect("spawn should fail");
 
     let e = err(settings("ftp://hooks.example/s3cr3t".into()));
     assert!(e.contains("http or https") && !e.contains("s3cr3t"), "{e}");
@@ -251,7 +259,7 @@ async fn a_webhook_token_from_a_secret_file_is_sent_as_authorization_and_never_l
     let webhook = cfg.webhook.unwrap();
     assert!(!format!("{webhook:?}").contains("tok-from-secret-file"), "Debug shows the token");
     let m = Arc::new(Metrics::new());
-    let alerter = Alerter::spawn(webhook, m.clone()).unwrap();
+    let alerter = Alerter::spawn(webhook, m.clone(), Clock::system()).unwrap();
     alerter.notify(event("invalid_key_burst", "198.51.100.9"));
     eventually(WAIT, async || alerts(&m, "failed") == 1).await;
 

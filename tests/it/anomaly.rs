@@ -46,7 +46,9 @@ async fn ordinary_traffic_fires_nothing() {
 async fn an_invalid_key_burst_is_reported_once_and_blocks_the_address() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_an_victim");
-    let kg = spawn_proxy(
+    let clock = Clock::manual();
+    let kg = spawn_proxy_at(
+        &clock,
         up.addr,
         &[&key],
         "anomaly:\n  invalid_key_burst: {threshold: 5, window: 1m, block_for: 2s, block_status: 403}\n",
@@ -72,7 +74,11 @@ async fn an_invalid_key_burst_is_reported_once_and_blocks_the_address() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert!(ev[0]["detail"].as_str().unwrap().contains("more than 5 invalid keys in 1m"));
     assert!(!logs().contains("dpl_live_guess0000"), "presented keys are never logged");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_secs(2) - Duration::from_nanos(1));
+    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    r.assert_error(403, "IP_BLOCKED");
+    assert_eq!(r.headers["retry-after"], "1", "a nanosecond left, rounded up");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200, "the block ends");
 }
 
@@ -137,16 +143,18 @@ async fn a_key_from_a_new_network_is_reported() {
 async fn a_rate_far_above_the_keys_baseline_is_a_spike() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_an_spiky");
-    let kg = spawn_proxy(
+    let clock = Clock::manual();
+    let kg = spawn_proxy_at(
+        &clock,
         up.addr,
         &[&key],
         "anomaly:\n  rate_spike: {interval: 100ms, min_history: 5, factor: 5, min_rate: 1}\n",
     )
     .await;
-    // Baseline: about 10 requests a second for 0.8 s.
+    // Baseline: 10 requests a second for 0.8 s.
     for _ in 0..8 {
         kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(Duration::from_millis(100));
     }
     assert_eq!(kg.metric(&anomaly("rate_spike")).await, 0.0, "steady traffic");
     for _ in 0..60 {

@@ -31,9 +31,7 @@ fn denied(o: CheckOutcome) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn an_allowed_check_sets_the_identity_and_removes_the_clients_copies() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_check").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_check").with("    clinics: [clinic_001]\n"), "").await;
 
     let asked = ask(
         "/api/v1/clinics/clinic_001/interactions?x=1",
@@ -76,9 +74,7 @@ async fn a_refused_check_carries_the_standard_body_and_challenge() {
 
 #[tokio::test]
 async fn a_foreign_clinic_check_answers_the_empty_result() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_check_empty").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_check_empty").with("    clinics: [clinic_001]\n"), "").await;
 
     let outcome = kg
         .running()
@@ -91,9 +87,7 @@ async fn a_foreign_clinic_check_answers_the_empty_result() {
 
 #[tokio::test]
 async fn a_reported_path_that_is_not_normal_is_refused() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_check_path");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_check_path"), "").await;
 
     for path in
         ["/api/v1/clinics/clinic_001/../clinic_002/interactions", "/api//v1/clinics", "/api/v1/clinics/%252e%252e"]

@@ -45,7 +45,9 @@ async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
     let relay = Relay::start(redis_addr(&url).await).await;
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_fleet_open");
-    let kg = spawn_proxy(up.addr, &[&key], &redis_limits(&via(&url, relay.addr()), &prefix("open"), "fail_open")).await;
+    let clock = Clock::manual();
+    let cfg = redis_limits(&via(&url, relay.addr()), &prefix("open"), "fail_open");
+    let kg = spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await;
     for _ in 0..2 {
         assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
     }
@@ -63,17 +65,18 @@ async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
     assert!(errors < 7.0, "calls skipped by the open circuit are fallbacks, not errors ({errors})");
 
     relay.restore();
-    // After the breaker's pause, the shared budget (two spent of six) decides again.
-    let mut back = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
-        if r.status == 200 && r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=3;") {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "the shared budget is used again once Redis answers");
+    // Until the breaker's pause (300 ms) is over, the local budget still decides, without Redis.
+    let accepted = relay.accepted();
+    clock.advance(Duration::from_millis(300) - Duration::from_nanos(1));
+    kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await, 8.0);
+    assert_eq!(relay.accepted(), accepted, "Redis was not asked");
+    // After it, the shared budget (two spent of six) decides again.
+    clock.advance(Duration::from_nanos(1));
+    let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let back = r.headers["ratelimit"].to_str().unwrap().starts_with("\"default\";r=3;");
+    assert!(back, "the shared budget is used again once Redis answers: {:?}", r.headers["ratelimit"]);
 }
 
 #[tokio::test]
@@ -91,6 +94,8 @@ async fn redis_going_away_fails_closed_with_503_when_configured() {
     assert_eq!(r.headers["retry-after"], "1");
     assert_eq!(up.count(), 1, "nothing unlimited reached the upstream");
     assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_closed"}"#).await, 1.0);
+    let series = r#"keygate_requests_total{code="SERVICE_UNAVAILABLE",route="/api/v1/clinics/{clinic_id}/interactions",status_class="5xx"}"#;
+    assert_eq!(kg.metric(series).await, 1.0, "counted under the route it was for");
 }
 
 #[tokio::test]
@@ -107,7 +112,13 @@ async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
         kg.get(INTERACTIONS, &[("authorization", &revoked.bearer())]).await.assert_error(401, "API_KEY_REVOKED");
     }
     eventually(Duration::from_secs(3), async || hook.count() >= 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once all three reports are judged (one sent, two held back), nothing more can come.
+    let judged = async || {
+        kg.metric(r#"keygate_alerts_total{result="sent"}"#).await
+            + kg.metric(r#"keygate_alerts_total{result="suppressed"}"#).await
+            == 3.0
+    };
+    eventually(Duration::from_secs(3), judged).await;
     assert_eq!(hook.count(), 1, "three reports, one alert within the cool-down");
     let post = hook.last();
     assert_eq!(post.method, http::Method::POST);
@@ -121,4 +132,69 @@ async fn anomalies_reach_the_alert_webhook_once_per_cooldown() {
     assert_eq!(kg.metric(r#"keygate_alerts_total{result="sent"}"#).await, 1.0);
     assert_eq!(kg.metric(r#"keygate_alerts_total{result="suppressed"}"#).await, 2.0);
     assert!(!logs().contains("SECRET"), "the webhook's token never reaches the logs");
+}
+
+/// An outage under load at `concurrency`: Redis is cut (or, `silent`, stops answering),
+/// `per_round` requests go out, then the breaker's pause passes (one probe) and `per_round` more.
+async fn outage_at(concurrency: usize, per_round: usize, silent: bool) -> Proxy {
+    let url = live_redis().await;
+    let relay = Relay::start(redis_addr(&url).await).await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_fleet_outage");
+    let clock = Clock::manual();
+    let cfg = redis_limits(&via(&url, relay.addr()), &prefix("outage"), "fail_open").replace("burst: 6", "burst: 1000");
+    let kg = std::sync::Arc::new(spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await);
+    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 0.0);
+    if silent {
+        relay.blackhole().await;
+    } else {
+        relay.cut().await;
+    }
+    for round in 0..2 {
+        if round == 1 {
+            clock.advance(Duration::from_millis(300));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..concurrency {
+            let (kg, bearer) = (std::sync::Arc::clone(&kg), key.bearer());
+            let share = per_round / concurrency + usize::from(worker < per_round % concurrency);
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &bearer)]).await.status, 200);
+                }
+            });
+        }
+        tasks.join_all().await;
+    }
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 1.0);
+    relay.restore();
+    clock.advance(Duration::from_millis(300));
+    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    assert_eq!(kg.metric("keygate_rate_limit_redis_circuit_open").await, 0.0, "the probe closed it");
+    std::sync::Arc::into_inner(kg).expect("the tasks are done")
+}
+
+async fn redis_errors(kg: &Proxy) -> f64 {
+    let mut sum = 0.0;
+    for kind in ["timeout", "connection", "response"] {
+        sum += kg.metric(&format!("keygate_rate_limit_redis_errors_total{{kind=\"{kind}\"}}")).await;
+    }
+    sum
+}
+
+#[tokio::test]
+async fn an_outage_is_counted_the_same_at_any_concurrency() {
+    for (concurrency, silent) in [(1, false), (8, false), (1, true), (8, true)] {
+        let kg = outage_at(concurrency, 24, silent).await;
+        // The broken (or silent) connection once, however many requests rode it, and the one
+        // probe once; every request made while Redis was away once, none after it came back.
+        let case = format!("concurrency {concurrency}, silent {silent}");
+        assert_eq!(redis_errors(&kg).await, 2.0, "{case}");
+        let fallback = kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_open"}"#).await;
+        assert_eq!(fallback, 48.0, "{case}");
+        if silent {
+            assert_eq!(kg.metric(r#"keygate_rate_limit_redis_errors_total{kind="timeout"}"#).await, 2.0, "{case}");
+        }
+    }
 }

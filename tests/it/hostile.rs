@@ -12,9 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::*;
 
 async fn full_key_proxy(id: &str) -> (Upstream, TestKey, Proxy) {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live(id).with("    type: full\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live(id).with("    type: full\n"), "").await;
     (up, key, kg)
 }
 
@@ -28,60 +26,7 @@ fn post(target: &str, key: &TestKey, head_lines: &[&str], body: &str) -> String 
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
 
-// ---------- paths ----------
-
-#[tokio::test]
-async fn a_double_encoded_dot_slash_backslash_or_nul_is_refused() {
-    let (up, key, kg) = full_key_proxy("k_double").await;
-
-    for seg in ["%252e%252e", "%252E%252e", "x%252fy", "x%252Fy", "x%255cy", "x%255Cy", "x%2500y", "%2561", "%25%32%65"]
-    {
-        let resp = kg.raw(&raw_get(&format!("/api/v1/clinics/{seg}/interactions"), &key)).await;
-
-        assert_raw_error(&resp, 400, "INVALID_REQUEST");
-        assert!(raw_json(&resp)["error"]["message"].as_str().unwrap().contains("double percent-encoding"), "{resp}");
-    }
-    assert_eq!(up.count(), 0, "a double-encoded path reached the upstream");
-}
-
-#[tokio::test]
-async fn a_percent_sign_that_encodes_no_escape_is_still_forwarded() {
-    let (up, key, kg) = full_key_proxy("k_pct").await;
-
-    let resp = kg.raw(&raw_get("/api/v1/clinics/100%25/interactions", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics/100%25/interactions");
-}
-
-#[tokio::test]
-async fn a_dot_segment_with_path_parameters_is_refused() {
-    let (up, key, kg) = full_key_proxy("k_semicolon").await;
-
-    for path in [
-        "/api/v1/clinics/clinic_001/..;/clinic_002/interactions",
-        "/api/v1/clinics/clinic_001/..;x=1/clinic_002/interactions",
-        "/api/v1/clinics/clinic_001/.;/interactions",
-        "/api/v1/clinics/clinic_001/..%3B/clinic_002/interactions",
-        "/api/v1/clinics/clinic_001;jsessionid=1/interactions",
-    ] {
-        let resp = kg.raw(&raw_get(path, &key)).await;
-
-        assert_raw_error(&resp, 400, "INVALID_REQUEST");
-        assert!(raw_json(&resp)["error"]["message"].as_str().unwrap().contains("';'"), "{path}: {resp}");
-    }
-    assert_eq!(up.count(), 0, "a path with ';' reached the upstream");
-}
-
-#[tokio::test]
-async fn an_encoded_semicolon_inside_a_segment_is_forwarded_encoded() {
-    let (up, key, kg) = full_key_proxy("k_enc_semicolon").await;
-
-    let resp = kg.raw(&raw_get("/api/v1/clinics/a%3bb/interactions", &key)).await;
-
-    assert_eq!(raw_status(&resp), 200, "{resp}");
-    assert_eq!(up.last().uri, "/api/v1/clinics/a%3Bb/interactions");
-}
+// Paths an upstream could resolve differently: tests/it/hygiene/paths.rs (one table).
 
 // ---------- framing ----------
 
@@ -195,7 +140,7 @@ async fn an_upstream_answer_with_both_lengths_loses_its_length_and_its_connectio
     let kg = spawn_proxy(upstream, &[&key], "").await;
 
     for _ in 0..2 {
-        let resp = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+        let resp = kg.get_as(&key, "/api/v1/clinics").await;
 
         assert_eq!(resp.status, 200);
         assert_eq!(resp.text(), "{}");
@@ -233,9 +178,11 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_judged_by_its_ipv4_address()
 
 #[tokio::test]
 async fn an_ipv4_mapped_forwarded_for_from_a_trusted_proxy_is_read_as_ipv4() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_mapped_xff").with("    allowed_ips: [203.0.113.0/24]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1/32]\n").await;
+    let (_up, key, kg) = proxy_for(
+        TestKey::live("k_mapped_xff").with("    allowed_ips: [203.0.113.0/24]\n"),
+        "trusted_proxies: [127.0.0.1/32]\n",
+    )
+    .await;
 
     let resp =
         kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-forwarded-for", "::ffff:203.0.113.9")]).await;
@@ -297,4 +244,81 @@ async fn keep_alive_requests_after_bodies_are_still_served() {
 
     assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 3, "{resp}");
     assert_eq!(up.count(), 3);
+}
+
+// ---------- an HTTP/1.0 upstream ----------
+
+/// A legacy upstream that answers every request in HTTP/1.0 and closes (no keep-alive).
+async fn http10_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nlegacy").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http10_upstream_does_not_downgrade_or_close_the_client_connection() {
+    let key = TestKey::live("k_http10").with("    type: full\n");
+    let kg = spawn_proxy(http10_upstream().await, &[&key], "").await;
+    let mut s = TcpStream::connect(kg.addr).await.unwrap();
+
+    for round in 0..2 {
+        s.write_all(raw_get("/api/v1/clinics", &key).replace("Connection: close\r\n", "").as_bytes()).await.unwrap();
+        let resp = read_response(&mut s).await;
+
+        assert!(resp.starts_with("HTTP/1.1 200"), "round {round}: {resp}");
+        assert_ne!(raw_header(&resp, "connection"), Some("close"), "round {round}: {resp}");
+        assert!(resp.ends_with("legacy"), "round {round}: {resp}");
+    }
+}
+
+/// One chunked or length-delimited response from a kept-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "keygate closed the connection: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let chunked_done =
+                head.to_ascii_lowercase().contains("transfer-encoding: chunked") && body.ends_with("0\r\n\r\n");
+            let length_done = raw_header(&text, "content-length").is_some_and(|l| body.len() >= l.parse().unwrap());
+            if chunked_done || length_done {
+                let body = if chunked_done { dechunk(body) } else { body.to_string() };
+                return format!("{head}\r\n\r\n{body}");
+            }
+        }
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
 }

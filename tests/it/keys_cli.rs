@@ -62,7 +62,8 @@ async fn a_key_created_by_the_cli_works_within_two_seconds_and_revoke_stops_it()
 #[tokio::test]
 async fn rotate_keeps_both_keys_during_the_grace_period_and_only_the_new_one_after() {
     let up = Upstream::spawn().await;
-    let kg = spawn_proxy(up.addr, &[], "").await;
+    let clock = Clock::manual();
+    let kg = spawn_proxy_at(&clock, up.addr, &[], "").await;
     let (old_id, old) =
         create(&kg.keys_path, &["--label", "rotating", "--scopes", "interactions:read,clinics:read"]).await;
     eventually(Duration::from_secs(2), async || status(&kg, &old).await == 200).await;
@@ -81,7 +82,12 @@ async fn rotate_keeps_both_keys_during_the_grace_period_and_only_the_new_one_aft
     assert_eq!(find(&old_id)["rotated_to"], new_id.as_str());
     assert_eq!(find(&new_id)["rotated_from"], old_id.as_str());
 
-    eventually(Duration::from_secs(5), async || status(&kg, &old).await == 401).await;
+    // The grace period ends at a whole second: the old key works to its last nanosecond.
+    let grace_end = rfc3339(&find(&old_id)["expires_at"]);
+    advance_to(&clock, grace_end - Duration::from_nanos(1));
+    assert_eq!(status(&kg, &old).await, 200, "the old key works until the grace period ends");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(status(&kg, &old).await, 401);
     kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
         .await
         .assert_error(401, "API_KEY_EXPIRED");
@@ -145,12 +151,19 @@ async fn a_crash_mid_write_loses_nothing() {
     let whole = std::fs::read_to_string(&kg.keys_path).unwrap();
     std::fs::write(&stray, &whole[..whole.len() / 2]).unwrap();
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A reload with the stray beside the table (SIGHUP's, so it certainly happens), then one for
+    // the table's own change: both read the table, never the temp file.
+    let (ok, failed) =
+        ("keygate_key_table_reloads_total{result=\"ok\"}", "keygate_key_table_reloads_total{result=\"failed\"}");
+    let before = kg.metric(ok).await;
+    kg.running().reload();
+    eventually(Duration::from_secs(2), async || kg.metric(ok).await > before).await;
     assert_eq!(status(&kg, &first).await, 200, "the proxy never reads the temp file");
-    assert_eq!(kg.metric("keygate_key_table_reloads_total{result=\"failed\"}").await, 0.0);
+    assert_eq!(kg.metric(failed).await, 0.0);
     let (_, second) = create(&kg.keys_path, &["--label", "after the crash"]).await;
     eventually(Duration::from_secs(2), async || status(&kg, &second).await == 200).await;
     assert_eq!(status(&kg, &first).await, 200);
+    assert_eq!(kg.metric(failed).await, 0.0);
 }
 
 #[tokio::test]
@@ -211,30 +224,22 @@ async fn the_admin_key_api_needs_the_token_when_one_is_configured() {
     std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
     let kg = spawn_proxy(up.addr, &[&key], &format!("admin_token_file: {}\n", token_file.display())).await;
 
-    assert_eq!(kg.admin_get("/admin/keys/k_adm").await.status, 401);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let url = format!("http://{}/admin/keys/k_adm", kg.admin);
-    let r = send(
-        client.clone(),
-        &url,
-        http::Method::GET,
-        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
-        bytes::Bytes::new(),
-    )
-    .await;
+    let token = [("authorization", "Bearer s3cret-admin-token-0123456789")];
+    let r = kg.admin_get("/admin/keys/k_adm").await;
+    r.assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    kg.admin_get_with("/admin/keys/k_adm", &[("authorization", "Bearer wrong")])
+        .await
+        .assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    let r = kg.admin_get_with("/admin/keys/k_adm", &token).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["id"], "k_adm");
     assert_eq!(r.json()["state"], "active");
-    let missing = format!("http://{}/admin/keys/nope", kg.admin);
-    let r = send(
-        client,
-        &missing,
-        http::Method::GET,
-        &[("authorization", "Bearer s3cret-admin-token-0123456789")],
-        bytes::Bytes::new(),
-    )
-    .await;
-    assert_eq!(r.status, 404);
+    // The scheme is case-insensitive, as on the proxy port (RFC 9110 11.1).
+    let lower = [("authorization", "bearer s3cret-admin-token-0123456789")];
+    assert_eq!(kg.admin_get_with("/admin/keys/k_adm", &lower).await.status, 200);
+    kg.admin_get_with("/admin/keys/nope", &token).await.assert_error(404, "NOT_FOUND");
+    kg.admin_get_with("/admin/nothing", &token).await.assert_error(404, "NOT_FOUND");
     // Metrics and probes stay open for the kubelet and Prometheus.
     assert_eq!(kg.admin_get("/metrics").await.status, 200);
     assert!(!logs().contains("s3cret-admin-token"));
@@ -311,4 +316,30 @@ async fn show_given_a_secret_refuses_without_echoing_it() {
         assert!(out.stderr.contains("looks like a key's secret"), "{cmd}: {}", out.stderr);
         assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret), "{cmd} echoed the secret");
     }
+}
+
+#[tokio::test]
+async fn keys_secret_publishes_the_table_a_mounted_keygate_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("keys.yaml");
+    let (id, secret) = create(&table, &["--label", "published"]).await;
+
+    let out = keys(&table, &["secret", "--name", "keygate-keys", "--namespace", "clinic"]).await;
+
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.contains(&secret), "a manifest holds hashes only");
+    let m: serde_yaml::Value = serde_yaml::from_str(&out.stdout).unwrap();
+    assert_eq!((m["kind"].as_str(), m["metadata"]["name"].as_str()), (Some("Secret"), Some("keygate-keys")));
+    assert_eq!(m["metadata"]["namespace"], "clinic");
+    // What the kubelet would write into the mount is a table keygate serves (written before the
+    // reloader's first look: it compares with the file as loaded, not as first seen).
+    let mounted = m["stringData"]["keys.yaml"].as_str().unwrap();
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[], "").await;
+    kg.write_keys(mounted);
+    eventually(Duration::from_secs(5), async || status(&kg, &secret).await == 200).await;
+    assert_eq!(up.last().one("x-api-key-id"), id);
+
+    let out = keys(&table, &["secret", "--name", "Keygate_Keys"]).await;
+    assert!(!out.ok && out.stderr.contains("not a valid Secret name"), "{}", out.stderr);
 }

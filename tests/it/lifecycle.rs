@@ -52,10 +52,28 @@ async fn upstream_down_is_502_and_counted() {
     let key = TestKey::live("k_down");
     let kg = spawn_proxy(dead_addr().await, &[&key], "").await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-refused")]).await;
 
     r.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"connect\"}").await, 1.0);
+    let line = upstream_failure_line("rid-refused");
+    assert_eq!(
+        (line["cause"].as_str(), line["stage"].as_str()),
+        (Some("connection refused"), Some("connect")),
+        "{line}"
+    );
+    assert!(!line.to_string().contains(&key.secret), "the key never reaches the line");
+}
+
+/// The one log line a 502 leaves, found by its request id.
+pub fn upstream_failure_line(request_id: &str) -> serde_json::Value {
+    let found: Vec<serde_json::Value> = logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "upstream unavailable" && v["request_id"] == request_id)
+        .collect();
+    assert_eq!(found.len(), 1, "one line for {request_id}: {found:?}");
+    found.into_iter().next().unwrap()
 }
 
 #[tokio::test]
@@ -163,7 +181,7 @@ async fn admin_endpoints_and_metrics() {
         "{text}"
     );
     assert!(
-        text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"none\",status_class=\"4xx\"} 1"),
+        text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"/api/v1/clinics\",status_class=\"4xx\"} 1"),
         "{text}"
     );
     assert!(text.contains("keygate_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/clinics\""));
@@ -232,25 +250,33 @@ async fn requests_during_repeated_table_swaps_see_one_whole_table_or_the_other()
     let b = TestKey::live("k_b").with("    clinics: [clinic_b]\n");
     // Load, not limits, is under test here.
     let unlimited = "rate_limits:\n  tiers:\n    default: {rate: 100000/s, burst: 100000}\n";
-    let kg = std::sync::Arc::new(spawn_proxy(up.addr, &[&a], unlimited).await);
+    let kg = spawn_proxy(up.addr, &[&a], unlimited).await;
     let (v1, v2) = (table_yaml(&[&a]), table_yaml(&[&b]));
+    let status = async |k: &TestKey| kg.get("/api/v1/clinics", &[("authorization", &k.bearer())]).await.status;
 
-    let writer = {
-        let kg = std::sync::Arc::clone(&kg);
-        tokio::spawn(async move {
-            for i in 0..20 {
-                kg.write_keys(if i % 2 == 0 { &v2 } else { &v1 });
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-        })
-    };
-    let mut statuses = std::collections::BTreeMap::new();
-    while !writer.is_finished() {
-        for k in [&a, &b] {
-            let r = kg.get("/api/v1/clinics", &[("authorization", &k.bearer())]).await;
-            *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+    let swapping = std::cell::Cell::new(true);
+    let writer = async {
+        for i in 0..20 {
+            let (now_in, now_out) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+            kg.write_keys(if i % 2 == 0 { &v2 } else { &v1 });
+            // SIGHUP, so no poll interval is waited out; the next table is written only once this
+            // one is serving.
+            kg.running().reload();
+            eventually(Duration::from_secs(2), async || status(now_in).await == 200 && status(now_out).await == 401)
+                .await;
         }
-    }
+        swapping.set(false);
+    };
+    let requests = async {
+        let mut statuses = std::collections::BTreeMap::new();
+        while swapping.get() {
+            for k in [&a, &b] {
+                *statuses.entry(status(k).await.as_u16()).or_insert(0) += 1;
+            }
+        }
+        statuses
+    };
+    let ((), statuses) = tokio::join!(writer, requests);
     assert!(statuses.keys().all(|s| *s == 200 || *s == 401), "{statuses:?}");
     // Every forwarded request carried the clinics of the key that authenticated it.
     for seen in up.requests() {

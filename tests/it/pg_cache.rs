@@ -208,12 +208,17 @@ async fn past_max_staleness_even_a_cached_key_is_refused_then_served_again() {
         &db.url_via(relay.addr()),
         "  sync: cache\n  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n",
     );
-    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &store).await;
+    let clock = Clock::manual();
+    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
 
     // The follower can no longer vouch for the cache: a revocation might be missing from it.
+    // Its last confirmation was at the clock's reading now (it has not moved).
     relay.blackhole().await;
-    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 503).await;
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(status(&kg, &key).await, 200, "stale only past max_staleness");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(status(&kg, &key).await, 503);
     get(&kg, &key).await.assert_error(503, "KEY_STORE_UNAVAILABLE");
     assert_eq!(kg.admin_get("/readyz").await.json()["reasons"], serde_json::json!(["key store stale"]));
     eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_staleness_seconds").await >= 1.0).await;
@@ -300,8 +305,13 @@ async fn usage_served_by_two_instances_is_summed_in_keys_show() {
     assert!(usage["source"].as_str().unwrap().contains("every proxy"), "{usage}");
     assert!(kg1.metric(r#"keygate_key_store_usage_flushes_total{result="ok"}"#).await >= 1.0);
 
-    // Nothing new, nothing added: the next flushes leave the sums alone.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Nothing new, nothing added: the next flushes leave the sums alone. One more refusal at
+    // each instance makes sure each has flushed again (a flush with nothing new writes nothing).
+    for kg in [&kg1, &kg2] {
+        let denied = kg.get("/api/v1/metrics?clinic_id=c1", &[("authorization", &format!("Bearer {secret}"))]).await;
+        denied.assert_error(403, "INSUFFICIENT_SCOPE");
+    }
+    eventually(Duration::from_secs(5), async || fleet_usage(&cli, &id).await["requests"]["4xx"] == 3).await;
     assert_eq!(fleet_usage(&cli, &id).await["requests"]["2xx"], 5);
 }
 

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::relay::Relay;
 use crate::support::*;
@@ -84,13 +84,25 @@ impl Drop for Db {
             rt.block_on(async {
                 if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                    let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = client.batch_execute("SET lock_timeout = '2s'").await;
+                    if client.batch_execute(&drop).await.is_err() {
+                        // This test's keygate, frozen mid-transaction on the runtime this drop
+                        // blocks, holds locks it can never release (the DROP waited forever).
+                        let _ = client.execute(HOLDERS_OF_LOCKS_IN, &[&schema]).await;
+                        let _ = client.batch_execute(&drop).await;
+                    }
                 }
             })
         })
         .join();
     }
 }
+
+/// Ends every other session holding a lock on a relation in schema `$1` (only this test's).
+const HOLDERS_OF_LOCKS_IN: &str = "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+     JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()";
 
 fn shown(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {
@@ -110,9 +122,14 @@ pub fn config_file(dir: &Path, name: &str, upstream: SocketAddr, store: &str) ->
 }
 
 pub async fn spawn_pg_proxy(dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Proxy {
+    spawn_pg_proxy_at(&Clock::system(), dir, name, upstream, store).await
+}
+
+/// `spawn_pg_proxy` deciding by `clock`.
+pub async fn spawn_pg_proxy_at(clock: &Clock, dir: &Path, name: &str, upstream: SocketAddr, store: &str) -> Proxy {
     let cfg_path = config_file(dir, name, upstream, store);
     let cfg = keygate::config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}"));
-    let running = keygate::app::start(cfg).await.unwrap();
+    let running = keygate::app::start_with_clock(cfg, clock.clone()).await.unwrap();
     Proxy {
         addr: running.proxy_addr,
         admin: running.admin_addr,
@@ -272,23 +289,26 @@ async fn rotation_grace_holds_at_every_instance() {
     let dir = tempfile::tempdir().unwrap();
     let store = db.store_yaml(&db.url, &format!("  auto_migrate: true\n{FAST}"));
     let cli = config_file(dir.path(), "cli.yaml", up.addr, &store);
-    let kg1 = spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
-    let kg2 = spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
+    // One clock for the fleet, standing still unless moved: the grace period is not raced.
+    let clock = Clock::manual();
+    let kg1 = spawn_pg_proxy_at(&clock, dir.path(), "kg1.yaml", up.addr, &store).await;
+    let kg2 = spawn_pg_proxy_at(&clock, dir.path(), "kg2.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || ready(&kg1).await && ready(&kg2).await).await;
     let (old_id, old) = create(&cli, &["--label", "rotating"]).await;
 
     let out = keys(&cli, &["rotate", &old_id, "--grace", "3s", "--json"]).await;
     assert!(out.ok, "{}", out.stderr);
-    let rotated_at = Instant::now();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let new = v["key"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(1), async || status(&kg1, &new).await == 200 && status(&kg2, &new).await == 200)
         .await;
-    if rotated_at.elapsed() < Duration::from_secs(2) {
-        assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "grace period at both");
-    }
-    eventually(Duration::from_secs(6), async || status(&kg1, &old).await == 401 && status(&kg2, &old).await == 401)
-        .await;
+    assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "grace period at both");
+    let shown = keys(&cli, &["show", &old_id, "--json"]).await;
+    let grace_end = rfc3339(&serde_json::from_str::<serde_json::Value>(&shown.stdout).unwrap()["expires_at"]);
+    advance_to(&clock, grace_end - Duration::from_nanos(1));
+    assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "to its last nanosecond");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (401, 401));
     kg2.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
         .await
         .assert_error(401, "API_KEY_EXPIRED");
@@ -343,18 +363,25 @@ async fn a_cut_connection_keeps_serving_reconnects_and_catches_up() {
     let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
     migrate(&cli).await;
     let (a_id, a) = create(&cli, &["--label", "before the cut"]).await;
-    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &db.store_yaml(&db.url_via(relay.addr()), FAST)).await;
+    let clock = Clock::manual();
+    let store = db.store_yaml(&db.url_via(relay.addr()), FAST);
+    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || status(&kg, &a).await == 200).await;
 
     relay.cut().await;
     let (_, b) = create(&cli, &["--label", "made while cut"]).await;
     let out = keys(&cli, &["revoke", &a_id]).await;
     assert!(out.ok, "{}", out.stderr);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The follower knows it is cut off, so no sync can come; its last was at the clock's reading
+    // now (it has not moved). max_staleness is 30 s.
+    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_connected").await == 0.0).await;
+    clock.advance(Duration::from_secs(30));
     assert_eq!(status(&kg, &a).await, 200, "the last view keeps serving within max_staleness");
     assert_eq!(status(&kg, &b).await, 401, "and knows nothing newer");
     assert!(ready(&kg).await);
-    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_connected").await == 0.0).await;
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(status(&kg, &a).await, 503, "and not a nanosecond longer");
+    assert!(!ready(&kg).await);
 
     relay.restore();
     let took =
@@ -364,8 +391,18 @@ async fn a_cut_connection_keeps_serving_reconnects_and_catches_up() {
     assert!(logs().contains("key store unreachable; serving the last view while reconnecting"));
 }
 
-#[tokio::test]
-async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+/// A keygate on a manual clock whose store is reached through a relay, serving one key.
+pub struct Relayed {
+    pub relay: Relay,
+    pub key: String,
+    pub clock: Clock,
+    pub kg: Proxy,
+    /// Kept alive for the test: the schema, the upstream, the config directory.
+    pub held: (Db, Upstream, tempfile::TempDir),
+}
+
+/// `lines`: the store's settings (poll interval, timeout, staleness). Returns once the key works.
+pub async fn relayed(lines: &str) -> Relayed {
     let db = Db::new().await;
     let up = Upstream::spawn().await;
     let relay = Relay::start(db.addr()).await;
@@ -373,15 +410,33 @@ async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers()
     let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
     migrate(&cli).await;
     let (_, key) = create(&cli, &["--label", "steady"]).await;
-    let store =
-        db.store_yaml(&db.url_via(relay.addr()), "  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n");
-    let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &store).await;
+    let store = db.store_yaml(&db.url_via(relay.addr()), lines);
+    let clock = Clock::manual();
+    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
+    Relayed { relay, key, clock, kg, held: (db, up, dir) }
+}
 
+#[tokio::test]
+async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+    let Relayed { relay, key, clock, kg, held: _held } =
+        relayed("  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
+
+    // No sync can come through now; the last was at the clock's reading now (it has not moved).
     relay.blackhole().await;
-    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 503).await;
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(status(&kg, &key).await, 200, "stale only past max_staleness");
+    assert!(ready(&kg).await);
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(status(&kg, &key).await, 503);
     let r = kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {key}"))]).await;
     r.assert_error(503, "KEY_STORE_UNAVAILABLE");
+    let series = r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="/api/v1/clinics",status_class="5xx"}"#;
+    assert!(kg.metric(series).await >= 2.0, "counted under the route it was for");
+    assert_eq!(
+        kg.metric(r#"keygate_requests_total{code="KEY_STORE_UNAVAILABLE",route="none",status_class="5xx"}"#).await,
+        0.0
+    );
     let rz = kg.admin_get("/readyz").await;
     assert_eq!((rz.status.as_u16(), rz.json()["reasons"].clone()), (503, serde_json::json!(["key store stale"])));
     // The gauge is refreshed twice a second.
@@ -404,7 +459,8 @@ async fn with_the_database_down_at_start_it_is_not_ready_then_loads_when_it_retu
     relay.cut().await;
 
     let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &db.store_yaml(&db.url_via(relay.addr()), FAST)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The follower has tried: the relay took its connection, and closed it.
+    eventually(Duration::from_secs(2), async || relay.accepted() >= 1).await;
     let rz = kg.admin_get("/readyz").await;
     assert_eq!((rz.status.as_u16(), rz.json()["reasons"].clone()), (503, serde_json::json!(["key table not loaded"])));
     kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {key}"))])

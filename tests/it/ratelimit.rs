@@ -42,14 +42,17 @@ async fn exactly_burst_requests_pass_then_429_with_retry_after_and_headers() {
 async fn the_budget_refills_at_the_tier_rate() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_rl_refill").with("    rate_limit: quick\n");
-    let kg = spawn_proxy(up.addr, &[&key], &limits("    quick: {rate: 4/s, burst: 2}\n", "")).await;
+    let clock = Clock::manual();
+    let kg = spawn_proxy_at(&clock, up.addr, &[&key], &limits("    quick: {rate: 4/s, burst: 2}\n", "")).await;
     let auth = [("authorization", key.bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(kg.get(INTERACTIONS, &auth).await.status, 200);
     assert_eq!(kg.get(INTERACTIONS, &auth).await.status, 200);
     kg.get(INTERACTIONS, &auth).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
-    // One emission interval is 250 ms; the margin either side keeps a slow machine honest.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One emission interval is 250 ms: not a nanosecond sooner.
+    clock.advance(Duration::from_millis(250) - Duration::from_nanos(1));
+    kg.get(INTERACTIONS, &auth).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(kg.get(INTERACTIONS, &auth).await.status, 200, "one more after one emission interval");
     kg.get(INTERACTIONS, &auth).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
 }

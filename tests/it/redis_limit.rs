@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keygate::clock::Clock;
 use keygate::ratelimit::Quota;
 use keygate::store::redis_limits::{RedisLimitError, RedisLimiter, RedisSettings};
-use tokio::time::sleep;
 
 use crate::relay::Relay;
+use crate::support::eventually;
 
 const SLACK: Duration = Duration::from_millis(50);
 
@@ -75,10 +76,22 @@ async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// A subject's stored TAT, in microseconds on Redis's clock.
+async fn stored_tat(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("GET").arg(key).query_async::<String>(conn).await.unwrap().parse().unwrap()
+}
+
+/// As if `by` had passed on Redis's clock, which the limiter reads on purpose (one clock for the
+/// fleet) and no test can move: the subject's TAT moves back instead.
+async fn rewind(conn: &mut redis::aio::MultiplexedConnection, key: &str, by: Duration) {
+    let micros = i64::try_from(by.as_micros()).unwrap();
+    let _: i64 = redis::cmd("DECRBY").arg(key).arg(micros).query_async(conn).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_full_bucket_lets_exactly_the_burst_through() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "exact")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "exact"), Clock::system(), None).unwrap();
     let q = quota(5, Duration::from_secs(10));
     for expected in (0..5).rev() {
         let v = limiter.check("key-a", &q).await.unwrap();
@@ -99,7 +112,10 @@ async fn two_replicas_share_one_budget() {
     let url = live_redis().await;
     let first = settings(&url, "shared");
     let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "shared") };
-    let (a, b) = (RedisLimiter::new(first).unwrap(), RedisLimiter::new(second).unwrap());
+    let (a, b) = (
+        RedisLimiter::new(first, Clock::system(), None).unwrap(),
+        RedisLimiter::new(second, Clock::system(), None).unwrap(),
+    );
     let q = quota(10, Duration::from_secs(60));
     for _ in 0..5 {
         assert!(a.check("key", &q).await.unwrap().allowed);
@@ -114,7 +130,10 @@ async fn concurrent_decisions_never_exceed_the_burst() {
     let url = live_redis().await;
     let first = settings(&url, "concurrent");
     let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "concurrent") };
-    let limiters = [Arc::new(RedisLimiter::new(first).unwrap()), Arc::new(RedisLimiter::new(second).unwrap())];
+    let limiters = [
+        Arc::new(RedisLimiter::new(first, Clock::system(), None).unwrap()),
+        Arc::new(RedisLimiter::new(second, Clock::system(), None).unwrap()),
+    ];
     let q = quota(25, Duration::from_secs(60));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..80 {
@@ -128,14 +147,21 @@ async fn concurrent_decisions_never_exceed_the_burst() {
 #[tokio::test]
 async fn the_bucket_refills_one_request_per_interval() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "refill")).unwrap();
-    let q = quota(2, Duration::from_millis(50));
+    let s = settings(&url, "refill");
+    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
+    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
+    // A long interval: the real time between two calls is nothing beside it.
+    let q = quota(2, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     let refused = limiter.check("key", &q).await.unwrap();
     assert!(!refused.allowed);
-    assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(50), "{refused:?}");
-    sleep(refused.retry_after + Duration::from_millis(5)).await;
+    assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(60), "{refused:?}");
+    rewind(&mut conn, &key, refused.retry_after - Duration::from_secs(1)).await;
+    let early = limiter.check("key", &q).await.unwrap();
+    assert!(!early.allowed, "not before the interval is over");
+    assert!(early.retry_after <= Duration::from_secs(1), "{early:?}");
+    rewind(&mut conn, &key, early.retry_after).await;
     let v = limiter.check("key", &q).await.unwrap();
     assert!(v.allowed, "one more after one interval");
     assert_eq!(v.remaining, 0);
@@ -145,22 +171,28 @@ async fn the_bucket_refills_one_request_per_interval() {
 #[tokio::test]
 async fn refused_requests_do_not_push_recovery_further() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "hammer")).unwrap();
-    let q = quota(1, Duration::from_millis(200));
-    let start = Instant::now();
+    let s = settings(&url, "hammer");
+    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
+    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
+    let q = quota(1, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
+    let tat = stored_tat(&mut conn, &key).await;
     let mut last = Duration::MAX;
-    let mut refusals = 0;
-    while start.elapsed() < Duration::from_millis(120) {
-        let v = limiter.check("key", &q).await.unwrap();
-        assert!(!v.allowed);
-        assert!(v.retry_after <= last, "retry_after grew from {last:?} to {:?}", v.retry_after);
-        last = v.retry_after;
-        refusals += 1;
+    for round in 0..2 {
+        for _ in 0..10 {
+            let v = limiter.check("key", &q).await.unwrap();
+            assert!(!v.allowed);
+            assert!(v.retry_after <= last, "retry_after grew from {last:?} to {:?}", v.retry_after);
+            last = v.retry_after;
+        }
+        if round == 0 {
+            // 59 s go by while the client hammers.
+            rewind(&mut conn, &key, Duration::from_secs(59)).await;
+        }
     }
-    assert!(refusals > 10, "hammered only {refusals} times");
-    assert!(last < Duration::from_millis(100), "200 ms after the first request, not after the last: {last:?}");
-    sleep(last + Duration::from_millis(5)).await;
+    assert_eq!(stored_tat(&mut conn, &key).await, tat - 59_000_000, "twenty refusals left the TAT alone");
+    assert!(last <= Duration::from_secs(1), "60 s after the first request, not after the last: {last:?}");
+    rewind(&mut conn, &key, last).await;
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 }
 
@@ -170,7 +202,7 @@ async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
     let url = live_redis().await;
     let s = settings(&url, "expiry");
     let key = format!("{}key", s.key_prefix);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
     let mut conn = raw_connection(&url).await;
     assert!(limiter.check("key", &quota(3, Duration::from_millis(100))).await.unwrap().allowed);
 
@@ -181,14 +213,14 @@ async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
     assert!(tat > now && tat <= now + 100_000, "one interval of debt: tat {tat}, now {now}");
     let ttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(ttl > 0 && ttl <= 100, "expiry {ttl} ms: when the bucket is full again");
-    sleep(Duration::from_millis(150)).await;
-    assert!(!conn.exists::<_, bool>(&key).await.unwrap(), "an idle key vanishes");
+    // Redis's own clock expires it: waited for, not slept past.
+    eventually(Duration::from_secs(1), async || !conn.exists::<_, bool>(&key).await.unwrap()).await;
 }
 
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_transparently() {
     let url = live_redis().await;
-    let limiter = RedisLimiter::new(settings(&url, "noscript")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "noscript"), Clock::system(), None).unwrap();
     let q = quota(3, Duration::from_secs(60));
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 2);
     let mut conn = raw_connection(&url).await;
@@ -200,7 +232,8 @@ async fn a_flushed_script_cache_is_reloaded_transparently() {
 async fn concurrent_first_calls_share_one_connection() {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
-    let limiter = Arc::new(RedisLimiter::new(settings(&via(&url, relay.addr()), "one-connect")).unwrap());
+    let limiter =
+        Arc::new(RedisLimiter::new(settings(&via(&url, relay.addr()), "one-connect"), Clock::system(), None).unwrap());
     let q = quota(100, Duration::from_secs(60));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
@@ -221,7 +254,8 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
         ..settings(&via(&url, relay.addr()), "cut")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let clock = Clock::manual();
+    let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 9);
     assert!(limiter.is_up());
@@ -230,21 +264,26 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
     let started = Instant::now();
     let err = limiter.check("key", &q).await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(err, RedisLimitError::Connection | RedisLimitError::Timeout), "{err:?}");
+    // `KnownDown` when the warm-up's script load, still on the same connection, reported it first.
+    let first = [RedisLimitError::Connection, RedisLimitError::Timeout, RedisLimitError::KnownDown];
+    assert!(first.contains(&err), "{err:?}");
     assert!(took < timeout + SLACK, "the first failure took {took:?}");
     assert!(!limiter.is_up());
 
     let accepted = relay.accepted();
     for _ in 0..100 {
         let started = Instant::now();
-        assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection));
+        assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown));
         let took = started.elapsed();
         assert!(took < Duration::from_millis(5), "an open circuit answered in {took:?}");
     }
     assert_eq!(relay.accepted(), accepted, "an open circuit does no I/O");
 
     relay.restore();
-    sleep(pause + Duration::from_millis(20)).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown), "not a nanosecond early");
+    assert_eq!(relay.accepted(), accepted);
+    clock.advance(Duration::from_nanos(1));
     let v = limiter.check("key", &q).await.expect("the probe after the pause reconnects");
     assert_eq!(v.remaining, 8, "the budget lived on in Redis");
     assert!(limiter.is_up());
@@ -261,27 +300,34 @@ async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
         ..settings(&via(&url, relay.addr()), "blackhole")
     };
     let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let limiter = RedisLimiter::new(s).unwrap();
+    let clock = Clock::manual();
+    let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
     let q = quota(10, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 
     relay.blackhole().await;
     let started = Instant::now();
-    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Timeout));
+    // `KnownDown` when the warm-up's script load, still on the same connection, timed out first.
+    let err = limiter.check("key", &q).await.unwrap_err();
+    assert!(matches!(err, RedisLimitError::Timeout | RedisLimitError::KnownDown), "{err:?}");
     let took = started.elapsed();
     assert!(took >= timeout && took < timeout + SLACK, "timed out after {took:?}");
     assert!(!limiter.is_up());
     let started = Instant::now();
-    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown));
     assert!(started.elapsed() < Duration::from_millis(5));
 
     // A probe into the same silence costs one timeout and shuts the circuit again.
-    sleep(pause).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown), "not a nanosecond early");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Timeout));
-    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::Connection));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown));
 
     relay.restore();
-    sleep(pause + Duration::from_millis(20)).await;
+    clock.advance(pause - Duration::from_nanos(1));
+    assert_eq!(limiter.check("key", &q).await, Err(RedisLimitError::KnownDown), "not a nanosecond early");
+    clock.advance(Duration::from_nanos(1));
     assert_eq!(limiter.check("key", &q).await.expect("back after the pause").remaining, 8);
     assert!(limiter.is_up());
 }
@@ -291,11 +337,14 @@ async fn an_unreachable_redis_at_start_is_no_startup_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let s = RedisSettings { timeout: Duration::from_millis(200), ..settings(&format!("redis://{closed}"), "down") };
     let timeout = s.timeout;
-    let limiter = RedisLimiter::new(s).expect("a limiter exists without its Redis");
+    let limiter = RedisLimiter::new(s, Clock::system(), None).expect("a limiter exists without its Redis");
     let started = Instant::now();
     let err = limiter.check("key", &quota(5, Duration::from_secs(1))).await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(err, RedisLimitError::Connection | RedisLimitError::Timeout), "{err:?}");
+    assert!(
+        matches!(err, RedisLimitError::Connection | RedisLimitError::Timeout | RedisLimitError::KnownDown),
+        "{err:?}"
+    );
     assert!(took < timeout + SLACK, "took {took:?}");
     assert!(!limiter.is_up());
 }
@@ -304,7 +353,7 @@ async fn an_unreachable_redis_at_start_is_no_startup_error() {
 fn a_limiter_built_outside_a_runtime_connects_on_first_use() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let url = runtime.block_on(live_redis());
-    let limiter = RedisLimiter::new(settings(&url, "lazy")).unwrap();
+    let limiter = RedisLimiter::new(settings(&url, "lazy"), Clock::system(), None).unwrap();
     let v = runtime.block_on(limiter.check("key", &quota(2, Duration::from_secs(1)))).unwrap();
     assert!(v.allowed);
     assert_eq!(v.remaining, 1);
@@ -315,7 +364,7 @@ fn a_malformed_url_is_refused_without_its_password() {
     for url in
         ["redis://keygate:sup3rsecret@cache:port/", "redis://keygate:sup3rsecret@/0", "ftp://keygate:sup3rsecret@cache"]
     {
-        let err = RedisLimiter::new(settings(url, "bad-url")).map(|_| ()).unwrap_err();
+        let err = RedisLimiter::new(settings(url, "bad-url"), Clock::system(), None).map(|_| ()).unwrap_err();
         assert!(!err.contains("sup3rsecret"), "{err}");
         assert!(err.contains("redis url"), "{err}");
     }

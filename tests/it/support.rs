@@ -19,10 +19,26 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use keygate::app::Running;
+pub use keygate::clock::Clock;
 use keygate::keys::generate::generate;
 use keygate::keys::KeyHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+// ---------- TLS ----------
+
+/// A client TLS config that trusts only the certificates in `ca_pem`.
+pub fn client_tls_trusting(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
 
 // ---------- logs ----------
 
@@ -235,6 +251,19 @@ pub async fn spawn_proxy(upstream: SocketAddr, keys: &[&TestKey], extra: &str) -
     spawn_proxy_with(ProxyCfg { upstream_url: format!("http://{upstream}"), extra, ..ProxyCfg::default() }, keys).await
 }
 
+/// `spawn_proxy` deciding by `clock` (a `Clock::manual()` the test moves).
+pub async fn spawn_proxy_at(clock: &Clock, upstream: SocketAddr, keys: &[&TestKey], extra: &str) -> Proxy {
+    let c = ProxyCfg { upstream_url: format!("http://{upstream}"), extra, clock: clock.clone(), ..ProxyCfg::default() };
+    spawn_proxy_with(c, keys).await
+}
+
+/// The usual start of a test: a recording upstream, one key, keygate in front with `extra`.
+pub async fn proxy_for(key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy(up.addr, &[&key], extra).await;
+    (up, key, kg)
+}
+
 /// The parts of the config a test may want to change.
 pub struct ProxyCfg<'a> {
     /// The proxy listener (an ephemeral loopback port unless a test needs another family).
@@ -246,6 +275,8 @@ pub struct ProxyCfg<'a> {
     pub keys_lines: &'a str,
     /// Top-level YAML appended at the end.
     pub extra: &'a str,
+    /// What keygate decides by: the system's clock, or a test's `Clock::manual()`.
+    pub clock: Clock,
 }
 
 impl Default for ProxyCfg<'_> {
@@ -256,6 +287,7 @@ impl Default for ProxyCfg<'_> {
             upstream_lines: "",
             keys_lines: "  reload_interval: 100ms\n",
             extra: "",
+            clock: Clock::system(),
         }
     }
 }
@@ -275,7 +307,7 @@ pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
         c.extra
     );
     let cfg = keygate::config::parse(&config, "test-config.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let running = keygate::app::start(cfg).await.unwrap();
+    let running = keygate::app::start_with_clock(cfg, c.clock).await.unwrap();
     Proxy { addr: running.proxy_addr, admin: running.admin_addr, keys_path, dir, running: Some(running) }
 }
 
@@ -332,9 +364,18 @@ impl Proxy {
         send(client, &self.url(path), Method::GET, headers, Bytes::new()).await
     }
 
+    /// GET with `key` as the bearer credential.
+    pub async fn get_as(&self, key: &TestKey, path: &str) -> Resp {
+        self.get(path, &[("authorization", &key.bearer())]).await
+    }
+
     pub async fn admin_get(&self, path: &str) -> Resp {
+        self.admin_get_with(path, &[]).await
+    }
+
+    pub async fn admin_get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        send(client, &format!("http://{}{}", self.admin, path), Method::GET, &[], Bytes::new()).await
+        send(client, &format!("http://{}{}", self.admin, path), Method::GET, headers, Bytes::new()).await
     }
 
     /// Sends raw bytes (for requests a well-behaved client library would not produce) and
@@ -388,6 +429,18 @@ where
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Resp { status: parts.status, headers: parts.headers, body }
+}
+
+/// Moves a manual clock on until its wall time reads `at` (which must not be behind it).
+pub fn advance_to(clock: &Clock, at: time::OffsetDateTime) {
+    let by = at - clock.wall();
+    clock.advance(by.try_into().unwrap_or_else(|_| panic!("{at} is {by} behind the clock")));
+}
+
+/// An RFC 3339 time as `keygate keys` prints it.
+pub fn rfc3339(v: &serde_json::Value) -> time::OffsetDateTime {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
 }
 
 /// Polls `check` until it is true or `limit` passes; returns how long it took.

@@ -31,7 +31,7 @@ async fn a_reload_with_an_unknown_scope_keeps_the_last_good_table_and_is_logged_
     let up = Upstream::spawn().await;
     let good = TestKey::live("k_scope_good");
     let kg = spawn_proxy(up.addr, &[&good], "").await;
-    kg.get("/api/v1/clinics", &[("authorization", &good.bearer())]).await.ok();
+    kg.get_as(&good, "/api/v1/clinics").await.ok();
     let failed = "keygate_key_table_reloads_total{result=\"failed\"}";
     let before = kg.metric(failed).await;
 
@@ -40,8 +40,8 @@ async fn a_reload_with_an_unknown_scope_keeps_the_last_good_table_and_is_logged_
     kg.running().reload();
     eventually(Duration::from_secs(5), async || kg.metric(failed).await > before).await;
 
-    kg.get("/api/v1/clinics", &[("authorization", &good.bearer())]).await.ok();
-    let r = kg.get("/api/v1/clinics", &[("authorization", &typo.bearer())]).await;
+    kg.get_as(&good, "/api/v1/clinics").await.ok();
+    let r = kg.get_as(&typo, "/api/v1/clinics").await;
     r.assert_error(401, "INVALID_API_KEY");
     let line = logs()
         .lines()

@@ -7,6 +7,7 @@ use http::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::lifecycle::upstream_failure_line;
 use crate::support::*;
 
 struct Cert {
@@ -33,15 +34,7 @@ fn client_trusting(
     h2: bool,
 ) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<Bytes>>
 {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut cert.cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = client_tls_trusting(&cert.cert_pem);
     let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only();
     let conn = if h2 { b.enable_http2().build() } else { b.enable_http1().build() };
     Client::builder(TokioExecutor::new()).http2_only(h2).build(conn)
@@ -169,13 +162,27 @@ async fn https_upstream_with_a_private_ca() {
     };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
 
-    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
+    let r = kg.get_as(&key, "/api/v1/clinics").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().one("x-api-key-id"), "k_up_tls");
 
     // Without the CA the upstream's certificate is not trusted: 502, never plaintext.
     let cfg = ProxyCfg { upstream_url: format!("https://localhost:{front_port}"), ..ProxyCfg::default() };
     let kg = spawn_proxy_with(cfg, &[&key]).await;
-    kg.get("/api/v1/clinics", &[("authorization", &key.bearer())]).await.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-untrusted")]).await;
+    r.assert_error(502, "UPSTREAM_UNAVAILABLE");
     assert_eq!(up.count(), 1);
+    assert_eq!(upstream_failure_line("rid-untrusted")["cause"], "tls certificate rejected");
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_speak_tls_is_a_502_that_says_so() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_up_plain");
+    let cfg = ProxyCfg { upstream_url: format!("https://{}", up.addr), ..ProxyCfg::default() };
+    let kg = spawn_proxy_with(cfg, &[&key]).await;
+    let r = kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", "rid-plain")]).await;
+    r.assert_error(502, "UPSTREAM_UNAVAILABLE");
+    assert_eq!(upstream_failure_line("rid-plain")["cause"], "tls handshake failed");
+    assert_eq!(up.count(), 0, "nothing was sent in the clear");
 }

@@ -96,9 +96,11 @@ async fn with(kg: &Proxy, path: &str, jwt: &str) -> Resp {
 #[tokio::test]
 async fn exchange_then_use_as_the_key() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_parent").with("    scopes: [\"interactions:read\", \"metrics:read\"]\n");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(true, "")).await;
+    let (up, key, kg) = proxy_for(
+        TestKey::live("k_tok_parent").with("    scopes: [\"interactions:read\", \"metrics:read\"]\n"),
+        &keys.config(true, ""),
+    )
+    .await;
     let r = exchange(&kg, &key, "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.headers["cache-control"], "no-store");
@@ -152,15 +154,13 @@ async fn narrowing_works_and_can_never_widen() {
     // A token cannot mint a token, and the endpoint takes POST only.
     let r = kg.send(Method::POST, "/auth/token", &[("authorization", &format!("Bearer {jwt}"))], Bytes::new()).await;
     r.assert_error(400, "INVALID_REQUEST");
-    kg.get("/auth/token", &[("authorization", &key.bearer())]).await.assert_error(405, "METHOD_NOT_ALLOWED");
+    kg.get_as(&key, "/auth/token").await.assert_error(405, "METHOD_NOT_ALLOWED");
 }
 
 #[tokio::test]
 async fn forged_and_stale_tokens_are_refused_with_one_message() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_forge");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(true, "")).await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_tok_forge"), &keys.config(true, "")).await;
     let good = token(&kg, &key, "").await;
     let ed = EncodingKey::from_ed_pem(keys.new_pem.as_bytes()).unwrap();
     let es_old = EncodingKey::from_ec_pem(keys.old_pem.as_bytes()).unwrap();
@@ -259,9 +259,7 @@ async fn a_retired_kid_stops_verifying_once_removed_and_sighup_reloads_the_signe
 #[tokio::test]
 async fn revoking_the_parent_kills_its_tokens() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_doomed");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(false, "")).await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_tok_doomed"), &keys.config(false, "")).await;
     let jwt = token(&kg, &key, "").await;
     assert_eq!(with(&kg, INTERACTIONS, &jwt).await.status, 200);
     let revoked = TestKey { extra: "    revoked_at: 2026-01-01T00:00:00Z\n".into(), ..key };
@@ -321,9 +319,8 @@ print(json.dumps(jwt.decode(token, k.key, algorithms=[k.algorithm_name], audienc
 #[tokio::test]
 async fn issued_tokens_verify_with_pyjwt_against_the_served_jwks() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_pyjwt").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(true, "")).await;
+    let (_up, key, kg) =
+        proxy_for(TestKey::live("k_tok_pyjwt").with("    clinics: [clinic_001]\n"), &keys.config(true, "")).await;
     let jwks = kg.get("/.well-known/jwks.json", &[]).await;
     assert_eq!(jwks.status, 200);
     assert_eq!(jwks.json()["keys"].as_array().unwrap().len(), 2);
@@ -349,9 +346,11 @@ print("ok" if good and header.startswith("v1,") else "bad")
 #[tokio::test]
 async fn the_hmac_context_verifies_independently_and_fails_on_any_change() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_ctx").with("    clinics: [clinic_001]\n");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(false, &keys.hmac_context())).await;
+    let (up, key, kg) = proxy_for(
+        TestKey::live("k_tok_ctx").with("    clinics: [clinic_001]\n"),
+        &keys.config(false, &keys.hmac_context()),
+    )
+    .await;
     let r = kg
         .get(
             "/api/v1/clinics/clinic_001/interactions?from=2026-01-01",
@@ -389,10 +388,10 @@ async fn the_hmac_context_verifies_independently_and_fails_on_any_change() {
 #[tokio::test]
 async fn the_jwt_context_verifies_with_pyjwt() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_ctxjwt");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(false, "upstream_context: {sign: jwt, ttl: 30s}\n")).await;
-    assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
+    let (up, key, kg) =
+        proxy_for(TestKey::live("k_tok_ctxjwt"), &keys.config(false, "upstream_context: {sign: jwt, ttl: 30s}\n"))
+            .await;
+    assert_eq!(kg.get_as(&key, INTERACTIONS).await.status, 200);
     let seen = up.last();
     let jwks = kg.get("/.well-known/jwks.json", &[]).await.text();
     let claims: Value =

@@ -35,10 +35,12 @@ async fn an_upstream_that_closes_every_connection_still_gets_every_request() {
 async fn a_connection_idle_past_the_timeout_is_replaced() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k1");
+    let clock = Clock::manual();
     let kg = spawn_proxy_with(
         ProxyCfg {
             upstream_url: format!("http://{}", up.addr),
             upstream_lines: "  pool_idle_timeout: 200ms\n",
+            clock: clock.clone(),
             ..ProxyCfg::default()
         },
         &[&key],
@@ -48,8 +50,14 @@ async fn a_connection_idle_past_the_timeout_is_replaced() {
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     kg.get("/api/v1/interactions", &auth).await.ok();
     kg.get("/api/v1/interactions", &auth).await.ok();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(200) - Duration::from_nanos(1));
+    kg.get("/api/v1/interactions", &auth).await.ok();
+    clock.advance(Duration::from_millis(200));
     kg.get("/api/v1/interactions", &auth).await.ok();
     let conns: Vec<usize> = up.requests().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, vec![0, 0, 1], "reused while fresh, a new connection after the idle timeout");
+    assert_eq!(
+        conns,
+        vec![0, 0, 0, 1],
+        "reused while fresh (even a nanosecond short of the timeout), a new connection after the idle timeout"
+    );
 }

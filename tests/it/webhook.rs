@@ -79,15 +79,7 @@ impl Hook {
 
     /// One request over a fresh TLS connection that trusts `ca` and expects SERVICE_DNS.
     async fn send(&self, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = crate::support::client_tls_trusting(ca);
         let tcp = tokio::net::TcpStream::connect(self.running.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from(SERVICE_DNS).unwrap();
         let tls =

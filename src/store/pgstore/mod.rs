@@ -165,9 +165,22 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
+/// The wait before the next connect: the backoff, jittered, but never longer than the catch-up
+/// poll, so a database that answers again is noticed within one poll interval (as a change is
+/// while connected), not after the backoff's full length. One attempt per poll is the poll's load.
+pub(crate) fn retry_wait(backoff: Duration, poll_interval: Duration) -> Duration {
+    jitter(backoff).min(poll_interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnect_never_waits_longer_than_the_poll() {
+        assert!(retry_wait(BACKOFF_MAX, Duration::from_millis(200)) <= Duration::from_millis(200));
+        assert!(retry_wait(BACKOFF_MIN, Duration::from_secs(2)) <= BACKOFF_MIN.mul_f64(1.25));
+    }
 
     #[test]
     fn jitter_stays_within_a_quarter() {

@@ -11,7 +11,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio_postgres::{Client, Statement};
 
-use super::{bounded, connect, jitter, rows, Session, BACKOFF_MAX, BACKOFF_MIN};
+use super::{bounded, connect, retry_wait, rows, Session, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::PgStore;
 use crate::metrics::Metrics;
 
@@ -96,7 +96,7 @@ impl Pool {
             metrics.key_store_pool(self.live());
             match failure {
                 Some(e) => {
-                    let wait = jitter(delay);
+                    let wait = retry_wait(delay, settings.poll_interval);
                     tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, live = self.live(),
                         "key store lookup pool: cannot connect");
                     tokio::time::sleep(wait).await;

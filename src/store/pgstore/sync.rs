@@ -3,7 +3,8 @@
 //! notification and the probe for a dead link. With `sync: replica` it holds the whole table:
 //! loaded at start, every change built off the request path and swapped in whole. With
 //! `sync: cache` it drops the cache entries of the rows that changed. A failure leaves the last
-//! view serving (within `max_staleness`) while it reconnects with backoff and resyncs.
+//! view serving (within `max_staleness`) while it reconnects with backoff (never waiting longer
+//! than the poll interval, so a database that is back is noticed within one poll) and resyncs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::cache::{self, KeyCache};
-use super::{bounded, connect, jitter, migrate, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
+use super::{bounded, connect, migrate, retry_wait, rows, Note, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::PgStore;
 use crate::keys::file::{self, TableBuilder};
 use crate::metrics::Metrics;
@@ -57,11 +58,11 @@ impl Follower {
             Target::Table(_) => None,
         };
         let gauge = tokio::spawn(async move {
-            let started = Instant::now();
+            let started = f.now();
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                let now = Instant::now();
+                let now = f.now();
                 m.key_store_staleness(f.age(now).unwrap_or_else(|| now - started));
                 if let Some(c) = &cache {
                     c.report().await;
@@ -73,13 +74,13 @@ impl Follower {
         let mut delay = Duration::ZERO;
         loop {
             let before = at.version;
-            let synced_before = self.freshness.age(Instant::now());
+            let synced_before = self.freshness.age(self.freshness.now());
             let err = self.session(&mut at, &on_event).await.unwrap_err();
             self.metrics.key_store_connected(false);
             // A session that got anywhere starts the backoff again from the bottom.
-            let progressed = at.version != before || self.freshness.age(Instant::now()) < synced_before;
+            let progressed = at.version != before || self.freshness.age(self.freshness.now()) < synced_before;
             delay = if progressed { BACKOFF_MIN } else { (delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX) };
-            let delay = jitter(delay);
+            let delay = retry_wait(delay, self.settings.poll_interval);
             if at.loaded {
                 tracing::warn!(error = %format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, version = at.version,
                     "key store unreachable; serving the last view while reconnecting");
@@ -134,7 +135,7 @@ impl Follower {
                     }
                 }
                 _ = poll.tick() => {
-                    let asked = Instant::now();
+                    let asked = self.freshness.now();
                     let max: i64 = bounded(s.timeout, "poll", session.client.query_one(&probe, &[])).await?.get(0);
                     if max < at.version {
                         // The table went back in time (restored from a backup, recreated): the
@@ -182,7 +183,7 @@ impl Follower {
         at: &mut Position,
         on_event: &impl Fn(ReloadEvent),
     ) -> anyhow::Result<()> {
-        let asked = Instant::now();
+        let asked = self.freshness.now();
         let since = if at.loaded { at.version } else { 0 };
         let changes = cache::changes_since(client, &self.settings.schema, self.settings.timeout, since).await?;
         let invalidated = match (&changes.rows, at.loaded) {
@@ -216,7 +217,7 @@ impl Follower {
         on_event: &impl Fn(ReloadEvent),
     ) -> anyhow::Result<()> {
         let (timeout, schema) = (self.settings.timeout, self.settings.schema.as_str());
-        let asked = Instant::now();
+        let asked = self.freshness.now();
         let full = !at.loaded;
         let since = if full { 0 } else { at.version };
         let tx = bounded(

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio_postgres::GenericClient;
 
 use super::{bounded, connect, Session};
+use crate::clock::Clock;
 use crate::config::PgStore;
 use crate::metrics::Metrics;
 use crate::usage::{Counts, RequestsByClass, UsageBook, UsageView};
@@ -27,6 +28,8 @@ pub struct UsageWriter {
     /// Drop entries idle this long once written (`sync: cache`, where the book would otherwise
     /// grow towards the whole table); `None` keeps them (a replica's table bounds the book).
     pub forget_after: Option<Duration>,
+    /// What "idle this long" is measured against: the clock usage is recorded by.
+    pub clock: Clock,
 }
 
 /// What the writer remembers between flushes.
@@ -72,7 +75,7 @@ impl UsageWriter {
                 tracing::debug!(keys = deltas.len(), "usage written to the key store");
                 state.written = now.into_iter().collect();
                 if let Some(after) = self.forget_after {
-                    let cutoff = unix_ms() - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                    let cutoff = unix_ms(self.clock.wall()) - i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
                     let written = &state.written;
                     let gone = self.book.forget(|id, c| written.get(id) == Some(c) && c.last_used_ms < cutoff);
                     for id in gone {
@@ -163,6 +166,6 @@ pub async fn read(c: &impl GenericClient, schema: &str, id: &str) -> anyhow::Res
     })
 }
 
-fn unix_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+fn unix_ms(now: time::OffsetDateTime) -> i64 {
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

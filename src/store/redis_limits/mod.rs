@@ -12,6 +12,8 @@ use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::ratelimit::{Quota, Verdict};
 
 mod breaker;
@@ -56,9 +58,13 @@ impl fmt::Debug for RedisSettings {
 pub enum RedisLimitError {
     #[error("redis did not answer in time")]
     Timeout,
-    /// Unreachable, or recently so (the circuit is open and no I/O was attempted).
+    /// Unreachable: a connection broke or could not be made.
     #[error("redis is unreachable")]
     Connection,
+    /// Known to be down, and no new failure: the circuit is open (no I/O was attempted), or this
+    /// call rode a connection, or waited on a connect, whose failure another call reported.
+    #[error("redis is unreachable (known)")]
+    KnownDown,
     /// Redis answered, but not with a verdict (script error, permissions, a foreign value).
     #[error("redis gave an unexpected answer")]
     Response,
@@ -71,6 +77,7 @@ impl RedisLimitError {
             RedisLimitError::Timeout => "timeout",
             RedisLimitError::Connection => "connection",
             RedisLimitError::Response => "response",
+            RedisLimitError::KnownDown => "known_down",
         }
     }
 }
@@ -92,15 +99,21 @@ struct Inner {
     key_prefix: String,
     timeout: Duration,
     breaker: Breaker,
+    /// The breaker's pauses are measured on this clock, from `started`.
+    clock: Clock,
     started: Instant,
     /// For logs.
     redacted_url: String,
+    /// Where each failure is counted once, by the call that saw it first (warm-up included).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl RedisLimiter {
     /// Never waits for Redis: inside a Tokio runtime it starts connecting in the background,
-    /// otherwise the first call connects. Fails only for a URL that does not parse.
-    pub fn new(settings: RedisSettings) -> Result<RedisLimiter, String> {
+    /// otherwise the first call connects. Fails only for a URL that does not parse. The budget is
+    /// kept on Redis's clock (one for the fleet); `clock` times the circuit breaker's pauses.
+    /// `metrics` hears of each failure once and of the circuit opening and closing.
+    pub fn new(settings: RedisSettings, clock: Clock, metrics: Option<Arc<Metrics>>) -> Result<RedisLimiter, String> {
         let redacted_url = settings.redacted_url();
         let client =
             Client::open(settings.url.as_str()).map_err(|e| format!("invalid redis url {redacted_url}: {e}"))?;
@@ -116,8 +129,10 @@ impl RedisLimiter {
             key_prefix: settings.key_prefix,
             timeout: settings.timeout,
             breaker: Breaker::new(settings.retry_after_failure, settings.timeout),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             redacted_url,
+            metrics,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let warm = Arc::clone(&inner);
@@ -127,18 +142,21 @@ impl RedisLimiter {
     }
 
     /// Decide one request for `subject` against the fleet-wide budget. Takes at most the
-    /// configured timeout; while the circuit is open, returns `Connection` without any I/O.
+    /// configured timeout; while the circuit is open, returns `KnownDown` without any I/O.
     pub async fn check(&self, subject: &str, quota: &Quota) -> Result<Verdict, RedisLimitError> {
         let inner = &*self.inner;
         let admit = inner.breaker.admit(inner.now());
         if admit == Admit::Reject {
-            return Err(RedisLimitError::Connection);
+            return Err(RedisLimitError::KnownDown);
         }
         let deadline = tokio::time::Instant::now() + inner.timeout;
-        let conn = match tokio::time::timeout_at(deadline, inner.connection(admit)).await {
+        let mut connecting = false;
+        let conn = match tokio::time::timeout_at(deadline, inner.connection(admit, &mut connecting)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(settled)) => return Err(settled),
-            Err(_) => return Err(inner.settle(None, RedisLimitError::Timeout)),
+            // Only the caller that was connecting books the timeout; those queued behind it did no I/O.
+            Err(_) if connecting => return Err(inner.settle(None, RedisLimitError::Timeout)),
+            Err(_) => return Err(RedisLimitError::KnownDown),
         };
         let (t_us, tau_us) = script_quota(quota);
         let key = [inner.key_prefix.as_str(), subject].concat();
@@ -151,7 +169,7 @@ impl RedisLimiter {
             Err(_) => return Err(inner.settle(Some(&conn), RedisLimitError::Timeout)),
         };
         inner.reachable();
-        verdict_from_reply(&reply, quota).ok_or(RedisLimitError::Response)
+        verdict_from_reply(&reply, quota).ok_or_else(|| inner.settle(None, RedisLimitError::Response))
     }
 
     /// False from a failure until a probe succeeds. True before the first connection is made.
@@ -168,12 +186,17 @@ impl fmt::Debug for RedisLimiter {
 
 impl Inner {
     fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.now().saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The current connection, or a new one. `Admit::Probe` may connect while the circuit is open.
-    /// Errors are already booked on the breaker.
-    async fn connection(&self, admit: Admit) -> Result<Arc<MultiplexedConnection>, RedisLimitError> {
+    /// Errors are already booked on the breaker. `connecting` turns true when this call starts
+    /// the connect itself, so a caller whose deadline cut it knows whether it did any I/O.
+    async fn connection(
+        &self,
+        admit: Admit,
+        connecting: &mut bool,
+    ) -> Result<Arc<MultiplexedConnection>, RedisLimitError> {
         if let Some(conn) = self.conn.load_full() {
             return Ok(conn);
         }
@@ -183,8 +206,9 @@ impl Inner {
         }
         if admit != Admit::Probe && self.breaker.is_open() {
             // The attempt we waited for failed; that failure is booked already.
-            return Err(RedisLimitError::Connection);
+            return Err(RedisLimitError::KnownDown);
         }
+        *connecting = true;
         match self.client.get_multiplexed_async_connection_with_config(&self.conn_config).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
@@ -197,16 +221,24 @@ impl Inner {
     }
 
     /// Books a failed call: a broken or silent connection is dropped (a timed-out multiplexed
-    /// connection may have answers queued behind a stuck one) and the circuit opens.
+    /// connection may have answers queued behind a stuck one) and the circuit opens. The first
+    /// call to report a connection's failure gets its kind; the others riding it get `KnownDown`.
     fn settle(&self, used: Option<&Arc<MultiplexedConnection>>, error: RedisLimitError) -> RedisLimitError {
         match error {
             RedisLimitError::Response => self.reachable(),
+            RedisLimitError::KnownDown => return error,
             RedisLimitError::Timeout | RedisLimitError::Connection => {
                 if let Some(used) = used {
                     // Only the one that failed: a probe may already have put a fresh one there.
-                    self.conn.compare_and_swap(&Some(Arc::clone(used)), None);
+                    let was = self.conn.compare_and_swap(&Some(Arc::clone(used)), None);
+                    if !was.as_ref().is_some_and(|c| Arc::ptr_eq(c, used)) {
+                        return RedisLimitError::KnownDown;
+                    }
                 }
                 if self.breaker.failure(self.now()) {
+                    if let Some(m) = &self.metrics {
+                        m.redis_circuit_open(true);
+                    }
                     tracing::warn!(
                         redis = %self.redacted_url,
                         error = error.kind(),
@@ -216,11 +248,17 @@ impl Inner {
                 }
             }
         }
+        if let Some(m) = &self.metrics {
+            m.redis_error(error.kind());
+        }
         error
     }
 
     fn reachable(&self) {
         if self.breaker.success() {
+            if let Some(m) = &self.metrics {
+                m.redis_circuit_open(false);
+            }
             tracing::info!(redis = %self.redacted_url, "shared rate-limit store reachable again");
         }
     }
@@ -228,7 +266,7 @@ impl Inner {
     /// Connects and loads the script before the first request needs them.
     async fn warm_up(&self) {
         let attempt = async {
-            let Ok(conn) = self.connection(Admit::Closed).await else { return };
+            let Ok(conn) = self.connection(Admit::Closed, &mut false).await else { return };
             let mut multiplexed = (*conn).clone();
             if let Err(e) = self.script.load_async(&mut multiplexed).await {
                 self.settle(Some(&conn), classify(&e));

@@ -135,7 +135,7 @@ fn a_malformed_url_is_refused_without_echoing_the_password() {
             timeout: Duration::from_millis(50),
             retry_after_failure: Duration::from_secs(1),
         };
-        let err = RedisLimiter::new(settings).map(|_| ()).unwrap_err();
+        let err = RedisLimiter::new(settings, crate::clock::Clock::system(), None).map(|_| ()).unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("invalid redis url"), "{err}");
     }

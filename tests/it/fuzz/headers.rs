@@ -152,24 +152,10 @@ fn sanitize_bytes() {
     );
 }
 
-/// Every name the rules mention, and some they do not.
-const NAMES: &[&str] = &[
-    "x-allowed-clinics",
-    "x-scopes",
-    "x-api-key-id",
-    "x-api-key-environment",
-    "x-keygate-signature",
-    "x-keygate-context",
+/// Every name the rules mention (with OWNED and HOP_BY_HOP), and some they do not.
+const OTHER_NAMES: &[&str] = &[
     "x-tenant",
     "x-internal-user",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "forwarded",
     "x-real-ip",
     "x-client-ip",
@@ -196,7 +182,13 @@ const VALUES: &[&str] = &["GET", "DELETE", " PATCH ", "not a method", "*", "1", 
 
 /// A pool name, each `-` turned to `_` and each letter upper-cased where `bits` says.
 fn spelled(i: u8, bits: u16) -> String {
-    NAMES[i as usize % NAMES.len()]
+    let all = OWNED.len() + HOP_BY_HOP.len() + OTHER_NAMES.len();
+    OWNED
+        .iter()
+        .chain(&HOP_BY_HOP)
+        .chain(OTHER_NAMES)
+        .nth(i as usize % all)
+        .expect("in range")
         .chars()
         .enumerate()
         .map(|(k, ch)| match (bits >> (k % 16)) & 1 == 1 {
