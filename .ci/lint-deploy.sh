@@ -118,6 +118,11 @@ if grep -q '^WARN' "$kv_out"; then
   exit 1
 fi
 
+# The ServiceMonitor is a CRD (no offline schema): it must select the metrics Service that
+# deploy/kubernetes ships, on keygate's admin port.
+echo "== ServiceMonitor"
+run python3 .ci/check_servicemonitor.py deploy/monitoring/servicemonitor.yaml deploy/kubernetes
+
 # The kustomizations themselves: build them offline if kubectl is available.
 if command -v kubectl > /dev/null 2>&1; then
   echo "== kustomize build"

@@ -39,12 +39,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "tools: promtool, prometheus, curl, python3"
+step "tools: promtool, prometheus, curl, python3 (with yaml)"
 missing=()
 command -v promtool > /dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus > /dev/null 2>&1 || missing+=(prometheus)
 command -v curl > /dev/null 2>&1 || missing+=(curl)
 command -v python3 > /dev/null 2>&1 || missing+=(python3)
+python3 -c 'import yaml' > /dev/null 2>&1 || missing+=(python3-yaml)
 if [[ ${#missing[@]} -gt 0 ]]; then
   # One of each, in order.
   mapfile -t packages < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
@@ -96,6 +97,9 @@ run "$MON/sync-rules.sh" --check
 
 step "promtool test rules: $MON/keygate-rules.test.yaml"
 run promtool test rules "$MON/keygate-rules.test.yaml"
+
+step "every alert has a runbook_url that leads to a section of README.md"
+run python3 .ci/check_runbooks.py "$MON/keygate-rules.yaml" README.md
 
 step "Grafana dashboard: $MON/grafana-dashboard.json"
 run python3 .ci/check_dashboard.py "$MON/grafana-dashboard.json"

@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (a key table is loaded and the proxy is not shutting down), and the read-only
-//! operator API `GET /admin/keys/{id}`. Kept off the proxy port so it can be bound to loopback
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! `/readyz` (a key table is loaded, the store is fresh, the upstream passes its check and the
+//! proxy is not shutting down; JSON with the reasons when not), the app's own probes passed
+//! through (`admin_probes`), and the read-only operator API `GET /admin/keys/{id}`. Kept off the proxy port so it can be bound to loopback
 //! or a pod-internal address; the operator API needs a token unless bound to loopback.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use crate::config::AdminToken;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::proxy::ConnFacts;
+use crate::readiness::{ProbePassThrough, UpstreamReadiness};
 use crate::server::Handler;
 use crate::store::freshness::Freshness;
 use crate::store::source::{Found, KeySource};
@@ -26,11 +28,30 @@ pub struct Health {
     pub shutting_down: AtomicBool,
     /// With the PostgreSQL store: not ready while the table is too old to serve from.
     pub freshness: Option<Arc<Freshness>>,
+    /// With `upstream.readiness`: not ready while the upstream fails its check.
+    pub upstream: Option<Arc<UpstreamReadiness>>,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.table_loaded.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire) && self.fresh()
+        self.not_ready_because().is_empty()
+    }
+
+    /// Every reason keygate should not get traffic now; empty when ready.
+    pub fn not_ready_because(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.shutting_down.load(Ordering::Acquire) {
+            reasons.push("shutting down".to_string());
+        }
+        if !self.table_loaded.load(Ordering::Acquire) {
+            reasons.push("key table not loaded".to_string());
+        } else if !self.fresh() {
+            reasons.push("key store stale".to_string());
+        }
+        if let Some(why) = self.upstream.as_ref().and_then(|u| u.failing()) {
+            reasons.push(format!("upstream not ready: {why}"));
+        }
+        reasons
     }
 
     fn fresh(&self) -> bool {
@@ -44,6 +65,8 @@ pub struct Admin {
     pub keys: KeySource,
     pub usage: Arc<UsageBook>,
     pub api: AdminApi,
+    /// The app's probes answered by the upstream, when `admin_probes` forwards any.
+    pub probes: Option<ProbePassThrough>,
 }
 
 /// Who may use `/admin/*`: anyone who can reach a loopback listener, a token holder
@@ -100,14 +123,11 @@ impl Handler for Admin {
         match req.uri().path() {
             "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()),
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" if self.health.ready() => text(StatusCode::OK, "text/plain", "ready\n"),
-            "/readyz" if self.health.shutting_down.load(Ordering::Acquire) => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n")
+            "/readyz" => readyz(&self.health),
+            p if self.probes.as_ref().is_some_and(|probes| probes.handles(p)) => {
+                let probes = self.probes.as_ref().expect("checked in the guard");
+                probes.answer(p).await.map(Full::new)
             }
-            "/readyz" if !self.health.table_loaded.load(Ordering::Acquire) => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key table not loaded\n")
-            }
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "key store stale\n"),
             p if p.starts_with("/admin/keys/") => {
                 let answer = match self.api.refusal(req.headers()) {
                     None => self.key(&p["/admin/keys/".len()..]).await,
@@ -117,6 +137,15 @@ impl Handler for Admin {
             }
             _ => refused(&req, &ApiError::NotFound("admin path")),
         }
+    }
+}
+
+/// `{"ready": true}`, or 503 with every reason it is not.
+fn readyz(health: &Health) -> Response<Full<Bytes>> {
+    let reasons = health.not_ready_because();
+    match reasons.is_empty() {
+        true => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+        false => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"ready": false, "reasons": reasons})),
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, shape: DemoShape)
     };
     let keys = DemoSecrets { all: &all.secret, one: &one.secret, test: &test.secret, tiny: &tiny.secret };
     // Before the banner says "Ctrl-C stops it": a signal from then on drains and cleans up.
-    let signals = crate::signals::Signals::install()?;
+    let mut signals = crate::signals::Signals::install()?;
     let paths = (config_path.as_path(), keys_path.as_path());
     print_banner(&running, upstream_addr, paths, &keys, front.as_ref().map(|f| (shape, f.addr)));
     signals.run_until_terminated(&running).await;

@@ -33,6 +33,7 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod request_id;
 pub mod sanitize;
 pub mod server;

@@ -147,7 +147,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(cfg: keygate::config::Config) -> anyhow::Result<ExitCode> {
     let running = keygate::app::start(cfg).await?;
-    keygate::signals::run_until_terminated(&running).await?;
-    let cut = running.stopped().await;
+    let cut = keygate::signals::run(running).await?;
     Ok(if cut == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

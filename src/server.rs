@@ -2,24 +2,21 @@
 //! knowledge or ALPN) on one port, header size/count and read-time bounds, an idle timeout,
 //! and a graceful drain with a deadline when the shutdown future it is given completes.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Limits;
@@ -27,6 +24,13 @@ use crate::head_check::HeadReader;
 use crate::metrics::Metrics;
 use crate::proxy::ConnFacts;
 use crate::tls::TlsState;
+use observed::{Observed, Observer};
+use per_address::PerAddress;
+use service::{service, PerConnection};
+
+mod observed;
+mod per_address;
+mod service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,6 +48,19 @@ pub struct ServeOptions {
     pub name: &'static str,
 }
 
+/// Binds a listener with the given backlog (`listen(2)`'s; the kernel caps it at
+/// `net.core.somaxconn`): connections past `max_connections` wait there, not refused.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As std's and tokio's own bind do: a restart may rebind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves until `shutdown` completes, then drains. Returns how many connections were still
 /// open when the drain deadline cut them off (0 is a clean drain).
 pub async fn serve<H: Handler>(
@@ -52,11 +69,29 @@ pub async fn serve<H: Handler>(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> usize {
+    serve_winding_down(listener, handler, opts, None, shutdown).await
+}
+
+/// `serve`, told when a shutdown begins (`wind_down` set) ahead of the drain: from then on,
+/// HTTP/1.1 answers carry `Connection: close` and HTTP/2 connections get GOAWAY, so clients
+/// reconnect (to another instance, once the load balancer has noticed) while this one still
+/// answers whatever reaches it.
+pub async fn serve_winding_down<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    wind_down: Option<watch::Receiver<bool>>,
+    shutdown: impl Future<Output = ()>,
+) -> usize {
     let max = opts.limits.max_connections;
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let wind_down = wind_down.unwrap_or_else(|| watch::channel(false).1);
     let builder = Arc::new(builder(&opts.limits));
     let opts = Arc::new(opts);
+    let per_address = Arc::new(PerAddress::default());
+    // At the drain deadline: the flag says why requests ended, the channel ends them.
+    let (cut, (cut_tx, cut_rx)) = (Arc::new(AtomicBool::new(false)), watch::channel(false));
     let mut shutdown = pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -75,15 +110,29 @@ pub async fn serve<H: Handler>(
             },
             _ = &mut shutdown => break,
         };
+        let Some(slot) = per_address.admit(peer.ip().to_canonical(), &opts.limits.per_address) else {
+            // Closed at once: the client's other connections keep working.
+            if let Some(m) = &opts.metrics {
+                m.connection_refused("per_ip");
+            }
+            tracing::debug!(listener = opts.name, %peer, "connection refused: per-address cap reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (handler, builder, opts, stop) =
-            (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts), stop_rx.clone());
+        let (handler, builder, opts) = (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts));
+        let stop = Stop { drain: stop_rx.clone(), wind_down: wind_down.clone(), cut: Arc::clone(&cut) };
+        let mut cut_now = cut_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             if let Some(m) = &opts.metrics {
                 m.connection_opened();
             }
-            connection(stream, peer, handler, builder, &opts, stop).await;
+            // Cut at the drain deadline: dropping the connection drops its requests, which
+            // record themselves as DRAIN_CUT.
+            tokio::select! {
+                _ = connection(stream, peer, handler, builder, &opts, stop) => {}
+                _ = cut_now.wait_for(|cut| *cut) => {}
+            }
             if let Some(m) = &opts.metrics {
                 m.connection_closed();
             }
@@ -93,20 +142,16 @@ pub async fn serve<H: Handler>(
     let _ = stop_tx.send(true);
     let deadline = opts.drain_timeout;
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_ok();
-    match drained {
-        true => 0,
-        false => {
-            let open = max - permits.available_permits();
-            tracing::warn!(
-                listener = opts.name,
-                open,
-                ?deadline,
-                "drain deadline reached; closing remaining connections"
-            );
-            open
-        }
+    if tokio::time::timeout(deadline, permits.acquire_many(all)).await.is_ok() {
+        return 0;
     }
+    let open = max - permits.available_permits();
+    tracing::warn!(listener = opts.name, open, ?deadline, "drain deadline reached; closing remaining connections");
+    cut.store(true, Ordering::Release);
+    let _ = cut_tx.send(true);
+    // The cut connections go at their next poll; wait for them (their requests' records) briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), permits.acquire_many(all)).await;
+    open
 }
 
 /// Streams a client may reset before their handler ran, and errors keygate's side may reset,
@@ -137,23 +182,37 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What a connection is told of the listener's shutdown.
+struct Stop {
+    /// Stop taking requests: finish the one in progress, then close.
+    drain: watch::Receiver<bool>,
+    /// The shutdown has begun: ask the client to go elsewhere.
+    wind_down: watch::Receiver<bool>,
+    /// Set when the drain deadline cuts what is left (for the requests' records).
+    cut: Arc<AtomicBool>,
+}
+
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     opts: &ServeOptions,
-    stop: watch::Receiver<bool>,
+    stop: Stop,
 ) {
     let activity = Arc::new(Activity::new());
     let io = Observed { inner: stream, observer: Arc::clone(&activity) };
     match &opts.tls {
-        None => serve_io(io, ConnFacts::new(peer, false), handler, &builder, activity, opts, stop).await,
+        None => {
+            let facts = ConnFacts::new(peer, false).cut_by(Arc::clone(&stop.cut));
+            serve_io(io, facts, handler, &builder, activity, opts, stop).await
+        }
         Some(tls) => {
             let handshake = tls.acceptor().accept(io);
             match tokio::time::timeout(opts.limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls_io)) => {
-                    serve_io(tls_io, ConnFacts::new(peer, true), handler, &builder, activity, opts, stop).await
+                    let facts = ConnFacts::new(peer, true).cut_by(Arc::clone(&stop.cut));
+                    serve_io(tls_io, facts, handler, &builder, activity, opts, stop).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
@@ -169,36 +228,28 @@ async fn serve_io<H, IO>(
     builder: &auto::Builder<TokioExecutor>,
     activity: Arc<Activity>,
     opts: &ServeOptions,
-    mut stop: watch::Receiver<bool>,
+    stop: Stop,
 ) where
     H: Handler,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let act = Arc::clone(&activity);
-    // Shared by the connection's requests: what is known of the peer is worked out once.
-    let facts = Arc::new(facts);
     let peer = facts.peer;
     let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
     let io = Observed { inner: io, observer: Arc::clone(&heads) };
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        let handler = Arc::clone(&handler);
-        let act = Arc::clone(&act);
-        let facts = Arc::clone(&facts);
-        if req.version() <= http::Version::HTTP_11 {
-            let head = heads.lock().unwrap_or_else(|e| e.into_inner()).next_facts();
-            // Only a refusal travels with the request: the common case adds nothing to it.
-            if head.refusal().is_some() {
-                req.extensions_mut().insert(head);
-            }
-        }
-        async move {
-            let _busy = act.begin();
-            Ok::<_, Infallible>(handler.call(req, facts).await)
-        }
-    });
+    let Stop { drain: mut stop, wind_down: mut wind, .. } = stop;
+    let is_h2 = Arc::new(AtomicBool::new(false));
+    let shared = PerConnection {
+        activity: Arc::clone(&activity),
+        facts: Arc::new(facts),
+        heads,
+        winding: wind.clone(),
+        is_h2: Arc::clone(&is_h2),
+    };
+    let svc = service(handler, shared);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
     let mut draining = false;
+    let mut wound = false;
     // Until the first byte arrives the header deadline applies too (hyper starts its own timer
     // only at the first byte), so a silent socket cannot hold a connection slot for long.
     let limits = &opts.limits;
@@ -221,6 +272,16 @@ async fn serve_io<H, IO>(
             _ = stop.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            // HTTP/2: GOAWAY now (streams the client sent before it saw it are still served).
+            // HTTP/1.1 stays open: closing an idle connection could race a request the client
+            // is sending; its next answer says `Connection: close` instead.
+            _ = wind.changed(), if !draining && !wound => {
+                wound = true;
+                if is_h2.load(Ordering::Relaxed) {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tokio::time::sleep(wait), if !draining => {
                 if activity.is_idle(idle_limit()) {
@@ -288,14 +349,6 @@ impl Activity {
     }
 }
 
-/// What a connection's wrapper is told of its traffic.
-trait Observer {
-    /// Bytes just read.
-    fn read(&self, bytes: &[u8]);
-    /// Some bytes were just written.
-    fn wrote(&self) {}
-}
-
 /// The socket's last read/write time, for the idle timeout.
 impl Observer for Arc<Activity> {
     fn read(&self, _: &[u8]) {
@@ -312,56 +365,5 @@ impl Observer for Arc<Activity> {
 impl Observer for Arc<Mutex<HeadReader>> {
     fn read(&self, bytes: &[u8]) {
         self.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes);
-    }
-}
-
-/// A stream that tells its observer of every read and write, and is otherwise the stream.
-struct Observed<T, O> {
-    inner: T,
-    observer: O,
-}
-
-impl<T: AsyncRead + Unpin, O: Observer + Unpin> AsyncRead for Observed<T, O> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.observer.read(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Observed<T, O> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.observer.wrote();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.observer.wrote();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

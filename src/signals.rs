@@ -1,4 +1,6 @@
-//! Unix signals: SIGHUP reloads the key table, the TLS pair and the JWT keys; SIGTERM/SIGINT start the drain.
+//! Unix signals: SIGHUP reloads the key table, the TLS pair and the JWT keys; SIGTERM/SIGINT
+//! start the shutdown (readiness off, the shutdown delay, then the drain); a second one skips
+//! what is left of the delay.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -21,7 +23,7 @@ impl Signals {
         })
     }
 
-    pub async fn run_until_terminated(mut self, running: &Running) {
+    pub async fn run_until_terminated(&mut self, running: &Running) {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
@@ -32,12 +34,29 @@ impl Signals {
                 _ = self.int.recv() => break,
             }
         }
-        tracing::info!("shutting down: readiness off, draining connections");
+        tracing::info!("shutting down: readiness off");
         running.shutdown();
+    }
+
+    /// Serves until a termination signal, then shuts down; yields the connections the drain
+    /// deadline cut. SIGHUP keeps reloading meanwhile; a second SIGTERM/SIGINT drains at once.
+    pub async fn run(mut self, running: Running) -> usize {
+        self.run_until_terminated(&running).await;
+        let stop = running.stop_handle();
+        let stopped = running.stopped();
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            tokio::select! {
+                cut = &mut stopped => return cut,
+                _ = self.term.recv() => stop.drain_now(),
+                _ = self.int.recv() => stop.drain_now(),
+                _ = self.hup.recv() => tracing::info!("SIGHUP during the shutdown: not reloading"),
+            }
+        }
     }
 }
 
-pub async fn run_until_terminated(running: &Running) -> std::io::Result<()> {
-    Signals::install()?.run_until_terminated(running).await;
-    Ok(())
+/// `keygate serve`'s life: serve, shut down on SIGTERM/SIGINT, drain; the connections cut.
+pub async fn run(running: Running) -> std::io::Result<usize> {
+    Ok(Signals::install()?.run(running).await)
 }

@@ -3,6 +3,7 @@
 //! keygate through here, so what the tests run is what ships.
 
 mod backend;
+mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use self::backend::{BackendTasks, KeyBackend, Shared};
+use self::shutdown::{Stages, StopHandle};
 use crate::admin::{Admin, AdminApi, Health};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -24,6 +26,7 @@ use crate::proxy::anomalies::Anomalies;
 use crate::proxy::limit::Limiter;
 use crate::proxy::tokens::Tokens;
 use crate::proxy::{ConnFacts, Proxy};
+use crate::readiness::ProbePassThrough;
 use crate::server::{self, Handler, ServeOptions};
 use crate::store::freshness::Freshness;
 use crate::store::reload::SharedTable;
@@ -58,7 +61,7 @@ pub struct Running {
     tls: Option<Arc<TlsState>>,
     authz_tls: Option<Arc<TlsState>>,
     tokens: Option<Arc<Tokens>>,
-    stop: watch::Sender<bool>,
+    stop: StopHandle,
     done: JoinHandle<usize>,
 }
 
@@ -73,9 +76,14 @@ impl Running {
             }
         }
         for (tls, setting) in [(&self.tls, "tls"), (&self.authz_tls, "authz.tls")] {
-            match tls.as_ref().map(|t| t.reload()) {
+            match tls.as_ref().map(|t| t.reload().map(|()| t.not_after())) {
                 None => {}
-                Some(Ok(())) => tracing::info!(setting, "tls certificate reloaded"),
+                Some(Ok(not_after)) => {
+                    if setting == "tls" {
+                        self.metrics.tls_certificate_expires(not_after);
+                    }
+                    tracing::info!(setting, "tls certificate reloaded")
+                }
                 Some(Err(e)) => {
                     tracing::error!(setting, error = %e, "tls reload failed; keeping the previous certificate")
                 }
@@ -83,23 +91,20 @@ impl Running {
         }
     }
 
-    /// Turns `/readyz` to 503 and starts draining.
+    /// Turns `/readyz` to 503 and starts the shutdown: serving on for `shutdown_delay`, then
+    /// the drain.
     pub fn shutdown(&self) {
-        self.health.shutting_down.store(true, Ordering::Release);
-        let _ = self.stop.send(true);
+        self.stop.shutdown();
+    }
+
+    /// What starts the stages of the shutdown, for whoever waits on `stopped`.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
     }
 
     /// Waits for the drain; returns the number of connections it had to cut.
     pub async fn stopped(self) -> usize {
         self.done.await.unwrap_or(0)
-    }
-}
-
-async fn until_stopped(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -113,10 +118,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// staleness exact.
 pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::with_key_label_cap(config.rate_limits.metrics_key_labels));
+    let metrics = Arc::new(Metrics::for_store(config.rate_limits.metrics_key_labels, key_series(&config)));
+    metrics.routes_known(known_routes(&config));
     let usage = Arc::new(UsageBook::default());
     let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage, clock.clone()).await?;
-    let health = Arc::new(Health { freshness: backend.freshness.clone(), ..Health::default() });
+    let upstream_ready = config.upstream.readiness.as_ref().map(|_| Arc::default());
+    let health = Arc::new(Health {
+        freshness: backend.freshness.clone(),
+        upstream: upstream_ready.clone(),
+        ..Health::default()
+    });
     if backend.loaded {
         health.table_loaded.store(true, Ordering::Release);
     }
@@ -126,8 +137,11 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         Some(files) => Some(Arc::new(TlsState::load(files)?)),
         None => None,
     };
+    if let Some(tls) = &tls {
+        metrics.tls_certificate_expires(tls.not_after());
+    }
     let forwarder = Forwarder::new(&config.upstream, clock.clone())?;
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(&config)?;
 
     let reload = Arc::new(Notify::new());
     let shared = Shared {
@@ -142,6 +156,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         None => None,
     };
     let parts = Parts { config: &config, metrics: &metrics, usage: &usage, keys: &store.source, clock };
+    let (upstream_check, probes) = upstream_watch(&config, &forwarder, upstream_ready, &metrics);
     let proxy = request_path(parts, forwarder, tokens.clone(), freshness)?;
     let sweep = spawn_sweep(Arc::clone(&proxy));
     let admin = Arc::new(Admin {
@@ -150,12 +165,14 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         keys: store.source,
         usage: Arc::clone(&usage),
         api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
+        probes,
     });
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stages) = StopHandle::new(Arc::clone(&health));
     let authz = match &config.authz {
         Some(settings) => {
-            let rx = stop_rx.clone();
-            let stopped = move || until_stopped(rx.clone());
+            // The check listeners serve through the shutdown delay and drain with the proxy.
+            let rx = stages.drain.clone();
+            let stopped = move || shutdown::until_set(rx.clone());
             let drain = config.drain_timeout;
             Some(crate::authz::start(settings, Arc::clone(&proxy), &config.limits, drain, stopped).await?)
         }
@@ -166,8 +183,8 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
     let serving = Serving { proxy: Arc::clone(&proxy), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
-    let background = Background { store: store.tasks, sweep, authz: authz.map(|a| a.done) };
-    let done = serve_until_stopped(&config, listeners, serving, stop_rx, background);
+    let background = Background { store: store.tasks, sweep, upstream_check, authz: authz.map(|a| a.done) };
+    let done = serve_until_stopped(&config, listeners, serving, (stop.clone(), stages), background);
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -186,6 +203,39 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     })
 }
 
+/// The key-store series to export: those of the store in use.
+fn key_series(config: &Config) -> crate::metrics::KeySeries {
+    use crate::config::{KeyStore, SyncMode};
+    use crate::metrics::KeySeries;
+    match &config.key_store {
+        KeyStore::File(_) => KeySeries::File,
+        KeyStore::Postgres(pg) if matches!(pg.sync, SyncMode::Cache(_)) => KeySeries::PostgresCache,
+        KeyStore::Postgres(_) => KeySeries::Postgres,
+    }
+}
+
+/// The routes `keygate_requests_total` shows at 0 from the start, with the code a request that
+/// passes gets on each.
+fn known_routes(config: &Config) -> Vec<(&str, &'static str)> {
+    let routes = config.routes.routes().iter().map(|r| (r.spec.pattern.as_str(), "OK"));
+    routes.chain(config.routes.public_routes().iter().map(|r| (r.pattern.as_str(), "PUBLIC"))).collect()
+}
+
+/// The upstream readiness check (its task) and the probe pass-through, as configured.
+fn upstream_watch(
+    config: &Config,
+    forwarder: &Forwarder,
+    state: Option<Arc<crate::readiness::UpstreamReadiness>>,
+    metrics: &Arc<Metrics>,
+) -> (Option<JoinHandle<()>>, Option<ProbePassThrough>) {
+    let check = config.upstream.readiness.clone().zip(state).map(|(settings, state)| {
+        crate::readiness::spawn_check(forwarder.clone(), settings, state, Arc::clone(metrics))
+    });
+    let probes = (!config.admin_probes.forward.is_empty())
+        .then(|| ProbePassThrough { forwarder: forwarder.clone(), probes: config.admin_probes.clone() });
+    (check, probes)
+}
+
 /// Both listeners, bound before anything serves so a taken port fails the start.
 struct Listeners {
     proxy: TcpListener,
@@ -195,10 +245,10 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let proxy = TcpListener::bind(config.listen).await.with_context(|| format!("listen {}", config.listen))?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
+    fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let backlog = config.limits.listen_backlog;
+        let proxy = server::bind(config.listen, backlog).with_context(|| format!("listen {}", config.listen))?;
+        let admin = server::bind(config.admin_listen, backlog)
             .with_context(|| format!("admin_listen {}", config.admin_listen))?;
         let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin.local_addr()?);
         Ok(Listeners { proxy, admin, proxy_addr, admin_addr })
@@ -269,17 +319,20 @@ struct Serving {
 struct Background {
     store: BackendTasks,
     sweep: JoinHandle<()>,
+    /// The upstream readiness check (`upstream.readiness`).
+    upstream_check: Option<JoinHandle<()>>,
     /// The check listeners, which drain alongside the proxy's.
     authz: Option<JoinHandle<()>>,
 }
 
-/// Serves both listeners; once `stop` is set, drains the proxy, stops the background work, then
-/// the admin listener (so `/readyz` answers 503 through the drain). Yields the connections cut.
+/// Serves both listeners; once the shutdown begins, serves on through `shutdown_delay`, then
+/// drains the proxy, stops the background work, then the admin listener (so `/readyz` answers
+/// 503 throughout). Yields the connections cut.
 fn serve_until_stopped(
     config: &Config,
     listeners: Listeners,
     serving: Serving,
-    stop: watch::Receiver<bool>,
+    (stop, stages): (StopHandle, Stages),
     background: Background,
 ) -> JoinHandle<usize> {
     let proxy_opts = ServeOptions {
@@ -296,15 +349,24 @@ fn serve_until_stopped(
         metrics: None,
         name: "admin",
     };
-    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin_task =
-        tokio::spawn(server::serve(listeners.admin, serving.admin, admin_opts, until_stopped(admin_stop_rx)));
+        tokio::spawn(server::serve(listeners.admin, serving.admin, admin_opts, shutdown::until_set(admin_stop_rx)));
+    let delay = config.shutdown_delay;
     tokio::spawn(async move {
-        let cut = server::serve(listeners.proxy, serving.proxy, proxy_opts, until_stopped(stop)).await;
+        let wind_down = Some(stages.wind_down.clone());
+        let proxy_stop = async {
+            shutdown::after_delay(&stages, delay).await;
+            stop.drain_now();
+        };
+        let cut = server::serve_winding_down(listeners.proxy, serving.proxy, proxy_opts, wind_down, proxy_stop).await;
         if let Some(authz) = background.authz {
             let _ = authz.await;
         }
         background.sweep.abort();
+        if let Some(check) = background.upstream_check {
+            check.abort();
+        }
         background.store.stop().await;
         let _ = admin_stop.send(true);
         let _ = admin_task.await;

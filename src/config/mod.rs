@@ -10,6 +10,7 @@ mod key_store;
 mod lenient;
 pub mod locate;
 pub mod messages;
+pub mod operations;
 mod protection;
 pub mod raw;
 mod routes;
@@ -31,6 +32,7 @@ use raw::RawConfig;
 
 pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
+pub use operations::{AdminProbes, PerAddressCap, Readiness, ReadinessCheck};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
 pub use tokens::ContextSigning;
 
@@ -46,6 +48,9 @@ pub struct Config {
     pub key_store: KeyStore,
     pub limits: Limits,
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long to keep serving while `/readyz` says not ready, before the drain.
+    pub shutdown_delay: Duration,
+    pub admin_probes: AdminProbes,
     pub trusted_proxies: Vec<IpNet>,
     pub forward_authorization: bool,
     pub headers: HeaderPolicy,
@@ -100,6 +105,7 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub ca_file: Option<PathBuf>,
+    pub readiness: Option<Readiness>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +122,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub max_connections: usize,
+    pub per_address: PerAddressCap,
+    pub listen_backlog: u32,
     pub max_body_bytes: u64,
     pub request_id_max_length: usize,
 }
@@ -228,18 +236,12 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     let keys = keys(&mut c, &raw.keys);
     let key_store = key_store::key_store(&mut c, raw.key_store.as_ref(), raw.keys.file.as_ref());
 
-    let limits = limits(&mut c, &raw.limits);
     let drain_timeout = c.duration("drain_timeout", &raw.drain_timeout, Duration::from_secs(20));
+    let shutdown_delay = operations::shutdown_delay(&mut c, &raw.shutdown_delay, drain_timeout);
+    let admin_probes = operations::admin_probes(&mut c, raw.admin_probes.as_ref());
 
-    let trusted_proxies = raw
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let parsed = s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
-            c.val(&format!("trusted_proxies[{i}]"), parsed.map_err(|_| format!("{s:?} is not an IP or CIDR")))
-        })
-        .collect();
+    let trusted_proxies = trusted_proxies(&mut c, &raw.trusted_proxies);
+    let limits = limits(&mut c, &raw.limits, &trusted_proxies);
 
     for (i, h) in raw.strip_headers.iter().enumerate() {
         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
@@ -270,6 +272,8 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         key_store,
         limits,
         drain_timeout,
+        shutdown_delay,
+        admin_probes,
         trusted_proxies,
         forward_authorization: raw.forward_authorization,
         headers,
@@ -285,14 +289,26 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     (cfg, c.0)
 }
 
-fn limits(c: &mut Check, l: &raw::RawLimits) -> Limits {
+fn trusted_proxies(c: &mut Check, raw: &[String]) -> Vec<IpNet> {
+    let parse = |s: &String| s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
+    let problem = |s: &String| format!("{s:?} is not an IP or CIDR");
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, s)| c.val(&format!("trusted_proxies[{i}]"), parse(s).map_err(|_| problem(s))))
+        .collect()
+}
+
+fn limits(c: &mut Check, l: &raw::RawLimits, trusted: &[IpNet]) -> Limits {
+    let max_connections = l.max_connections.unwrap_or(4096);
     let limits = Limits {
         max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
         max_headers: l.max_headers.unwrap_or(100),
         header_read_timeout: c.duration("limits.header_read_timeout", &l.header_read_timeout, Duration::from_secs(10)),
         idle_timeout: c.duration("limits.idle_timeout", &l.idle_timeout, Duration::from_secs(60)),
         max_concurrent_streams: l.max_concurrent_streams.unwrap_or(100),
-        max_connections: l.max_connections.unwrap_or(4096),
+        max_connections,
+        per_address: operations::per_address(c, l.max_connections_per_ip, max_connections, trusted),
+        listen_backlog: operations::listen_backlog(c, l.listen_backlog),
         max_body_bytes: l.max_body_bytes.unwrap_or(10 * 1024 * 1024),
         request_id_max_length: l.request_id_max_length.unwrap_or(128),
     };
@@ -346,6 +362,7 @@ fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {
         pool_idle_timeout: c.duration("upstream.pool_idle_timeout", &u.pool_idle_timeout, Duration::from_secs(90)),
         pool_max_idle: u.pool_max_idle.unwrap_or(64),
         ca_file: u.ca_file.as_ref().map(PathBuf::from),
+        readiness: operations::readiness(c, u.readiness.as_ref()),
     }
 }
 

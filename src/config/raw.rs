@@ -19,6 +19,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     pub drain_timeout: Option<String>,
+    pub shutdown_delay: Option<String>,
+    pub admin_probes: Option<super::operations::RawAdminProbes>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -201,6 +203,7 @@ pub struct RawUpstream {
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle: Option<usize>,
     pub ca_file: Option<String>,
+    pub readiness: Option<super::operations::RawReadiness>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +265,8 @@ pub struct RawLimits {
     pub idle_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub listen_backlog: Option<u32>,
     pub max_body_bytes: Option<u64>,
     pub request_id_max_length: Option<usize>,
 }

@@ -4,6 +4,7 @@
 
 mod cause;
 mod pool;
+mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tower_service::Service as _;
 
 use pool::Pool;
 pub use pool::PooledBody;
+pub use probe::ProbeAnswer;
 
 use crate::clock::Clock;
 use crate::config::Upstream;

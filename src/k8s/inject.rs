@@ -80,6 +80,8 @@ pub fn inject_template(template: &mut Value, object: &str, opts: &Options) -> Re
         resources: sidecar::resources(&annotations)
             .map_err(|what| InjectError::Conflict { object: object.to_owned(), what })?,
     };
+    let pre_stop = sidecar::pre_stop_seconds(&annotations)
+        .map_err(|what| InjectError::Conflict { object: object.to_owned(), what })?;
 
     let meta = child_mapping(root, "metadata").ok_or_else(|| shape("metadata", "a mapping"))?;
     let ann = child_mapping(meta, "annotations").ok_or_else(|| shape("metadata.annotations", "a mapping"))?;
@@ -92,6 +94,13 @@ pub fn inject_template(template: &mut Value, object: &str, opts: &Options) -> Re
     ann.insert(INJECTED.into(), "true".into());
 
     let spec = child_mapping(root, "spec").ok_or_else(|| shape("spec", "a mapping"))?;
+    // The app serves on while endpoints update (keygate, a native sidecar, is stopped only after
+    // the app has exited). Not before 1.29, whose API servers do not know the sleep action: there
+    // keygate's shutdown_delay and the app's own preStop do it (README, Operations).
+    let apps = child_sequence(spec, "containers").ok_or_else(|| shape("spec.containers", "a list"))?;
+    if pre_stop > 0 && !opts.legacy_sidecar {
+        apps.iter_mut().filter_map(Value::as_mapping_mut).for_each(|c| add_pre_stop(c, pre_stop));
+    }
     let list = if opts.legacy_sidecar { "containers" } else { "initContainers" };
     let container = sidecar::container(&names, !opts.legacy_sidecar);
     let containers = child_sequence(spec, list).ok_or_else(|| shape(&format!("spec.{list}"), "a list"))?;
@@ -105,6 +114,19 @@ pub fn inject_template(template: &mut Value, object: &str, opts: &Options) -> Re
         sc.insert("fsGroup".into(), sidecar::UID.into());
     }
     Ok(Outcome::Injected { app_ports })
+}
+
+/// A preStop sleep for a container that has no preStop of its own (its own is kept).
+fn add_pre_stop(c: &mut Mapping, seconds: u32) {
+    let lifecycle = c.entry("lifecycle".into()).or_insert(Value::Null);
+    match lifecycle {
+        Value::Null => *lifecycle = sidecar::pre_stop_sleep(seconds),
+        Value::Mapping(m) if !m.contains_key("preStop") => {
+            let hook = sidecar::pre_stop_sleep(seconds).as_mapping().and_then(|h| h.get("preStop")).cloned();
+            m.insert("preStop".into(), hook.unwrap_or(Value::Null));
+        }
+        _ => {}
+    }
 }
 
 fn annotations_of(root: &Mapping) -> Mapping {

@@ -46,6 +46,27 @@ fn probe(path: &str, period: u32, failures: u32) -> Value {
     ])
 }
 
+/// `preStop: sleep` (Kubernetes 1.30+; 1.29 with the PodLifecycleSleepAction gate): the
+/// container keeps serving while endpoints stop sending to the terminating pod.
+pub fn pre_stop_sleep(seconds: u32) -> Value {
+    map([("preStop", map([("sleep", map([("seconds", seconds.into())]))]))])
+}
+
+/// The app's preStop sleep, from annotation `keygate.io/prestop-sleep-seconds` (default 5,
+/// 0 = none): the app must outlive the endpoint update, since keygate forwards to it until
+/// then.
+pub fn pre_stop_seconds(annotations: &Mapping) -> Result<u32, String> {
+    const ANNOTATION: &str = "keygate.io/prestop-sleep-seconds";
+    match annotations.get(ANNOTATION) {
+        None => Ok(5),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|n| *n <= 300)
+            .ok_or_else(|| format!("annotation {ANNOTATION} must be a whole number of seconds, 0 to 300")),
+    }
+}
+
 fn port(name: &str, number: u16) -> Value {
     map([("name", name.into()), ("containerPort", number.into()), ("protocol", "TCP".into())])
 }

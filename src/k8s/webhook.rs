@@ -166,6 +166,9 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(90),
         max_concurrent_streams: 100,
         max_connections: 1024,
+        // The API server is the only client, from a handful of addresses.
+        per_address: crate::config::PerAddressCap { max: 0, exempt: Vec::new() },
+        listen_backlog: 1024,
         max_body_bytes: MAX_REVIEW_BYTES as u64,
         request_id_max_length: 128,
     }

@@ -1,5 +1,6 @@
-//! The PostgreSQL key store: how fresh the replica is, and in `sync: cache` mode the lookups,
-//! the queries behind them, the pool and the usage write-back. All zero with the file store.
+//! The PostgreSQL key store: how fresh the replica is and the usage write-back, and in
+//! `sync: cache` mode the lookups, the queries behind them and the pool. Registered only for
+//! the store in use (`KeySeries`): a file store exports none of them.
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use time::OffsetDateTime;
@@ -16,7 +17,16 @@ pub enum CacheLookup {
     NegativeHit = 2,
 }
 
-/// The store's freshness.
+/// Which key-store series exist: those of the store in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySeries {
+    File,
+    Postgres,
+    /// PostgreSQL with `sync: cache`: the cache's series too.
+    PostgresCache,
+}
+
+/// The store's freshness and the usage write-back.
 pub(super) struct StoreMetrics {
     staleness: Gauge,
     last_sync: Gauge,
@@ -24,6 +34,8 @@ pub(super) struct StoreMetrics {
     version: IntGauge,
     connected: IntGauge,
     sync_failures: IntCounter,
+    usage_flushes: IntCounterVec,
+    usage_pending: IntGauge,
 }
 
 /// The `sync: cache` lookups, the queries behind them and the usage write-back.
@@ -35,8 +47,6 @@ pub(super) struct CacheMetrics {
     entries: IntGaugeVec,
     invalidations: IntCounter,
     pool: IntGauge,
-    usage_flushes: IntCounterVec,
-    usage_pending: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
@@ -76,6 +86,18 @@ impl StoreMetrics {
                 r,
                 "keygate_key_store_sync_failures_total",
                 "Changes from the key store that could not be applied (the last view kept serving).",
+            ),
+            usage_flushes: counters(
+                r,
+                "keygate_key_store_usage_flushes_total",
+                "Usage write-backs to the key store by result (ok, failed = kept for the next one).",
+                "result",
+                &["ok", "failed"],
+            ),
+            usage_pending: int_gauge(
+                r,
+                "keygate_key_store_usage_pending_keys",
+                "Keys with usage not yet written back to the key store.",
             ),
         }
     }
@@ -128,73 +150,95 @@ impl CacheMetrics {
                 "keygate_key_store_pool_connections",
                 "Connections of the sync: cache lookup pool that are up.",
             ),
-            usage_flushes: counters(
-                r,
-                "keygate_key_store_usage_flushes_total",
-                "Usage write-backs to the key store by result (ok, failed = kept for the next one).",
-                "result",
-                &["ok", "failed"],
-            ),
-            usage_pending: int_gauge(
-                r,
-                "keygate_key_store_usage_pending_keys",
-                "Keys with usage not yet written back to the key store.",
-            ),
         }
     }
 }
 
 impl Metrics {
+    /// The PostgreSQL store's series, when that is the store in use.
+    fn pg(&self) -> Option<&StoreMetrics> {
+        self.store.as_ref()
+    }
+
+    /// The `sync: cache` series, when that is the mode in use.
+    fn cached(&self) -> Option<&CacheMetrics> {
+        self.cache.as_ref()
+    }
+
     pub fn key_store_staleness(&self, age: std::time::Duration) {
-        self.store.staleness.set(age.as_secs_f64());
+        if let Some(store) = self.pg() {
+            store.staleness.set(age.as_secs_f64());
+        }
     }
 
     /// The table holds every change up to `version`, as of now.
     pub fn key_store_synced(&self, version: i64) {
-        self.store.version.set(version);
-        self.store.last_sync.set(OffsetDateTime::now_utc().unix_timestamp() as f64);
+        if let Some(store) = self.pg() {
+            store.version.set(version);
+            store.last_sync.set(OffsetDateTime::now_utc().unix_timestamp() as f64);
+        }
     }
 
     pub fn key_store_sync_failed(&self) {
-        self.store.sync_failures.inc();
+        if let Some(store) = self.pg() {
+            store.sync_failures.inc();
+        }
     }
 
     pub fn key_store_notification_lag(&self, seconds: f64) {
-        self.store.notification_lag.set(seconds);
+        if let Some(store) = self.pg() {
+            store.notification_lag.set(seconds);
+        }
     }
 
     pub fn key_store_connected(&self, up: bool) {
-        self.store.connected.set(i64::from(up));
+        if let Some(store) = self.pg() {
+            store.connected.set(i64::from(up));
+        }
     }
 
     pub fn key_cache_lookup(&self, result: CacheLookup) {
-        self.cache.by_result[result as usize].inc();
+        if let Some(cache) = self.cached() {
+            cache.by_result[result as usize].inc();
+        }
     }
 
     /// `query`: by_hash or by_id; `result`: found, not_found or error.
     pub fn key_store_query(&self, query: &str, result: &str) {
-        self.cache.queries.with_label_values(&[query, result]).inc();
+        if let Some(cache) = self.cached() {
+            cache.queries.with_label_values(&[query, result]).inc();
+        }
     }
 
     pub fn key_cache_entries(&self, by_hash: u64, by_id: u64, negative: u64) {
         for (c, n) in [("by_hash", by_hash), ("by_id", by_id), ("negative", negative)] {
-            self.cache.entries.with_label_values(&[c]).set(gauge_value(n));
+            if let Some(cache) = self.cached() {
+                cache.entries.with_label_values(&[c]).set(gauge_value(n));
+            }
         }
     }
 
     pub fn key_cache_invalidated(&self, n: usize) {
-        self.cache.invalidations.inc_by(n as u64);
+        if let Some(cache) = self.cached() {
+            cache.invalidations.inc_by(n as u64);
+        }
     }
 
     pub fn key_store_pool(&self, up: usize) {
-        self.cache.pool.set(gauge_value(up));
+        if let Some(cache) = self.cached() {
+            cache.pool.set(gauge_value(up));
+        }
     }
 
     pub fn usage_flushed(&self, ok: bool) {
-        self.cache.usage_flushes.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
+        if let Some(store) = self.pg() {
+            store.usage_flushes.with_label_values(&[if ok { "ok" } else { "failed" }]).inc();
+        }
     }
 
     pub fn usage_pending(&self, keys: usize) {
-        self.cache.usage_pending.set(gauge_value(keys));
+        if let Some(store) = self.pg() {
+            store.usage_pending.set(gauge_value(keys));
+        }
     }
 }

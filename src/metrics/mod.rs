@@ -9,12 +9,14 @@ use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncode
 mod anomalies;
 mod key_store;
 mod key_table;
+mod labels;
 mod limits;
 mod requests;
 #[cfg(test)]
 mod tests;
 
-pub use key_store::CacheLookup;
+pub use key_store::{CacheLookup, KeySeries};
+pub use labels::{RequestDone, METHODS, STATUS_CLASSES};
 pub use limits::{LimitOutcome, LIMIT_OUTCOMES, OTHER_KEYS};
 pub use requests::{InFlight, NO_ROUTE};
 
@@ -23,8 +25,9 @@ pub struct Metrics {
     requests: requests::RequestMetrics,
     limits: limits::LimitMetrics,
     key_table: key_table::KeyTableMetrics,
-    store: key_store::StoreMetrics,
-    cache: key_store::CacheMetrics,
+    /// Only with the PostgreSQL store, and the cache's only with `sync: cache`.
+    store: Option<key_store::StoreMetrics>,
+    cache: Option<key_store::CacheMetrics>,
     anomalies: anomalies::AnomalyMetrics,
 }
 
@@ -34,15 +37,25 @@ impl Metrics {
     }
 
     /// `max_key_labels`: how many distinct keys get their own `key_id` label; the rest are
-    /// counted under `_other`, so a huge table cannot blow up the scrape.
+    /// counted under `_other`, so a huge table cannot blow up the scrape. The file store's series.
     pub fn with_key_label_cap(max_key_labels: usize) -> Metrics {
+        Metrics::for_store(max_key_labels, KeySeries::File)
+    }
+
+    /// With the series of the key store in use, and the process's own (`process_*`).
+    pub fn for_store(max_key_labels: usize, store: KeySeries) -> Metrics {
         let registry = Registry::new();
+        let pg = store != KeySeries::File;
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process_* names are unique");
         Metrics {
             requests: requests::RequestMetrics::new(&registry),
             limits: limits::LimitMetrics::new(&registry, max_key_labels),
             key_table: key_table::KeyTableMetrics::new(&registry),
-            store: key_store::StoreMetrics::new(&registry),
-            cache: key_store::CacheMetrics::new(&registry),
+            store: pg.then(|| key_store::StoreMetrics::new(&registry)),
+            cache: (store == KeySeries::PostgresCache).then(|| key_store::CacheMetrics::new(&registry)),
             anomalies: anomalies::AnomalyMetrics::new(&registry),
             registry,
         }

@@ -1,10 +1,12 @@
 //! Requests, the upstream, connections and the build: the proxy's own traffic.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
+use http::Method;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+use super::labels::{class_index, method_index, RequestDone, METHODS, STATUS_CLASSES, ZEROED_CLASSES};
 use super::{counters, gauges, register, Metrics};
 
 /// Label for requests that matched no configured route.
@@ -18,24 +20,57 @@ pub(super) struct RequestMetrics {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    /// `keygate_upstream_responses_total` by status class, resolved once.
+    upstream_responses: [IntCounter; 5],
     connections: IntGauge,
+    refused: IntCounterVec,
     in_flight: IntGauge,
+    /// Registered on the first readiness check: absent when no check is configured.
+    upstream_ready: OnceLock<IntGauge>,
+    /// Registered when a certificate is loaded: absent without TLS.
+    tls_expiry: OnceLock<IntGauge>,
     /// Route labels come from the config (a fixed set): the fast hasher is safe.
     routes: DashMap<Box<str>, Arc<RouteSeries>, rustc_hash::FxBuildHasher>,
 }
 
-/// One route's series, resolved on its first request: `with_label_values` hashes every label
+/// One route's series, each resolved on its first use: `with_label_values` hashes every label
 /// with SipHash and takes the vector's lock, three times a request otherwise.
 struct RouteSeries {
-    duration: Histogram,
-    upstream: Histogram,
-    /// By decision code and shape: a handful per route, so a scan beats a map.
-    requests: std::sync::RwLock<Vec<(&'static str, &'static str, IntCounter)>>,
+    route: Box<str>,
+    /// By method (`METHODS`).
+    duration: [OnceLock<Histogram>; 8],
+    upstream: [OnceLock<Histogram>; 8],
+    /// By decision code, shape and status class: a handful per route, so a scan beats a map.
+    requests: RwLock<Vec<(&'static str, &'static str, usize, IntCounter)>>,
 }
 
 fn latency(registry: &Registry, name: &str, help: &str) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    register(registry, HistogramVec::new(opts, &["route"]).unwrap())
+    register(registry, HistogramVec::new(opts, &["method", "route"]).unwrap())
+}
+
+impl RouteSeries {
+    fn latency<'a>(&self, series: &'a [OnceLock<Histogram>; 8], vec: &HistogramVec, m: &Method) -> &'a Histogram {
+        let i = method_index(m);
+        series[i].get_or_init(|| vec.with_label_values(&[METHODS[i], &self.route]))
+    }
+
+    /// Adds `n` to the counter for (code, shape, class), registered on first use.
+    fn count(&self, vec: &IntCounterVec, code: &'static str, shape: &'static str, class: usize, n: u64) {
+        let counted = {
+            let codes = self.requests.read().unwrap_or_else(|e| e.into_inner());
+            codes
+                .iter()
+                .find(|(c, s, k, _)| *c == code && *s == shape && *k == class)
+                .map(|(.., counter)| counter.inc_by(n))
+                .is_some()
+        };
+        if !counted {
+            let counter = vec.with_label_values(&[code, &self.route, shape, STATUS_CLASSES[class]]);
+            counter.inc_by(n);
+            self.requests.write().unwrap_or_else(|e| e.into_inner()).push((code, shape, class, counter));
+        }
+    }
 }
 
 impl RequestMetrics {
@@ -54,22 +89,23 @@ impl RequestMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "keygate_requests_total",
-                        "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code), route pattern and \
-                         shape (inline, or the front proxy's protocol for an external-authorization check).",
+                        "Requests by decision code (OK, EMPTY_RESULT, PUBLIC or the error code), route pattern, \
+                         shape (inline, or the front proxy's protocol for an external-authorization check) and \
+                         the class of the status the client got.",
                     ),
-                    &["code", "route", "shape"],
+                    &["code", "route", "shape", "status_class"],
                 )
                 .unwrap(),
             ),
             request_duration: latency(
                 registry,
                 "keygate_request_duration_seconds",
-                "Time from request headers to response headers, by route pattern.",
+                "Time from request headers to response headers, by method and route pattern.",
             ),
             upstream_duration: latency(
                 registry,
                 "keygate_upstream_duration_seconds",
-                "Time the upstream took to answer with headers, by route pattern.",
+                "Time the upstream took to answer with headers, by method and route pattern.",
             ),
             upstream_errors: counters(
                 registry,
@@ -78,14 +114,33 @@ impl RequestMetrics {
                 "kind",
                 &["connect", "timeout", "protocol"],
             ),
+            upstream_responses: {
+                let vec = counters(
+                    registry,
+                    "keygate_upstream_responses_total",
+                    "Answers from the upstream by status class (its own status, passed to the client).",
+                    "status_class",
+                    &ZEROED_CLASSES.map(|c| STATUS_CLASSES[c]),
+                );
+                STATUS_CLASSES.map(|c| vec.with_label_values(&[c]))
+            },
             connections: register(
                 registry,
                 IntGauge::new("keygate_open_connections", "Client connections currently open.").unwrap(),
+            ),
+            refused: counters(
+                registry,
+                "keygate_connections_refused_total",
+                "Client connections closed on arrival, by reason (per_ip: the address had max_connections_per_ip open).",
+                "reason",
+                &["per_ip"],
             ),
             in_flight: register(
                 registry,
                 IntGauge::new("keygate_requests_in_flight", "Requests currently being handled.").unwrap(),
             ),
+            upstream_ready: OnceLock::new(),
+            tls_expiry: OnceLock::new(),
             routes: DashMap::default(),
         }
     }
@@ -95,38 +150,63 @@ impl RequestMetrics {
             return Arc::clone(&r);
         }
         let series = Arc::new(RouteSeries {
-            duration: self.request_duration.with_label_values(&[route]),
-            upstream: self.upstream_duration.with_label_values(&[route]),
+            route: route.into(),
+            duration: Default::default(),
+            upstream: Default::default(),
             requests: Default::default(),
         });
-        self.routes.insert(route.into(), Arc::clone(&series));
-        series
+        Arc::clone(self.routes.entry(route.into()).or_insert(series).value())
     }
 }
 
 impl Metrics {
-    /// One decision. `shape`: which deployment shape answered (`inline` or a check protocol),
-    /// one of a fixed few.
-    pub fn request(&self, code: &'static str, route: &str, shape: &'static str, seconds: f64) {
-        let r = self.requests.route(route);
-        r.duration.observe(seconds);
-        let counted = {
-            let codes = r.requests.read().unwrap_or_else(|e| e.into_inner());
-            codes.iter().find(|(c, s, _)| *c == code && *s == shape).map(|(_, _, n)| n.inc()).is_some()
-        };
-        if !counted {
-            let n = self.requests.requests.with_label_values(&[code, route, shape]);
-            n.inc();
-            r.requests.write().unwrap_or_else(|e| e.into_inner()).push((code, shape, n));
+    pub fn request(&self, done: &RequestDone<'_>) {
+        let m = &self.requests;
+        let r = m.route(done.route);
+        r.latency(&r.duration, &m.request_duration, done.method).observe(done.seconds);
+        r.count(&m.requests, done.code, done.shape, class_index(done.status), 1);
+    }
+
+    /// `keygate_requests_total` at 0 from the start for each (route, code) given, in every
+    /// status class a client can get, so rates and ratios exist before the first request.
+    pub fn routes_known<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'static str)>) {
+        for (route, code) in routes {
+            let r = self.requests.route(route);
+            for class in ZEROED_CLASSES {
+                r.count(&self.requests.requests, code, "inline", class, 0);
+            }
         }
     }
 
-    pub fn upstream_answered(&self, route: &str, seconds: f64) {
-        self.requests.route(route).upstream.observe(seconds);
+    /// An answer from the upstream: its time to headers and its status class.
+    pub fn upstream_answered(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+        let m = &self.requests;
+        let r = m.route(route);
+        r.latency(&r.upstream, &m.upstream_duration, method).observe(seconds);
+        m.upstream_responses[class_index(status)].inc();
     }
 
     pub fn upstream_error(&self, kind: &str) {
         self.requests.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The last result of the upstream readiness check (`upstream.readiness`).
+    pub fn upstream_ready(&self, ready: bool) {
+        let help = "1 while the upstream readiness check passes (only with upstream.readiness).";
+        let gauge = self
+            .requests
+            .upstream_ready
+            .get_or_init(|| register(&self.registry, IntGauge::new("keygate_upstream_ready", help).unwrap()));
+        gauge.set(i64::from(ready));
+    }
+
+    /// The served certificate's notAfter (Unix seconds), set at start and on every reload.
+    pub fn tls_certificate_expires(&self, not_after: i64) {
+        let help = "Unix time at which the certificate keygate serves (tls.cert_file) expires.";
+        let name = "keygate_tls_certificate_expiry_timestamp_seconds";
+        let gauge =
+            self.requests.tls_expiry.get_or_init(|| register(&self.registry, IntGauge::new(name, help).unwrap()));
+        gauge.set(not_after);
     }
 
     pub fn connection_opened(&self) {
@@ -135,6 +215,10 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.requests.connections.dec();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.requests.refused.with_label_values(&[reason]).inc();
     }
 
     pub fn in_flight(&self) -> InFlight<'_> {

@@ -8,11 +8,12 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 31] = [
+const EXPECTED: [&str; 35] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
     "keygate_build_info",
+    "keygate_connections_refused_total",
     "keygate_ip_rate_limit_decisions_total",
     "keygate_key_store_cache_entries",
     "keygate_key_store_cache_invalidations_total",
@@ -38,16 +39,29 @@ const EXPECTED: [&str; 31] = [
     "keygate_request_duration_seconds",
     "keygate_requests_in_flight",
     "keygate_requests_total",
+    "keygate_tls_certificate_expiry_timestamp_seconds",
     "keygate_upstream_duration_seconds",
     "keygate_upstream_errors_total",
+    "keygate_upstream_ready",
+    "keygate_upstream_responses_total",
 ];
 
 /// Calls every named method once, so families without pre-registered labels have a child.
 fn exercise(m: &Metrics) {
-    m.request("OK", "/v1/things", "inline", 0.01);
-    m.upstream_answered("/v1/things", 0.005);
+    m.request(&RequestDone {
+        code: "OK",
+        route: "/v1/things",
+        shape: "inline",
+        status: 200,
+        method: &http::Method::GET,
+        seconds: 0.01,
+    });
+    m.upstream_answered("/v1/things", &http::Method::GET, 200, 0.005);
+    m.tls_certificate_expires(1_900_000_000);
     m.upstream_error("timeout");
     m.connection_opened();
+    m.connection_refused("per_ip");
+    m.upstream_ready(true);
     drop(m.in_flight());
     m.rate_limit(&Arc::from("key-1"), "standard", LimitOutcome::NearLimit);
     m.ip_rate_limit(true);
@@ -74,9 +88,16 @@ fn exercise(m: &Metrics) {
 
 #[test]
 fn every_series_registers_and_renders() {
-    let m = Metrics::new();
+    let m = Metrics::for_store(1000, KeySeries::PostgresCache);
     exercise(&m);
-    let gathered: BTreeSet<String> = m.registry.gather().iter().map(|f| f.name().to_owned()).collect();
+    let all: BTreeSet<String> = m.registry.gather().iter().map(|f| f.name().to_owned()).collect();
+    let (process, gathered): (BTreeSet<String>, BTreeSet<String>) =
+        all.into_iter().partition(|n| n.starts_with("process_"));
+    for p in
+        ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"]
+    {
+        assert!(process.contains(p), "{p} in {process:?}");
+    }
     let expected: BTreeSet<String> = EXPECTED.iter().map(|s| s.to_string()).collect();
     assert_eq!(gathered, expected, "the registry holds exactly the expected families");
     let text = m.render();
@@ -87,20 +108,76 @@ fn every_series_registers_and_renders() {
 
 #[test]
 fn pre_registered_series_show_zero_before_any_event() {
-    let text = Metrics::new().render();
+    let text = Metrics::for_store(1000, KeySeries::PostgresCache).render();
     for line in [
-        "keygate_alerts_total{result=\"dropped\"} 0",
-        "keygate_upstream_errors_total{kind=\"protocol\"} 0",
-        "keygate_key_table_reloads_total{result=\"failed\"} 0",
         "keygate_key_store_queries_total{query=\"by_id\",result=\"error\"} 0",
         "keygate_key_store_cache_lookups_total{result=\"negative_hit\"} 0",
         "keygate_key_store_cache_entries{cache=\"negative\"} 0",
+        "keygate_alerts_total{result=\"dropped\"} 0",
+        "keygate_upstream_errors_total{kind=\"protocol\"} 0",
+        "keygate_key_table_reloads_total{result=\"failed\"} 0",
         "keygate_rate_limit_redis_fallback_total{policy=\"fail_closed\"} 0",
         "keygate_anomalies_total{kind=\"invalid_key_burst\"} 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(text.contains(&format!("keygate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn the_file_store_exports_no_key_store_series_and_the_cache_series_need_sync_cache() {
+    let file = Metrics::with_key_label_cap(10);
+    exercise(&file);
+    assert!(!file.render().contains("keygate_key_store_"), "{}", file.render());
+    let replica = Metrics::for_store(10, KeySeries::Postgres);
+    exercise(&replica);
+    let text = replica.render();
+    assert!(text.contains("keygate_key_store_staleness_seconds 1"));
+    assert!(text.contains("keygate_key_store_usage_flushes_total{result=\"ok\"} 1"));
+    assert!(!text.contains("keygate_key_store_cache_"), "{text}");
+}
+
+#[test]
+fn requests_count_the_decision_the_status_class_and_the_method_within_bounded_sets() {
+    let m = Metrics::new();
+    m.routes_known([("/v1/things", "OK"), ("/health", "PUBLIC")]);
+    let text = m.render();
+    for class in ["2xx", "3xx", "4xx", "5xx"] {
+        assert!(
+            text.contains(&format!(
+                "keygate_requests_total{{code=\"OK\",route=\"/v1/things\",shape=\"inline\",status_class=\"{class}\"}} 0"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "keygate_requests_total{{code=\"PUBLIC\",route=\"/health\",shape=\"inline\",status_class=\"{class}\"}} 0"
+        )));
+    }
+    let propfind = http::Method::from_bytes(b"PROPFIND").unwrap();
+    m.request(&RequestDone {
+        code: "OK",
+        route: "/v1/things",
+        shape: "inline",
+        status: 502,
+        method: &propfind,
+        seconds: 0.2,
+    });
+    m.upstream_answered("/v1/things", &propfind, 503, 0.1);
+    let text = m.render();
+    assert!(
+        text.contains(
+            "keygate_requests_total{code=\"OK\",route=\"/v1/things\",shape=\"inline\",status_class=\"5xx\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("keygate_request_duration_seconds_count{method=\"other\",route=\"/v1/things\"} 1"), "{text}");
+    assert!(
+        text.contains("keygate_upstream_duration_seconds_count{method=\"other\",route=\"/v1/things\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("keygate_upstream_responses_total{status_class=\"5xx\"} 1"), "{text}");
+    assert!(text.contains("keygate_upstream_responses_total{status_class=\"2xx\"} 0"), "{text}");
+    assert!(!text.contains("PROPFIND"));
 }
 
 #[test]

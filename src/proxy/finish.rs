@@ -1,8 +1,12 @@
 //! The last step, for every request however it ended: the request id and RateLimit headers on
 //! the answer, the error turned into the standard body, metrics, usage and the audit line.
-//! `Trail` is what the earlier steps learnt for it, filled in as they go.
+//! `Trail` is what the earlier steps learnt for it, filled in as they go; a request dropped
+//! before it got here (its client gone, or cut by the drain deadline) is recorded by the
+//! trail's Drop, once, if it had authenticated or was being forwarded: the upstream may have
+//! acted on it.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,18 +21,19 @@ use super::limit::Applied;
 use super::{Body, Proxy};
 use crate::anomaly::Now;
 use crate::error::ApiError;
-use crate::metrics::NO_ROUTE;
+use crate::metrics::{RequestDone, NO_ROUTE};
 use crate::request_id;
 use crate::textfmt::IpText;
 
 /// What the audit line and the metrics need to know about a request.
 pub(super) struct Trail<'a> {
+    proxy: &'a Proxy,
     /// On the real clock, for the request's duration.
     started: Instant,
     /// The request's one monotonic reading on the proxy's clock (`started` on the system clock).
     pub instant: Instant,
     pub rid: HeaderValue,
-    method: Method,
+    pub method: Method,
     /// One clock reading per request: validity and usage see the same instant.
     pub now: OffsetDateTime,
     /// The same instant for windows and budgets.
@@ -46,16 +51,23 @@ pub(super) struct Trail<'a> {
     /// Which deployment shape answered (`Shape::as_str`, or `NO_SHAPE`): inline until a check
     /// says otherwise.
     pub shape: &'static str,
+    /// Sent to the upstream (or on its way): a drop from here on is recorded, key or not.
+    pub forwarding: bool,
+    /// The listener's drain-deadline flag: why a dropped request ended.
+    pub cut: Option<&'a AtomicBool>,
+    /// Recorded already (by `record`): the drop records nothing.
+    recorded: AtomicBool,
 }
 
 impl<'a> Trail<'a> {
     /// `client`: the address the request is judged for, until admit resolves a better one.
-    pub fn start(p: &Proxy, headers: &HeaderMap, method: &Method, client: (IpAddr, IpText)) -> Trail<'a> {
+    pub fn start(p: &'a Proxy, headers: &HeaderMap, method: &Method, client: (IpAddr, IpText)) -> Trail<'a> {
         let started = Instant::now();
         let (instant, now) = p.clock.read_at(started);
         let rid = request_id::accept_or_generate(headers, p.config.limits.request_id_max_length, now);
         let mono = u64::try_from(instant.saturating_duration_since(p.epoch).as_nanos()).unwrap_or(u64::MAX);
         Trail {
+            proxy: p,
             started,
             instant,
             rid,
@@ -71,6 +83,9 @@ impl<'a> Trail<'a> {
             outcome: "OK",
             auth: "",
             shape: Shape::Inline.as_str(),
+            forwarding: false,
+            cut: None,
+            recorded: AtomicBool::new(false),
         }
     }
 
@@ -104,10 +119,36 @@ pub(super) fn answer_headers(p: &Proxy, trail: &Trail<'_>, h: &mut HeaderMap) {
     }
 }
 
+/// A request that ended without an answer: its client went away (`CLIENT_CLOSED`, counted as
+/// nginx's 499) or the drain deadline cut it (`DRAIN_CUT`, 503). Nothing was sent.
+impl Drop for Trail<'_> {
+    fn drop(&mut self) {
+        if self.recorded.load(Ordering::Relaxed) || (self.key_id.is_none() && !self.forwarding) {
+            return;
+        }
+        let cut = self.cut.is_some_and(|c| c.load(Ordering::Acquire));
+        let (code, status) = match cut {
+            true => ("DRAIN_CUT", StatusCode::SERVICE_UNAVAILABLE),
+            false => ("CLIENT_CLOSED", StatusCode::from_u16(499).expect("499 is a status code")),
+        };
+        self.outcome = code;
+        record(self.proxy, self, status);
+    }
+}
+
 /// Metrics, usage and the audit line for one finished request.
 pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
+    t.recorded.store(true, Ordering::Relaxed);
     let elapsed = t.started.elapsed().as_secs_f64();
-    p.metrics.request(t.outcome, t.route, t.shape, elapsed);
+    let done = RequestDone {
+        code: t.outcome,
+        route: t.route,
+        shape: t.shape,
+        status: status.as_u16(),
+        method: &t.method,
+        seconds: elapsed,
+    };
+    p.metrics.request(&done);
     if let Some(id) = &t.key_id {
         let now_ms = i64::try_from(t.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         p.usage.record(id, status.as_u16(), now_ms);

@@ -26,6 +26,7 @@ pub mod tokens;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,6 +60,9 @@ pub struct ConnFacts {
     pub peer_text: IpText,
     /// This hop in the forwarding headers, prepared once per connection.
     pub hop: forwarded::Hop,
+    /// Set by the listener when its drain deadline cut the connection: a request dropped
+    /// then was cut by keygate, not abandoned by its client.
+    pub cut: Option<Arc<AtomicBool>>,
 }
 
 impl ConnFacts {
@@ -67,7 +71,13 @@ impl ConnFacts {
         // budget, metric and audit line sees the IPv4 address.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let peer_text = IpText::new(peer.ip());
-        ConnFacts { peer, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls) }
+        ConnFacts { peer, peer_text, hop: forwarded::Hop::new(peer.ip(), peer_text, tls), cut: None }
+    }
+
+    /// The listener's drain-deadline flag.
+    pub fn cut_by(mut self, flag: Arc<AtomicBool>) -> ConnFacts {
+        self.cut = Some(flag);
+        self
     }
 }
 
@@ -103,10 +113,12 @@ impl Proxy {
         }
     }
 
-    /// One proxied request, whatever happens to it, ends in `finish`.
+    /// One proxied request, whatever happens to it, ends in `finish`; dropped before that (its
+    /// client gone, or cut by the drain deadline), its trail records it (`Trail`'s Drop).
     pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnFacts>) -> Response<Body> {
         let _in_flight = self.metrics.in_flight();
         let mut trail = Trail::start(self, req.headers(), req.method(), (conn.peer.ip(), conn.peer_text));
+        trail.cut = conn.cut.as_deref();
         let result = self.run(req, &conn, &mut trail).await;
         finish::finish(self, result, trail)
     }

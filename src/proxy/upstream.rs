@@ -94,6 +94,7 @@ pub(super) async fn forward(
     let req = Request::from_parts(parts, upstream_body(body, cfg.limits.max_body_bytes));
 
     let sent = Instant::now();
+    trail.forwarding = true;
     let result = p.forwarder.send(req).await;
     let took = sent.elapsed().as_secs_f64();
     match result {
@@ -102,7 +103,7 @@ pub(super) async fn forward(
             // connection; hyper still speaks 1.0 to a 1.0 client.
             *resp.version_mut() = http::Version::HTTP_11;
             trail.upstream_seconds = Some(took);
-            p.metrics.upstream_answered(trail.route, took);
+            p.metrics.upstream_answered(trail.route, &trail.method, resp.status().as_u16(), took);
             crate::sanitize::sanitize_response(resp.headers_mut());
             Ok(resp.map(Either::Right))
         }

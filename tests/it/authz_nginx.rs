@@ -92,7 +92,7 @@ async fn rate_limits_count_once_per_request_and_429_keeps_retry_after() {
     assert!(r.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(up.count(), 3);
     let allowed =
-        kg.metric(r#"keygate_requests_total{code="OK",route="/api/v1/clinics/{clinic_id}/interactions",shape="nginx_auth_request"}"#).await;
+        kg.metric("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics/{clinic_id}/interactions\",shape=\"nginx_auth_request\",status_class=\"2xx\"}").await;
     assert_eq!(allowed, 3.0, "one decision per client request");
 }
 

@@ -94,7 +94,7 @@ async fn redis_going_away_fails_closed_with_503_when_configured() {
     assert_eq!(r.headers["retry-after"], "1");
     assert_eq!(up.count(), 1, "nothing unlimited reached the upstream");
     assert_eq!(kg.metric(r#"keygate_rate_limit_redis_fallback_total{policy="fail_closed"}"#).await, 1.0);
-    let series = r#"keygate_requests_total{code="SERVICE_UNAVAILABLE",route="/api/v1/clinics/{clinic_id}/interactions",shape="inline"}"#;
+    let series = r#"keygate_requests_total{code="SERVICE_UNAVAILABLE",route="/api/v1/clinics/{clinic_id}/interactions",shape="inline",status_class="5xx"}"#;
     assert_eq!(kg.metric(series).await, 1.0, "counted under the route it was for");
 }
 

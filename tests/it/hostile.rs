@@ -88,11 +88,11 @@ async fn a_malformed_chunked_body_is_the_clients_fault_not_the_upstreams() {
         assert_raw_error(&resp, 400, "INVALID_REQUEST");
     }
     assert_eq!(kg.metric("keygate_upstream_errors_total{kind=\"protocol\"}").await, upstream_errors);
-    let refused = "keygate_requests_total{code=\"INVALID_REQUEST\",route=\"/api/v1/clinics/{clinic_id}/interactions\",shape=\"inline\"}";
+    let refused = "keygate_requests_total{code=\"INVALID_REQUEST\",route=\"/api/v1/clinics/{clinic_id}/interactions\",shape=\"inline\",status_class=\"4xx\"}";
     assert_eq!(kg.metric(refused).await, 3.0);
     assert_eq!(
         kg.metric(
-            "keygate_requests_total{code=\"UPSTREAM_UNAVAILABLE\",route=\"/api/v1/clinics/{clinic_id}/interactions\",shape=\"inline\"}"
+            "keygate_requests_total{code=\"UPSTREAM_UNAVAILABLE\",route=\"/api/v1/clinics/{clinic_id}/interactions\",shape=\"inline\",status_class=\"5xx\"}"
         )
         .await,
         0.0

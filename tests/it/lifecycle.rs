@@ -177,15 +177,17 @@ async fn admin_endpoints_and_metrics() {
 
     let text = kg.admin_get("/metrics").await.text();
     assert!(
-        text.contains("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\",shape=\"inline\"} 1"),
+        text.contains(
+            "keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\",shape=\"inline\",status_class=\"2xx\"} 1"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"/api/v1/clinics\",shape=\"inline\"} 1"),
+        text.contains("keygate_requests_total{code=\"UNAUTHORIZED\",route=\"/api/v1/clinics\",shape=\"inline\",status_class=\"4xx\"} 1"),
         "{text}"
     );
-    assert!(text.contains("keygate_request_duration_seconds_bucket{route=\"/api/v1/clinics\""));
-    assert!(text.contains("keygate_upstream_duration_seconds_count{route=\"/api/v1/clinics\"} 1"));
+    assert!(text.contains("keygate_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/clinics\""));
+    assert!(text.contains("keygate_upstream_duration_seconds_count{method=\"GET\",route=\"/api/v1/clinics\"} 1"));
     assert!(text.contains("keygate_key_table_keys{environment=\"live\",state=\"active\"} 1"));
     assert!(text.contains("keygate_build_info{version="));
     assert!(!text.contains(&key.secret));
@@ -381,7 +383,7 @@ async fn the_binary_exits_cleanly_on_sigterm() {
 }
 
 /// `kill(pid, sig)` without a libc dependency: the `kill` command.
-fn send_signal(pid: u32, sig: i32) -> i32 {
+pub(crate) fn send_signal(pid: u32, sig: i32) -> i32 {
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())

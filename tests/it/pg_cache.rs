@@ -220,7 +220,7 @@ async fn past_max_staleness_even_a_cached_key_is_refused_then_served_again() {
     clock.advance(Duration::from_nanos(1));
     assert_eq!(status(&kg, &key).await, 503);
     get(&kg, &key).await.assert_error(503, "KEY_STORE_UNAVAILABLE");
-    assert_eq!(kg.admin_get("/readyz").await.text(), "key store stale\n");
+    assert_eq!(kg.admin_get("/readyz").await.json()["reasons"], serde_json::json!(["key store stale"]));
     eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_staleness_seconds").await >= 1.0).await;
 
     relay.restore();

@@ -132,7 +132,7 @@ async fn every_decision_is_counted_per_key_tier_and_outcome() {
     assert_eq!(kg.metric(&m("near_limit")).await, 3.0, "remaining 2, 1, 0: 80% used or more");
     assert_eq!(kg.metric(&m("limited")).await, 2.0, "every 429 is counted");
     // Charged before routing, but a 429 is still counted under the route it was for.
-    let series = r#"keygate_requests_total{code="RATE_LIMIT_EXCEEDED",route="/api/v1/clinics/{clinic_id}/interactions",shape="inline"}"#;
+    let series = r#"keygate_requests_total{code="RATE_LIMIT_EXCEEDED",route="/api/v1/clinics/{clinic_id}/interactions",shape="inline",status_class="4xx"}"#;
     assert_eq!(kg.metric(series).await, 2.0);
 }
 

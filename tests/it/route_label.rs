@@ -19,12 +19,21 @@ async fn a_revoked_key_is_counted_under_its_route_and_still_refused_first() {
     let r = kg.send(delete.0, INTERACTIONS, &[("authorization", &delete.1[0].1)], bytes::Bytes::new()).await;
     r.assert_error(401, "API_KEY_REVOKED");
 
-    let on_route = format!(r#"keygate_requests_total{{code="API_KEY_REVOKED",route="{PATTERN}",shape="inline"}}"#);
+    let on_route = format!(
+        r#"keygate_requests_total{{code="API_KEY_REVOKED",route="{PATTERN}",shape="inline",status_class="4xx"}}"#
+    );
     assert_eq!(kg.metric(&on_route).await, 2.0, "the matched route and the path's route (405 would be next)");
-    assert_eq!(kg.metric(r#"keygate_requests_total{code="API_KEY_REVOKED",route="none",shape="inline"}"#).await, 1.0);
+    assert_eq!(
+        kg.metric(r#"keygate_requests_total{code="API_KEY_REVOKED",route="none",shape="inline",status_class="4xx"}"#)
+            .await,
+        1.0
+    );
     kg.get(INTERACTIONS, &[]).await.assert_error(401, "UNAUTHORIZED");
     assert_eq!(
-        kg.metric(&format!(r#"keygate_requests_total{{code="UNAUTHORIZED",route="{PATTERN}",shape="inline"}}"#)).await,
+        kg.metric(&format!(
+            r#"keygate_requests_total{{code="UNAUTHORIZED",route="{PATTERN}",shape="inline",status_class="4xx"}}"#
+        ))
+        .await,
         1.0
     );
     assert_eq!(up.count(), 0);

@@ -412,17 +412,49 @@ impl Proxy {
     }
 
     /// Value of a metric line (exact series text before the value), or 0.
+    /// The sum of every sample of `series` (`name` or `name{label="value",...}`) whose labels
+    /// include the ones given: a label the test does not name is summed over, so a new label on
+    /// a family does not turn an assertion into a comparison with a series that is never there.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.admin_get("/metrics").await.text();
+        let (name, wanted) = split_series(series);
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(s, _)| {
+                let (n, labels) = split_series(s);
+                n == name && wanted.iter().all(|w| labels.contains(w))
+            })
+            .map(|(_, v)| v.trim().parse::<f64>().unwrap())
+            .sum()
     }
 
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
+}
+
+/// `name{a="x",b="y"}` -> ("name", [`a="x"`, `b="y"`]); values may hold `,` `{` `}` and `\"`.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    let Some((name, rest)) = series.split_once('{') else { return (series, Vec::new()) };
+    let body = rest.strip_suffix('}').unwrap_or(rest);
+    let (mut labels, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                labels.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < body.len() {
+        labels.push(&body[start..]);
+    }
+    (name, labels)
 }
 
 pub async fn send<C>(

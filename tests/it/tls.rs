@@ -20,6 +20,15 @@ fn self_signed() -> Cert {
     Cert { cert_pem: ck.cert.pem(), key_pem: ck.key_pair.serialize_pem() }
 }
 
+/// A self-signed certificate for localhost valid until `not_after`.
+fn expiring(not_after: time::OffsetDateTime) -> Cert {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_after = not_after;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Cert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
 fn client_trusting(
     cert: &Cert,
     h2: bool,
@@ -88,6 +97,28 @@ async fn tls_certificate_is_reloaded_without_a_restart() {
     std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
     kg.running().reload();
     assert_eq!(get(&new).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn the_served_certificates_expiry_is_a_gauge_kept_current_by_reloads() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_tls_expiry");
+    let (first, second) =
+        (time::macros::datetime!(2031-01-02 3:04:05 UTC), time::macros::datetime!(2032-06-01 0:00 UTC));
+    let (kg, certs) = tls_proxy(&up, &key, &expiring(first)).await;
+    let gauge = "keygate_tls_certificate_expiry_timestamp_seconds";
+    assert_eq!(kg.metric(gauge).await, first.unix_timestamp() as f64);
+
+    let next = expiring(second);
+    std::fs::write(certs.path().join("cert.pem"), &next.cert_pem).unwrap();
+    std::fs::write(certs.path().join("key.pem"), &next.key_pem).unwrap();
+    kg.running().reload();
+    assert_eq!(kg.metric(gauge).await, second.unix_timestamp() as f64);
+
+    // A refused reload keeps the served certificate, and its expiry.
+    std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
+    kg.running().reload();
+    assert_eq!(kg.metric(gauge).await, second.unix_timestamp() as f64);
 }
 
 /// An HTTPS upstream with its own (private) CA: keygate verifies it with `upstream.ca_file`.
