@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{Authorization, AuthorizationServer};
@@ -16,10 +15,10 @@ use tonic::{Request, Response, Status};
 use super::check_api::{CheckRequest, Shape};
 use super::{outcome, request};
 use crate::config::{CheckSecret, ClientIpSource};
-use crate::proxy::Proxy;
+use crate::proxy::Live;
 
 pub struct GrpcCheck {
-    pub proxy: Arc<Proxy>,
+    pub proxy: Live,
     pub secret: Option<CheckSecret>,
     pub client_ip: ClientIpSource,
 }

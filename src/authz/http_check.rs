@@ -15,7 +15,7 @@ use super::check_api::{CheckOutcome, CheckRequest, Shape};
 use super::{outcome, request};
 use crate::config::{Authz, ClientIpSource};
 use crate::error::ApiError;
-use crate::proxy::{ConnFacts, Proxy};
+use crate::proxy::{ConnFacts, Live};
 use crate::server::Handler;
 
 pub const ENVOY_PREFIX: &str = "/check/envoy";
@@ -23,7 +23,7 @@ pub const NGINX_PATH: &str = "/check/nginx";
 pub const FORWARD_AUTH_PATH: &str = "/check/forward-auth";
 
 pub struct HttpCheck {
-    pub proxy: Arc<Proxy>,
+    pub proxy: Live,
     pub settings: Authz,
 }
 
@@ -89,7 +89,7 @@ impl HttpCheck {
     /// A check the engine never saw (not a front proxy of ours, or a report it cannot read):
     /// the standard body, said the shape's way.
     fn refuse(&self, e: ApiError, shape: Shape, headers: &HeaderMap) -> Response<Full<Bytes>> {
-        let max = self.proxy.config.limits.request_id_max_length;
+        let max = self.proxy.load().config.limits.request_id_max_length;
         let rid = crate::request_id::accept_or_generate(headers, max, time::OffsetDateTime::now_utc());
         let mut resp = e.to_response(rid.to_str().unwrap_or(""), &crate::proxy::timestamp());
         resp.headers_mut().insert(crate::request_id::HEADER.clone(), rid);

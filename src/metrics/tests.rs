@@ -8,11 +8,15 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 30] = [
+const EXPECTED: [&str; 34] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
     "keygate_build_info",
+    "keygate_config_last_reload_success_timestamp_seconds",
+    "keygate_config_last_reload_successful",
+    "keygate_config_reloads_total",
+    "keygate_config_restart_pending",
     "keygate_ip_rate_limit_decisions_total",
     "keygate_key_store_cache_entries",
     "keygate_key_store_cache_invalidations_total",
@@ -69,6 +73,8 @@ fn exercise(m: &Metrics) {
     m.key_store_pool(2);
     m.usage_flushed(true);
     m.usage_pending(3);
+    m.config_reloaded(OffsetDateTime::UNIX_EPOCH, 1);
+    m.config_reload_failed();
 }
 
 #[test]
@@ -91,6 +97,7 @@ fn pre_registered_series_show_zero_before_any_event() {
         "keygate_alerts_total{result=\"dropped\"} 0",
         "keygate_upstream_errors_total{kind=\"protocol\"} 0",
         "keygate_key_table_reloads_total{result=\"failed\"} 0",
+        "keygate_config_reloads_total{result=\"failed\"} 0",
         "keygate_key_store_queries_total{query=\"by_id\",result=\"error\"} 0",
         "keygate_key_store_cache_lookups_total{result=\"negative_hit\"} 0",
         "keygate_key_store_cache_entries{cache=\"negative\"} 0",

@@ -21,6 +21,7 @@ pub mod check;
 mod finish;
 pub mod forwarded;
 pub mod limit;
+pub mod live;
 mod token_endpoints;
 pub mod tokens;
 mod upstream;
@@ -45,6 +46,7 @@ use crate::textfmt::IpText;
 use crate::usage::UsageBook;
 
 pub use finish::timestamp;
+pub use live::Live;
 
 use anomalies::Anomalies;
 use finish::Trail;
@@ -73,7 +75,8 @@ impl ConnFacts {
     }
 }
 
-/// Everything a request needs, built once by `app` and shared by every connection.
+/// Everything a request needs, built by `app` at start and again by each config reload; a
+/// request runs on one (see `Live`).
 pub struct Proxy {
     pub config: Arc<Config>,
     pub keys: KeySource,
