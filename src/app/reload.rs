@@ -103,7 +103,8 @@ impl ConfigReloader {
                 if let Ok(text) = std::fs::read_to_string(&self.path) {
                     *seen = text.into();
                 }
-                return Attempt::Refused(e.to_string());
+                // One line, as check-config lists them: each problem with its line and field.
+                return Attempt::Refused(format!("{}: invalid configuration: {}", e.file, e.problems.join("; ")));
             }
         };
         let text = new.source.as_ref().map_or_else(|| Arc::from(""), |s| Arc::clone(&s.text));
@@ -143,15 +144,16 @@ impl ConfigReloader {
                 if !needs_restart.is_empty() {
                     let fields = needs_restart.join(", ");
                     tracing::warn!(
+                        file = %self.path.display(),
                         needs_restart = %fields,
                         "config reload: needs a restart: {fields} (running values kept; the rest applied)"
                     );
                 }
-                tracing::info!(applied = %applied.join(", "), "config reloaded");
+                tracing::info!(file = %self.path.display(), applied = %applied.join(", "), "config reloaded");
                 self.metrics.config_reloaded(OffsetDateTime::now_utc(), needs_restart.len());
             }
             Attempt::Refused(error) => {
-                tracing::error!(%error, "config reload failed; still serving the last good config");
+                tracing::error!(file = %self.path.display(), %error, "config reload failed; still serving the last good config");
                 self.metrics.config_reload_failed();
             }
         }

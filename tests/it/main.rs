@@ -13,6 +13,7 @@ mod authz_grpc;
 mod authz_nginx;
 mod check;
 mod check_config;
+mod config_reload;
 mod demo;
 mod fleet_limit;
 mod fuzz;
