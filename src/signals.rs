@@ -1,4 +1,5 @@
-//! Unix signals: SIGHUP reloads the key table, the TLS pair and the JWT keys; SIGTERM/SIGINT start the drain.
+//! Unix signals: SIGHUP reloads the config file, the key table, the TLS pair and the JWT keys;
+//! SIGTERM/SIGINT start the drain.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -25,7 +26,7 @@ impl Signals {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP: reloading key table, TLS certificate and JWT signing keys");
+                    tracing::info!("SIGHUP: reloading config, key table, TLS certificate and JWT signing keys");
                     running.reload();
                 }
                 _ = self.term.recv() => break,

@@ -16,7 +16,7 @@ use crate::config::{self, reloadable, Config};
 use crate::metrics::Metrics;
 use crate::proxy::anomalies;
 use crate::proxy::{Live, Proxy};
-use crate::store::reload::{fingerprint, retire, SharedScopes};
+use crate::store::reload::{next_reload, retire, SharedScopes};
 
 /// How often the file is looked at: a `stat`, so cheap; the kubelet takes far longer to
 /// update a mounted ConfigMap (its sync period, about a minute) than this adds.
@@ -75,32 +75,22 @@ impl ConfigReloader {
         let mut seen = Arc::clone(&self.started_from);
         let mut last = None;
         loop {
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(self.interval) => false,
-                _ = self.trigger.notified() => true,
-            };
-            let now = fingerprint(&self.path);
-            if !forced && (now == last || now.is_none()) {
-                continue;
-            }
-            // Let an in-place writer finish: read only once the file has stopped changing.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let settled = fingerprint(&self.path);
-            if !forced && settled != now {
-                continue;
-            }
-            last = settled;
-            let attempt = self.attempt(&mut seen, forced);
+            let forced = next_reload(&self.path, self.interval, &self.trigger, &mut last).await;
+            let attempt = self.attempt(&mut seen, forced).await;
             self.report(attempt);
         }
     }
 
-    fn attempt(&self, seen: &mut Arc<str>, forced: bool) -> Attempt {
-        let new = match config::load(&self.path) {
+    async fn attempt(&self, seen: &mut Arc<str>, forced: bool) -> Attempt {
+        // Off the runtime's threads: the load reads the config and the files it names.
+        let path = self.path.clone();
+        let loaded = crate::background::run(move || (config::load(&path), std::fs::read_to_string(&path))).await;
+        let Ok((loaded, text)) = loaded else { return Attempt::Refused("config loader task failed".into()) };
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 // The same file would fail the same way: a poll does not try it again.
-                if let Ok(text) = std::fs::read_to_string(&self.path) {
+                if let Ok(text) = text {
                     *seen = text.into();
                 }
                 // One line, as check-config lists them: each problem with its line and field.

@@ -53,6 +53,29 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     })
 }
 
+/// Waits until `path` should be read again: `trigger` fired (returns true), or a poll every
+/// `interval` saw the file change (returns false) and then stay unchanged for 50 ms, so an
+/// in-place writer has finished. `last` is the file as last read; updated here.
+pub async fn next_reload(path: &Path, interval: Duration, trigger: &Notify, last: &mut Option<Fingerprint>) -> bool {
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = trigger.notified() => true,
+        };
+        let now = fingerprint(path);
+        if !forced && (now == *last || now.is_none()) {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let settled = fingerprint(path);
+        if !forced && settled != now {
+            continue;
+        }
+        *last = settled;
+        return forced;
+    }
+}
+
 pub struct Reloader {
     pub path: PathBuf,
     pub table: SharedTable,
@@ -71,21 +94,7 @@ impl Reloader {
     pub async fn run(self, on_event: impl Fn(ReloadEvent) + Send + 'static) {
         let mut last = self.seen;
         loop {
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(self.interval) => false,
-                _ = self.trigger.notified() => true,
-            };
-            let now = fingerprint(&self.path);
-            if !forced && (now == last || now.is_none()) {
-                continue;
-            }
-            // Let an in-place writer finish: read only once the file has stopped changing.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let settled = fingerprint(&self.path);
-            if !forced && settled != now {
-                continue;
-            }
-            last = settled;
+            next_reload(&self.path, self.interval, &self.trigger, &mut last).await;
             on_event(self.reload_now().await);
         }
     }
