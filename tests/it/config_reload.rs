@@ -287,3 +287,54 @@ async fn reloads_under_load_fail_no_request_and_each_request_sees_one_config() {
     assert_eq!(kg.metric(OK).await, 10.0);
     assert_eq!(kg.metric(FAILED).await, 0.0);
 }
+
+/// The process as shipped: `keygate serve`, a route added to its file, SIGHUP, and the route
+/// answers; the log says the signal reloaded the config.
+#[tokio::test]
+async fn the_binary_applies_a_changed_route_table_on_sighup() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_cr_bin").with(ALL);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(&keys, table_yaml(&[&key])).unwrap();
+    let (port, admin) = (dead_addr().await.port(), dead_addr().await.port());
+    let base = format!(
+        "environment: live\nlisten: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\nupstream:\n  url: http://{}\nkeys:\n  file: {}\n",
+        up.addr,
+        keys.display()
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("{base}{}", routes(&["/v1/things"]))).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = || hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let get = async |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        send(client(), &url, http::Method::GET, &[("authorization", &key.bearer())], bytes::Bytes::new()).await.status
+    };
+    let listening = async || client().get(format!("http://127.0.0.1:{admin}/healthz").parse().unwrap()).await.is_ok();
+    eventually(WAIT, listening).await;
+    assert_eq!(get("/v1/things").await, 200);
+    assert_eq!(get("/v1/reports").await, 404);
+
+    replace_file(&config, &format!("{base}{}", routes(&["/v1/things", "/v1/reports"])));
+    assert_eq!(crate::lifecycle::send_signal(child.id(), 1), 0);
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    eventually(WAIT, async || {
+        let text = send(client(), &metrics, http::Method::GET, &[], bytes::Bytes::new()).await.text();
+        text.lines().any(|l| l.starts_with(OK) && !l.ends_with(" 0"))
+    })
+    .await;
+    assert_eq!(get("/v1/reports").await, 200);
+    assert_eq!(up.last().uri, "/v1/reports");
+
+    assert_eq!(crate::lifecycle::send_signal(child.id(), 15), 0);
+    let exited = tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || child.wait_with_output())).await;
+    let out = exited.expect("keygate exits on SIGTERM").unwrap().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("SIGHUP: reloading config") && log.contains("config reloaded"), "{log}");
+}

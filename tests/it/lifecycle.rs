@@ -349,7 +349,7 @@ async fn the_binary_exits_cleanly_on_sigterm() {
 }
 
 /// `kill(pid, sig)` without a libc dependency: the `kill` command.
-fn send_signal(pid: u32, sig: i32) -> i32 {
+pub fn send_signal(pid: u32, sig: i32) -> i32 {
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
