@@ -2,7 +2,8 @@
 //! calls) and a changed file re-run start's load and validation. Routes, tiers and alert
 //! settings apply; a bad file keeps the running config and is logged and counted; restart-only
 //! settings keep their running values and are named; requests in flight never fail or see a
-//! mix of two configs. Each test waits for the reload counter, never for time to pass.
+//! mix of two configs. Each test waits for the reload counter or the state a reload sets,
+//! never for time to pass.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,8 +32,12 @@ fn swap_in(kg: &Proxy, extra: &str, next: &str) -> String {
     format!("{}{next}", &text[..text.len() - extra.len()])
 }
 
-/// SIGHUP, then waits until `series` has moved past `before`.
-async fn reload(kg: &Proxy, series: &str, before: f64) {
+/// Writes `text` as the config, sends SIGHUP, and waits until `series` counts the reload. (The
+/// file poll may get there first and SIGHUP then reload the same text again: a count can run
+/// one ahead, so what must hold after a reload is checked on the state itself.)
+async fn apply(kg: &Proxy, text: &str, series: &str) {
+    let before = kg.metric(series).await;
+    kg.write_config(text);
     kg.running().reload();
     eventually(WAIT, async || kg.metric(series).await > before).await;
 }
@@ -45,8 +50,7 @@ async fn a_changed_route_table_applies_on_sighup_both_ways() {
     kg.get_as(&key, "/v1/reports").await.assert_error(404, "ROUTE_NOT_FOUND");
     assert_eq!(up.count(), 1);
 
-    kg.write_config(&swap_in(&kg, &start, &routes(&["/v1/reports"])));
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &swap_in(&kg, &start, &routes(&["/v1/reports"])), OK).await;
 
     kg.get_as(&key, "/v1/reports").await.ok();
     assert_eq!(up.last().uri, "/v1/reports", "refused before, forwarded now");
@@ -111,8 +115,7 @@ async fn a_changed_tier_applies_and_an_unchanged_tier_keeps_its_budget() {
     kg.get_as(&steady, path).await.ok();
     kg.get_as(&steady, path).await.assert_error(429, "RATE_LIMIT_EXCEEDED");
 
-    kg.write_config(&swap_in(&kg, &tiers(2), &tiers(5)));
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &swap_in(&kg, &tiers(2), &tiers(5)), OK).await;
 
     for i in 0..5 {
         let r = kg.get_as(&small, path).await;
@@ -135,8 +138,7 @@ async fn a_bad_config_keeps_the_running_one_and_is_logged_with_its_line_and_coun
     // A route with neither `resource` nor `scopes`, beside a new route that would apply.
     let broken = swap_in(&kg, &start, "routes:\n  - path: /v1/things\n    resource: things\n  - path: /v1/broken\n");
     let line = broken.lines().position(|l| l.contains("/v1/broken")).unwrap() + 1;
-    kg.write_config(&broken);
-    reload(&kg, FAILED, 0.0).await;
+    apply(&kg, &broken, FAILED).await;
 
     kg.get_as(&key, "/v1/things").await.ok();
     kg.get_as(&key, "/v1/broken").await.assert_error(404, "ROUTE_NOT_FOUND");
@@ -151,11 +153,10 @@ async fn a_bad_config_keeps_the_running_one_and_is_logged_with_its_line_and_coun
     assert!(failure.contains(&format!("line {line}: routes[1] (/v1/broken)")), "{failure}");
 
     // Fixed: applies, and the gauge says so again.
-    kg.write_config(&fixed);
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &fixed, OK).await;
     kg.get_as(&key, "/v1/fixed").await.ok();
     assert_eq!(kg.metric("keygate_config_last_reload_successful").await, 1.0);
-    assert_eq!(kg.metric(FAILED).await, 1.0);
+    assert!(kg.metric(FAILED).await >= 1.0);
 }
 
 #[tokio::test]
@@ -166,8 +167,7 @@ async fn a_restart_only_change_is_named_and_not_applied_while_the_rest_applies()
     let moved = dead_addr().await;
     let next = kg.config_text().replace(&up.addr.to_string(), &moved.to_string());
     assert_ne!(next, kg.config_text());
-    kg.write_config(&format!("{next}drain_timeout: 3s\npublic_routes:\n  - path: /v1/open\n"));
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &format!("{next}drain_timeout: 3s\npublic_routes:\n  - path: /v1/open\n"), OK).await;
 
     kg.get("/v1/open", &[]).await.ok();
     assert_eq!(up.last().uri, "/v1/open", "the public route applied; the upstream is still the running one");
@@ -182,11 +182,9 @@ async fn a_restart_only_change_is_named_and_not_applied_while_the_rest_applies()
     assert!(warning.contains("needs a restart: upstream, drain_timeout"), "{warning}");
 
     // Put back as started: nothing is pending any more.
-    kg.write_config(
-        &kg.config_text().replace(&moved.to_string(), &up.addr.to_string()).replace("drain_timeout: 3s\n", ""),
-    );
-    reload(&kg, OK, 1.0).await;
-    assert_eq!(kg.metric("keygate_config_restart_pending").await, 0.0);
+    let back = kg.config_text().replace(&moved.to_string(), &up.addr.to_string()).replace("drain_timeout: 3s\n", "");
+    apply(&kg, &back, OK).await;
+    eventually(WAIT, async || kg.metric("keygate_config_restart_pending").await == 0.0).await;
 }
 
 #[tokio::test]
@@ -204,8 +202,7 @@ async fn routes_naming_a_new_scope_let_the_key_table_grant_it() {
     kg.get_as(&reporter, "/v1/things").await.assert_error(401, "INVALID_API_KEY");
 
     let next = "routes:\n  - path: /v1/things\n    resource: things\n  - path: /v1/reports\n    resource: reports\n";
-    kg.write_config(&swap_in(&kg, &start, next));
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &swap_in(&kg, &start, next), OK).await;
     eventually(WAIT, async || kg.metric(loaded).await > tables).await;
     kg.get_as(&reporter, "/v1/reports").await.ok();
     assert_eq!(up.last().uri, "/v1/reports");
@@ -218,8 +215,7 @@ async fn an_alert_webhook_added_by_a_reload_receives_the_next_anomaly() {
     let revoked = TestKey::live("k_cr_revoked").with("    revoked_at: 2026-01-01T00:00:00Z\n");
     let kg = spawn_proxy(up.addr, &[&revoked], "").await;
     let webhook = format!("alerts:\n  webhook:\n    url: http://{}/hooks/keygate\n", hook.addr);
-    kg.write_config(&format!("{}{webhook}", kg.config_text()));
-    reload(&kg, OK, 0.0).await;
+    apply(&kg, &format!("{}{webhook}", kg.config_text()), OK).await;
 
     kg.get_as(&revoked, "/api/v1/clinics").await.assert_error(401, "API_KEY_REVOKED");
     eventually(WAIT, async || hook.count() == 1).await;
@@ -266,16 +262,14 @@ async fn reloads_under_load_fail_no_request_and_each_request_sees_one_config() {
             })
         })
         .collect();
+    let served = "keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"}";
     for n in 0..10 {
-        let (from, to) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        kg.write_config(&swap_in(&kg, from, to));
-        reload(&kg, OK, f64::from(n)).await;
+        let (from, to, header) = if n % 2 == 0 { (&a, &b, "x-ratelimit-limit") } else { (&b, &a, "ratelimit-policy") };
+        apply(&kg, &swap_in(&kg, from, to), OK).await;
+        eventually(WAIT, async || kg.get_as(&key, "/api/v1/clinics").await.headers.contains_key(header)).await;
         // Some traffic on each config before the next swap.
-        let served = kg.metric("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"}").await;
-        eventually(WAIT, async || {
-            kg.metric("keygate_requests_total{code=\"OK\",route=\"/api/v1/clinics\"}").await > served + 20.0
-        })
-        .await;
+        let before = kg.metric(served).await;
+        eventually(WAIT, async || kg.metric(served).await > before + 20.0).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut totals = (0, 0);
@@ -284,7 +278,7 @@ async fn reloads_under_load_fail_no_request_and_each_request_sees_one_config() {
         totals = (totals.0 + x, totals.1 + y);
     }
     assert!(totals.0 > 0 && totals.1 > 0, "both configs served: {totals:?}");
-    assert_eq!(kg.metric(OK).await, 10.0);
+    assert!(kg.metric(OK).await >= 10.0);
     assert_eq!(kg.metric(FAILED).await, 0.0);
 }
 
