@@ -63,9 +63,8 @@ mkdir -p "$conf" "$keys"
 python3 - "$conf" "$keys" << 'EOF'
 import sys, yaml
 conf, keys = sys.argv[1:3]
-cm = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
 sec = yaml.safe_load(open("deploy/kubernetes/secret.yaml"))
-open(f"{conf}/config.yaml", "w").write(cm["data"]["config.yaml"])
+open(f"{conf}/config.yaml", "w").write(open("deploy/kubernetes/config.yaml").read())
 open(f"{keys}/keys.yaml", "w").write(sec["stringData"]["keys.yaml"])
 EOF
 chmod -R a+rX "$conf" "$keys"

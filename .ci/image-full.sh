@@ -75,7 +75,7 @@ mkdir -p "$work/conf" "$work/keys"
 python3 - "$work/conf" "$work/keys" << 'EOF'
 import sys, yaml
 conf, keys = sys.argv[1:3]
-open(f"{conf}/config.yaml", "w").write(yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))["data"]["config.yaml"])
+open(f"{conf}/config.yaml", "w").write(open("deploy/kubernetes/config.yaml").read())
 open(f"{keys}/keys.yaml", "w").write(yaml.safe_load(open("deploy/kubernetes/secret.yaml"))["stringData"]["keys.yaml"])
 EOF
 chmod -R a+rX "$work/conf" "$work/keys"

@@ -65,8 +65,9 @@ for dir in "${K8S_DIRS[@]}"; do
   for f in "$dir"/*.yaml "$dir"/*.yml; do
     [[ -e "$f" ]] || continue
     case "$(basename "$f")" in
-      # kustomize configuration, not a Kubernetes object.
-      kustomization.yaml | kustomization.yml) continue ;;
+      # kustomize configuration, and the keygate config its configMapGenerator reads: not
+      # Kubernetes objects (the generated ConfigMap is validated with the build, below).
+      kustomization.yaml | kustomization.yml | config.yaml) continue ;;
     esac
     manifests+=("$f")
     found=1
@@ -123,13 +124,24 @@ fi
 echo "== ServiceMonitor"
 run python3 .ci/check_servicemonitor.py deploy/monitoring/servicemonitor.yaml deploy/kubernetes
 
-# The kustomizations themselves: build them offline if kubectl is available.
+# The kustomizations themselves: build them offline if kubectl is available, and validate what
+# they build (generated objects such as keygate's ConfigMap exist only there).
 if command -v kubectl > /dev/null 2>&1; then
   echo "== kustomize build"
+  built="$(mktemp -d)"
+  trap 'rm -rf "$kv_out" "$items_dir" "$built"' EXIT
   for dir in "${K8S_DIRS[@]}"; do
-    printf '+ %s\n' "kubectl kustomize $dir > /dev/null"
-    kubectl kustomize "$dir" > /dev/null
+    out="$built/$(basename "$dir").yaml"
+    printf '+ %s\n' "kubectl kustomize $dir > $out"
+    kubectl kustomize "$dir" > "$out"
   done
+  printf '+ %s\n' "kubernetes-validate --strict ${version_args[*]} $built/*.yaml"
+  kubernetes-validate --strict "${version_args[@]}" "$built"/*.yaml > "$kv_out" 2>&1 || kv_rc=$?
+  cat "$kv_out"
+  if [[ $kv_rc -ne 0 ]] || grep -q '^WARN' "$kv_out"; then
+    echo "kubernetes-validate failed on a kustomize build (exit $kv_rc)" >&2
+    exit 1
+  fi
 else
   echo "== kustomize build skipped (kubectl not installed)"
 fi

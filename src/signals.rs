@@ -1,6 +1,6 @@
-//! Unix signals: SIGHUP reloads the key table, the TLS pair and the JWT keys; SIGTERM/SIGINT
-//! start the shutdown (readiness off, the shutdown delay, then the drain); a second one skips
-//! what is left of the delay.
+//! Unix signals: SIGHUP reloads the config file, the key table, the TLS pair and the JWT keys;
+//! SIGTERM/SIGINT start the shutdown (readiness off, the shutdown delay, then the drain); a
+//! second one skips what is left of the delay.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -27,7 +27,7 @@ impl Signals {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP: reloading key table, TLS certificate and JWT signing keys");
+                    tracing::info!("SIGHUP: reloading config, key table, TLS certificate and JWT signing keys");
                     running.reload();
                 }
                 _ = self.term.recv() => break,

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -11,28 +12,40 @@ use dashmap::DashMap;
 use super::{nanos, Anomaly, InvalidKeyBurst, Kind, Subject};
 use crate::ratelimit::{ip_subject, LocalLimiter, Quota};
 
+/// The budgets and blocks are shared with the watch a reload builds from this one.
 pub struct IpWatch {
     budget: Option<Quota>,
-    invalid: LocalLimiter<IpAddr>,
+    invalid: Arc<LocalLimiter<IpAddr>>,
     block_for: Option<u64>,
     threshold: u32,
     window: Duration,
     /// Address → monotonic nanos when the block ends.
-    blocked: DashMap<IpAddr, u64>,
+    blocked: Arc<DashMap<IpAddr, u64>>,
     /// Mirrors `blocked.len()` so the common case (nobody blocked) skips the map.
-    n_blocked: AtomicUsize,
+    n_blocked: Arc<AtomicUsize>,
 }
 
 impl IpWatch {
     pub fn new(s: &InvalidKeyBurst) -> IpWatch {
         IpWatch {
             budget: Quota::new(s.threshold, s.window, s.threshold),
-            invalid: LocalLimiter::new(100_000),
+            invalid: Arc::new(LocalLimiter::new(100_000)),
             block_for: s.block_for.map(nanos),
             threshold: s.threshold,
             window: s.window,
-            blocked: DashMap::new(),
-            n_blocked: AtomicUsize::new(0),
+            blocked: Arc::default(),
+            n_blocked: Arc::default(),
+        }
+    }
+
+    /// The same watch under new settings: blocks in force run to the end they were given, and
+    /// each address's count of invalid keys carries over to the new threshold.
+    pub fn reconfigured(&self, s: &InvalidKeyBurst) -> IpWatch {
+        IpWatch {
+            invalid: Arc::clone(&self.invalid),
+            blocked: Arc::clone(&self.blocked),
+            n_blocked: Arc::clone(&self.n_blocked),
+            ..IpWatch::new(s)
         }
     }
 
@@ -135,5 +148,26 @@ mod tests {
         assert_eq!(w.blocked(ip, 301 * SEC), None, "the block ends");
         w.sweep(301 * SEC);
         assert_eq!(w.blocked_count(), 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_blocks_and_counts_under_the_new_threshold() {
+        let w = watch(Some(Duration::from_secs(300)));
+        let (blocked, counted): (IpAddr, IpAddr) = ("203.0.113.9".parse().unwrap(), "203.0.113.20".parse().unwrap());
+        for _ in 0..6 {
+            w.invalid_key(blocked, SEC);
+        }
+        for _ in 0..5 {
+            assert_eq!(w.invalid_key(counted, SEC), None);
+        }
+        let after = w.reconfigured(&InvalidKeyBurst {
+            threshold: 5,
+            window: Duration::from_secs(60),
+            block_for: Some(Duration::from_secs(10)),
+            block_status: BlockStatus::Forbidden,
+        });
+        assert_eq!(after.blocked(blocked, 2 * SEC), Some(Duration::from_secs(299)), "the block runs its course");
+        assert!(after.invalid_key(counted, SEC).is_some(), "five invalid keys before the reload count");
+        assert_eq!(after.blocked(counted, SEC), Some(Duration::from_secs(10)), "the new block length applies");
     }
 }

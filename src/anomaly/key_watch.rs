@@ -29,8 +29,9 @@ struct State {
 }
 
 pub struct KeyWatch {
-    /// Key ids come from the key table: the fast hasher is safe.
-    keys: DashMap<Arc<str>, State, rustc_hash::FxBuildHasher>,
+    /// Key ids come from the key table: the fast hasher is safe. Shared with the watch a reload
+    /// builds from this one.
+    keys: Arc<DashMap<Arc<str>, State, rustc_hash::FxBuildHasher>>,
     new_network: Option<(NewNetwork, u64)>,
     spike: Option<(RateSpike, u64, f64)>,
     probe: Option<Quota>,
@@ -54,7 +55,7 @@ impl KeyWatch {
         let remember = s.new_network.as_ref().map_or(0, |n| nanos(n.remember));
         let spike_memory = spike.as_ref().map_or(0, |(r, i, _)| i.saturating_mul(u64::from(r.min_history) * 4));
         KeyWatch {
-            keys: DashMap::default(),
+            keys: Arc::default(),
             new_network: s.new_network.clone().map(|n| (n.clone(), nanos(n.remember))),
             spike,
             probe: Quota::new(s.probing.threshold, s.probing.window, s.probing.threshold),
@@ -63,6 +64,12 @@ impl KeyWatch {
             rotated_warn: i64::try_from(s.rotated_key_warn_before.as_secs()).unwrap_or(i64::MAX),
             idle: remember.max(spike_memory).max(nanos(s.probing.window)),
         }
+    }
+
+    /// The same watch under new settings: each key's networks, baseline and refusals carry
+    /// over (forgetting them would report every active key's next request from a "new" network).
+    pub fn reconfigured(&self, s: &Settings) -> KeyWatch {
+        KeyWatch { keys: Arc::clone(&self.keys), ..KeyWatch::new(s) }
     }
 
     /// An authenticated request by `id` from `ip`.
@@ -262,6 +269,18 @@ mod tests {
         assert!(a.detail.contains("198.51.100.0/24"), "{}", a.detail);
         assert!(kinds(&w.seen(&id(), "198.51.100.9".parse().unwrap(), now(3 * SEC))).is_empty(), "now known");
         assert!(kinds(&w.seen(&id(), "10.1.2.3".parse().unwrap(), now(4 * SEC))).is_empty(), "still known");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_networks_a_key_was_seen_from() {
+        let w = watch();
+        w.seen(&id(), "10.1.2.3".parse().unwrap(), now(SEC));
+        let mut s = Settings::default();
+        s.new_network.as_mut().unwrap().remember = std::time::Duration::from_secs(3600);
+        let after = w.reconfigured(&s);
+        assert!(kinds(&after.seen(&id(), "10.1.2.4".parse().unwrap(), now(2 * SEC))).is_empty(), "still known");
+        let f = after.seen(&id(), "198.51.100.7".parse().unwrap(), now(3 * SEC));
+        assert!(f[0].as_ref().unwrap().detail.contains("within the last 1h"), "the new setting applies: {f:?}");
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl Default for Settings {
 /// `MAX_GATED` subjects, old entries are swept first; if still full, events pass ungated
 /// (the webhook de-duplicates again) rather than being lost.
 pub struct Gate {
-    last: DashMap<(Kind, Subject), u64>,
+    /// Shared with the gate a reload builds from this one: a reload does not repeat an event.
+    last: Arc<DashMap<(Kind, Subject), u64>>,
     cooldown: u64,
     swept_at: AtomicU64,
 }
@@ -188,7 +189,11 @@ const MAX_GATED: usize = 100_000;
 
 impl Gate {
     pub fn new(cooldown: Duration) -> Gate {
-        Gate { last: DashMap::new(), cooldown: nanos(cooldown), swept_at: AtomicU64::new(0) }
+        Gate { last: Arc::default(), cooldown: nanos(cooldown), swept_at: AtomicU64::new(0) }
+    }
+
+    pub fn reconfigured(&self, cooldown: Duration) -> Gate {
+        Gate { last: Arc::clone(&self.last), ..Gate::new(cooldown) }
     }
 
     /// True when this anomaly should be reported now.
@@ -235,6 +240,16 @@ impl Detectors {
             ips: IpWatch::new(&settings.invalid_key_burst),
             keys: KeyWatch::new(&settings),
             gate: Gate::new(settings.event_cooldown),
+            settings,
+        }
+    }
+
+    /// The same detectors under new settings, remembering what they had seen (see each watch).
+    pub fn reconfigured(&self, settings: Settings) -> Detectors {
+        Detectors {
+            ips: self.ips.reconfigured(&settings.invalid_key_burst),
+            keys: self.keys.reconfigured(&settings),
+            gate: self.gate.reconfigured(settings.event_cooldown),
             settings,
         }
     }

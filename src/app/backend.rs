@@ -19,7 +19,7 @@ use crate::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::store::freshness::Freshness;
 use crate::store::pgstore;
-use crate::store::reload::{fingerprint, Fingerprint, ReloadEvent, Reloader, SharedTable};
+use crate::store::reload::{fingerprint, Fingerprint, ReloadEvent, Reloader, SharedScopes, SharedTable};
 use crate::store::source::KeySource;
 use crate::usage::UsageBook;
 
@@ -34,6 +34,8 @@ pub struct Shared {
     pub usage: Arc<UsageBook>,
     pub health: Arc<Health>,
     pub clock: Clock,
+    /// The scopes a key may hold, widened by config reloads.
+    pub scopes: SharedScopes,
 }
 
 /// The store's initial state: the table (filled for the file store) and, for PostgreSQL, its
@@ -120,7 +122,7 @@ impl KeyBackend {
                     table: Arc::clone(&self.table),
                     interval: self.config.keys.reload_interval,
                     trigger,
-                    scopes: self.config.scope_catalogue(),
+                    scopes: Arc::clone(&shared.scopes),
                     seen: self.file_seen,
                     idle_patience: crate::store::reload::IDLE_PATIENCE,
                 };
@@ -136,7 +138,7 @@ impl KeyBackend {
                     freshness: Arc::clone(self.freshness.as_ref().expect("set for postgres")),
                     metrics: Arc::clone(metrics),
                     trigger,
-                    scopes: self.config.scope_catalogue(),
+                    scopes: Arc::clone(&shared.scopes),
                 };
                 (tokio::spawn(follower.run(on_event)), usage_write_back(pg, &shared))
             }
@@ -178,7 +180,7 @@ fn after_load(metrics: &Metrics, table: &KeyTable, usage: &UsageBook, now: Offse
 
 /// What the reloader or follower reports: logged, counted, and readiness turned on.
 fn on_reload_event(shared: Shared, table: SharedTable) -> impl Fn(ReloadEvent) + Send + Sync + 'static {
-    let Shared { metrics: m, usage: u, health: h, clock } = shared;
+    let Shared { metrics: m, usage: u, health: h, clock, .. } = shared;
     move |ev| match ev {
         ReloadEvent::Loaded { keys, took } => {
             tracing::info!(keys, took_ms = took.as_millis() as u64, "key table reloaded");

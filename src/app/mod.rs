@@ -1,8 +1,9 @@
-//! Wiring: builds every part from a validated config, binds the listeners, starts the key
-//! reloader, and runs until told to stop. `main`, `demo` and the integration tests all start
+//! Wiring: builds every part from a validated config, binds the listeners, starts the key and
+//! config reloaders, and runs until told to stop. `main`, `demo` and the integration tests all start
 //! keygate through here, so what the tests run is what ships.
 
 mod backend;
+pub mod reload;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -25,16 +26,16 @@ use crate::metrics::Metrics;
 use crate::proxy::anomalies::Anomalies;
 use crate::proxy::limit::Limiter;
 use crate::proxy::tokens::Tokens;
-use crate::proxy::{ConnFacts, Proxy};
+use crate::proxy::{ConnFacts, Live, Proxy};
 use crate::readiness::ProbePassThrough;
 use crate::server::{self, Handler, ServeOptions};
 use crate::store::freshness::Freshness;
-use crate::store::reload::SharedTable;
+use crate::store::reload::{SharedScopes, SharedTable};
 use crate::store::source::KeySource;
 use crate::tls::TlsState;
 use crate::usage::UsageBook;
 
-impl Handler for Proxy {
+impl Handler for Live {
     type Body = crate::proxy::Body;
 
     fn call(
@@ -52,12 +53,14 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub table: SharedTable,
-    /// The request path, for the external-authorization listeners (`Proxy::check`).
-    pub proxy: Arc<Proxy>,
+    /// The request path as configured now, for the external-authorization listeners (`check`).
+    pub proxy: Live,
     /// The external-authorization check listeners (`authz:`), when configured.
     pub authz_addr: Option<SocketAddr>,
     pub authz_grpc_addr: Option<SocketAddr>,
     reload: Arc<Notify>,
+    /// Wakes the config reloader, when the config came from a file.
+    reload_config: Option<Arc<Notify>>,
     tls: Option<Arc<TlsState>>,
     authz_tls: Option<Arc<TlsState>>,
     tokens: Option<Arc<Tokens>>,
@@ -66,8 +69,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// SIGHUP: re-read the key table, the TLS pair and the JWT signing keys now.
+    /// SIGHUP: re-read the config file, the key table, the TLS pair and the JWT signing keys now.
     pub fn reload(&self) {
+        if let Some(config) = &self.reload_config {
+            config.notify_one();
+        }
         self.reload.notify_one();
         if let Some(tokens) = &self.tokens {
             match tokens.reload() {
@@ -144,11 +150,13 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let listeners = Listeners::bind(&config)?;
 
     let reload = Arc::new(Notify::new());
+    let scopes: SharedScopes = Arc::new(arc_swap::ArcSwap::from_pointee(config.scope_catalogue()));
     let shared = Shared {
         metrics: Arc::clone(&metrics),
         usage: Arc::clone(&usage),
         health: Arc::clone(&health),
         clock: clock.clone(),
+        scopes: Arc::clone(&scopes),
     };
     let store = backend.start(shared, Arc::clone(&reload));
     let tokens = match &config.jwt {
@@ -157,8 +165,10 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     };
     let parts = Parts { config: &config, metrics: &metrics, usage: &usage, keys: &store.source, clock };
     let (upstream_check, probes) = upstream_watch(&config, &forwarder, upstream_ready, &metrics);
-    let proxy = request_path(parts, forwarder, tokens.clone(), freshness)?;
-    let sweep = spawn_sweep(Arc::clone(&proxy));
+    let proxy = Live::new(request_path(parts, forwarder, tokens.clone(), freshness)?);
+    metrics.config_loaded(time::OffsetDateTime::now_utc());
+    let (reload_config, config_reloader) = reload::spawn(&config, &proxy, &metrics, scopes, &reload).unzip();
+    let sweep = spawn_sweep(proxy.clone());
     let admin = Arc::new(Admin {
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
@@ -174,7 +184,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
             let rx = stages.drain.clone();
             let stopped = move || shutdown::until_set(rx.clone());
             let drain = config.drain_timeout;
-            Some(crate::authz::start(settings, Arc::clone(&proxy), &config.limits, drain, stopped).await?)
+            Some(crate::authz::start(settings, proxy.clone(), &config.limits, drain, stopped).await?)
         }
         None => None,
     };
@@ -182,8 +192,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let authz_tls = authz.as_ref().and_then(|a| a.tls.clone());
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     tracing::info!(%proxy_addr, %admin_addr, environment = %config.environment, upstream = %config.upstream.uri, tls = tls.is_some(), "keygate listening");
-    let serving = Serving { proxy: Arc::clone(&proxy), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
-    let background = Background { store: store.tasks, sweep, upstream_check, authz: authz.map(|a| a.done) };
+    let serving = Serving { proxy: Arc::new(proxy.clone()), admin, tls: tls.clone(), metrics: Arc::clone(&metrics) };
+    let background =
+        Background { store: store.tasks, sweep, upstream_check, config_reloader, authz: authz.map(|a| a.done) };
     let done = serve_until_stopped(&config, listeners, serving, (stop.clone(), stages), background);
     Ok(Running {
         proxy_addr,
@@ -195,6 +206,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         authz_addr,
         authz_grpc_addr,
         reload,
+        reload_config,
         tls,
         authz_tls,
         tokens,
@@ -270,16 +282,10 @@ fn request_path(
     forwarder: Forwarder,
     tokens: Option<Arc<Tokens>>,
     freshness: Option<Arc<Freshness>>,
-) -> anyhow::Result<Arc<Proxy>> {
+) -> anyhow::Result<Proxy> {
     let Parts { config, metrics, usage, keys, clock } = parts;
-    let alerter: Option<Box<dyn crate::proxy::anomalies::Notify>> = match &config.webhook {
-        Some(settings) => Some(Box::new(
-            crate::alert::Alerter::spawn(settings.clone(), Arc::clone(metrics), clock.clone())
-                .map_err(anyhow::Error::msg)?,
-        )),
-        None => None,
-    };
-    Ok(Arc::new(Proxy {
+    let alerter = reload::alerter(config, metrics, &clock)?;
+    Ok(Proxy {
         config: Arc::clone(config),
         keys: keys.clone(),
         forwarder,
@@ -291,17 +297,17 @@ fn request_path(
         clock,
         tokens,
         freshness,
-    }))
+    })
 }
 
 /// Budgets that refilled, blocks that ended, keys gone quiet: forgotten every few seconds,
 /// off the request threads.
-fn spawn_sweep(proxy: Arc<Proxy>) -> JoinHandle<()> {
+fn spawn_sweep(proxy: Live) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let p = Arc::clone(&proxy);
+            let p = proxy.load();
             let _ = crate::background::run(move || p.sweep()).await;
         }
     })
@@ -309,7 +315,7 @@ fn spawn_sweep(proxy: Arc<Proxy>) -> JoinHandle<()> {
 
 /// What the two listeners serve.
 struct Serving {
-    proxy: Arc<Proxy>,
+    proxy: Arc<Live>,
     admin: Arc<Admin>,
     tls: Option<Arc<TlsState>>,
     metrics: Arc<Metrics>,
@@ -321,6 +327,8 @@ struct Background {
     sweep: JoinHandle<()>,
     /// The upstream readiness check (`upstream.readiness`).
     upstream_check: Option<JoinHandle<()>>,
+    /// The config file's reloader (a config read from a file).
+    config_reloader: Option<JoinHandle<()>>,
     /// The check listeners, which drain alongside the proxy's.
     authz: Option<JoinHandle<()>>,
 }
@@ -366,6 +374,9 @@ fn serve_until_stopped(
         background.sweep.abort();
         if let Some(check) = background.upstream_check {
             check.abort();
+        }
+        if let Some(r) = background.config_reloader {
+            r.abort();
         }
         background.store.stop().await;
         let _ = admin_stop.send(true);

@@ -19,11 +19,11 @@ use super::check_api::{CheckRequest, Shape};
 use super::{grpc_tls, outcome, request};
 use crate::config::{CheckSecret, ClientIpSource};
 use crate::error::ApiError;
-use crate::proxy::Proxy;
+use crate::proxy::Live;
 use crate::tls::TlsState;
 
 pub struct GrpcCheck {
-    pub proxy: Arc<Proxy>,
+    pub proxy: Live,
     pub secret: Option<CheckSecret>,
     pub client_ip: ClientIpSource,
 }
@@ -67,7 +67,7 @@ impl GrpcCheck {
     /// Counts and audits a check refused before the engine saw it; Envoy gets a gRPC error and
     /// answers its `status_on_error`, so the standard body goes nowhere.
     fn refused(&self, e: &ApiError, method: &Method, headers: &http::HeaderMap, peer: IpAddr) {
-        let _ = self.proxy.refuse_check(e, Some(Shape::EnvoyGrpc), method, headers, peer);
+        let _ = self.proxy.load().refuse_check(e, Some(Shape::EnvoyGrpc), method, headers, peer);
     }
 }
 

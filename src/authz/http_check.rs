@@ -16,7 +16,7 @@ use super::check_api::{CheckOutcome, CheckRequest, Shape};
 use super::{outcome, request};
 use crate::config::{Authz, ClientIpSource};
 use crate::error::ApiError;
-use crate::proxy::{ConnFacts, Proxy};
+use crate::proxy::{ConnFacts, Live};
 use crate::server::Handler;
 
 pub const ENVOY_PREFIX: &str = "/check/envoy";
@@ -24,7 +24,7 @@ pub const NGINX_PATH: &str = "/check/nginx";
 pub const FORWARD_AUTH_PATH: &str = "/check/forward-auth";
 
 pub struct HttpCheck {
-    pub proxy: Arc<Proxy>,
+    pub proxy: Live,
     pub settings: Authz,
 }
 
@@ -51,7 +51,7 @@ pub fn shape_of(path: &str) -> Option<Shape> {
 impl HttpCheck {
     async fn answer(&self, method: Method, uri: Uri, mut headers: HeaderMap, peer: IpAddr) -> Response<Full<Bytes>> {
         let refuse = |e: ApiError, shape: Option<Shape>, headers: &HeaderMap| {
-            let resp = self.proxy.refuse_check(&e, shape, &method, headers, peer);
+            let resp = self.proxy.load().refuse_check(&e, shape, &method, headers, peer);
             // A path no shape has is answered as plain HTTP, the forward-auth way.
             outcome::http_answer(CheckOutcome::Deny(resp), shape.unwrap_or(Shape::ForwardAuth)).map(Full::new)
         };

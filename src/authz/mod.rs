@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Authz, Limits};
-use crate::proxy::Proxy;
+use crate::proxy::Live;
 use crate::server::{self, ServeOptions};
 use crate::tls::TlsState;
 
@@ -37,7 +37,7 @@ pub struct Listening {
 /// Binds the check listeners and serves them until `shutdown` (called once per listener).
 pub async fn start<F>(
     settings: &Authz,
-    proxy: Arc<Proxy>,
+    proxy: Live,
     limits: &Limits,
     drain: Duration,
     shutdown: impl Fn() -> F,
@@ -58,7 +58,7 @@ where
     };
     let opts =
         ServeOptions { limits: limits.clone(), drain_timeout: drain, tls: tls.clone(), metrics: None, name: "authz" };
-    let handler = Arc::new(http_check::HttpCheck { proxy: Arc::clone(&proxy), settings: settings.clone() });
+    let handler = Arc::new(http_check::HttpCheck { proxy: proxy.clone(), settings: settings.clone() });
     let http_task = tokio::spawn(server::serve(http, handler, opts, shutdown()));
     let grpc_task = grpc.map(|listener| {
         let svc = envoy_grpc::GrpcCheck {

@@ -11,7 +11,8 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(600);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_QUEUE: usize = 1024;
 
-#[derive(Clone)]
+/// Equal settings keep the running alerter (and what it has de-duplicated) across a reload.
+#[derive(Clone, PartialEq)]
 pub struct AlertSettings {
     /// `http` or `https`. Webhook URLs often carry a token (in the path or query): it is never
     /// logged, and `Debug` shows only scheme and host.

@@ -13,6 +13,7 @@ pub mod messages;
 pub mod operations;
 mod protection;
 pub mod raw;
+pub mod reloadable;
 mod routes;
 mod secrets;
 mod tokens;
@@ -34,6 +35,7 @@ pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use operations::{AdminProbes, PerAddressCap, Readiness, ReadinessCheck};
 pub use protection::{LimitBackend, LimitHeaders, OnRedisError, RateLimits, RedisBackend};
+pub use reloadable::Source;
 pub use tokens::ContextSigning;
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,8 @@ pub struct Config {
     pub upstream_context: Option<ContextSigning>,
     /// keygate as a front proxy's external authorizer (`authz:`), when configured.
     pub authz: Option<Authz>,
+    /// The file and text this config was loaded from (`load`), for reloads; `None` from `parse`.
+    pub source: Option<Source>,
 }
 
 /// The admin API token, read from a file at start. Its Debug never shows it.
@@ -184,7 +188,9 @@ impl Config {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError { file: path.display().to_string(), problems: vec![format!("cannot read: {e}")] })?;
-    parse(&text, &path.display().to_string())
+    let mut cfg = parse(&text, &path.display().to_string())?;
+    cfg.source = Some(Source { path: path.to_path_buf(), text: text.into() });
+    Ok(cfg)
 }
 
 /// Parses and validates, reporting every problem it can find in one go: serde stops at the
@@ -285,6 +291,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         jwt,
         upstream_context,
         authz,
+        source: None,
     };
     (cfg, c.0)
 }

@@ -128,7 +128,7 @@ impl fmt::Debug for ScopeSet {
 /// (`invoices:raed`) that would leave the key unable to reach what it was meant for, so tables
 /// holding one are refused. `unchecked` is for a caller that does not know the routes (the key
 /// CLI given only `--table`): any well-formed scope passes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalogue {
     /// Sorted; `None` when unchecked.
     known: Option<Vec<String>>,
@@ -149,6 +149,20 @@ impl Catalogue {
 
     pub fn unchecked() -> Catalogue {
         Catalogue { known: None }
+    }
+
+    /// Every scope either knows. A config reload widens the catalogue this way and never
+    /// narrows it, so a key table that loaded keeps loading after a route is removed.
+    pub fn union(&self, other: &Catalogue) -> Catalogue {
+        match (&self.known, &other.known) {
+            (Some(a), Some(b)) => {
+                let mut known: Vec<String> = a.iter().chain(b).cloned().collect();
+                known.sort();
+                known.dedup();
+                Catalogue { known: Some(known) }
+            }
+            _ => Catalogue::unchecked(),
+        }
     }
 
     /// Is `scope` one a key may hold?
@@ -237,6 +251,16 @@ mod tests {
             assert!(!c.knows(bad), "{bad}");
         }
         assert!(Catalogue::unchecked().knows("invoices:raed"));
+    }
+
+    #[test]
+    fn a_union_knows_what_either_knew() {
+        let (a, b) = (Catalogue::new(["reports:export".to_string()]), Catalogue::new(["audits:read".to_string()]));
+        let both = a.union(&b);
+        assert!(both.knows("reports:export") && both.knows("audits:read") && both.knows("audits:*"));
+        assert!(!both.knows("reports:read"));
+        assert_eq!(both.union(&a), both, "nothing new: the same catalogue");
+        assert!(a.union(&Catalogue::unchecked()).knows("anything:at_all"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Prometheus metrics behind named methods. The struct owns its registry (no globals), label
 //! sets are fixed, and every label value comes from config or code, never from the request.
 //! Each subsystem declares its series once, in its own file, with the methods that feed them:
-//! requests and the upstream, rate limits, the key table and store, anomalies and alerts.
+//! requests and the upstream, rate limits, the key table and store, anomalies and alerts, the
+//! config file's reloads.
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 mod anomalies;
+mod config;
 mod key_store;
 mod key_table;
 mod labels;
@@ -29,6 +31,7 @@ pub struct Metrics {
     store: Option<key_store::StoreMetrics>,
     cache: Option<key_store::CacheMetrics>,
     anomalies: anomalies::AnomalyMetrics,
+    config: config::ConfigMetrics,
 }
 
 impl Metrics {
@@ -57,6 +60,7 @@ impl Metrics {
             store: pg.then(|| key_store::StoreMetrics::new(&registry)),
             cache: (store == KeySeries::PostgresCache).then(|| key_store::CacheMetrics::new(&registry)),
             anomalies: anomalies::AnomalyMetrics::new(&registry),
+            config: config::ConfigMetrics::new(&registry),
             registry,
         }
     }

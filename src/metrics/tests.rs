@@ -8,11 +8,15 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 35] = [
+const EXPECTED: [&str; 39] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
     "keygate_build_info",
+    "keygate_config_last_reload_success_timestamp_seconds",
+    "keygate_config_last_reload_successful",
+    "keygate_config_reloads_total",
+    "keygate_config_restart_pending",
     "keygate_connections_refused_total",
     "keygate_ip_rate_limit_decisions_total",
     "keygate_key_store_cache_entries",
@@ -84,6 +88,8 @@ fn exercise(m: &Metrics) {
     m.key_store_pool(2);
     m.usage_flushed(true);
     m.usage_pending(3);
+    m.config_reloaded(OffsetDateTime::UNIX_EPOCH, 1);
+    m.config_reload_failed();
 }
 
 #[test]
@@ -110,6 +116,7 @@ fn every_series_registers_and_renders() {
 fn pre_registered_series_show_zero_before_any_event() {
     let text = Metrics::for_store(1000, KeySeries::PostgresCache).render();
     for line in [
+        "keygate_config_reloads_total{result=\"failed\"} 0",
         "keygate_key_store_queries_total{query=\"by_id\",result=\"error\"} 0",
         "keygate_key_store_cache_lookups_total{result=\"negative_hit\"} 0",
         "keygate_key_store_cache_entries{cache=\"negative\"} 0",

@@ -22,12 +22,23 @@ pub trait Notify: Send + Sync {
 pub struct Anomalies {
     detectors: Detectors,
     metrics: Arc<Metrics>,
-    notify: Option<Box<dyn Notify>>,
+    notify: Option<Arc<dyn Notify>>,
 }
 
 impl Anomalies {
-    pub fn new(settings: Settings, metrics: Arc<Metrics>, notify: Option<Box<dyn Notify>>) -> Anomalies {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>, notify: Option<Arc<dyn Notify>>) -> Anomalies {
         Anomalies { detectors: Detectors::new(settings), metrics, notify }
+    }
+
+    /// The detectors under reloaded settings, remembering what they had seen, reporting to
+    /// `notify` (the running alerter when its settings did not change).
+    pub fn reconfigured(&self, settings: Settings, notify: Option<Arc<dyn Notify>>) -> Anomalies {
+        Anomalies { detectors: self.detectors.reconfigured(settings), metrics: Arc::clone(&self.metrics), notify }
+    }
+
+    /// Where anomalies go now, for a reload that keeps it.
+    pub fn notifier(&self) -> Option<Arc<dyn Notify>> {
+        self.notify.clone()
     }
 
     fn on(&self) -> bool {

@@ -26,8 +26,8 @@ pub struct Applied<'a> {
 pub struct Limiter {
     cfg: RateLimits,
     local: LocalLimits,
-    /// The fleet's shared budget, and what to do when it cannot be reached.
-    shared: Option<(RedisLimiter, OnRedisError)>,
+    /// The fleet's shared budget, and what to do when it cannot be reached (restart-only).
+    shared: Option<(Arc<RedisLimiter>, OnRedisError)>,
     metrics: Arc<Metrics>,
     /// `RateLimit-Policy` per tier, built once.
     policies: Vec<HeaderValue>,
@@ -47,14 +47,6 @@ pub fn ceil_secs(d: Duration) -> u64 {
 impl Limiter {
     /// Fails only on a malformed Redis URL; an unreachable Redis is handled per request.
     pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>, clock: &Clock) -> Result<Limiter, String> {
-        let policies = cfg
-            .tiers
-            .iter()
-            .map(|t| {
-                let v = format!("\"{}\";q={};w={}", t.name, t.quota.burst, t.quota.window_secs());
-                HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
-            })
-            .collect();
         let shared = match &cfg.backend {
             LimitBackend::Local => None,
             LimitBackend::Redis(r) => {
@@ -64,10 +56,24 @@ impl Limiter {
                     timeout: r.timeout,
                     retry_after_failure: r.retry_after_failure,
                 };
-                Some((RedisLimiter::new(settings, clock.clone(), Some(Arc::clone(&metrics)))?, r.on_error))
+                Some((Arc::new(RedisLimiter::new(settings, clock.clone(), Some(Arc::clone(&metrics)))?), r.on_error))
             }
         };
-        Ok(Limiter { cfg: cfg.clone(), local: LocalLimits::new(10_000_000, 100_000), shared, metrics, policies })
+        let local = LocalLimits::new(10_000_000, 100_000);
+        Ok(Limiter { policies: policies(cfg), local: configured(&local, cfg), cfg: cfg.clone(), shared, metrics })
+    }
+
+    /// This limiter under reloaded tiers (the backend is restart-only and stays): a key's
+    /// local bucket carries over when its tier's quota did not change, and starts full when it
+    /// did. With Redis the fleet's budget is in Redis, which keeps the key's debt in time.
+    pub fn reconfigured(&self, cfg: &RateLimits) -> Limiter {
+        Limiter {
+            policies: policies(cfg),
+            local: configured(&self.local, cfg),
+            cfg: cfg.clone(),
+            shared: self.shared.clone(),
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -147,6 +153,21 @@ impl Limiter {
     pub fn sweep(&self, now: u64) {
         self.local.sweep(now);
     }
+}
+
+/// `RateLimit-Policy` per tier, built once per config.
+fn policies(cfg: &RateLimits) -> Vec<HeaderValue> {
+    cfg.tiers
+        .iter()
+        .map(|t| {
+            let v = format!("\"{}\";q={};w={}", t.name, t.quota.burst, t.quota.window_secs());
+            HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
+        })
+        .collect()
+}
+
+fn configured(local: &LocalLimits, cfg: &RateLimits) -> LocalLimits {
+    local.configured(cfg.tiers.iter().map(|t| t.quota), cfg.per_ip)
 }
 
 /// The 429 for a refused key decision.

@@ -21,6 +21,7 @@ pub mod check;
 mod finish;
 pub mod forwarded;
 pub mod limit;
+pub mod live;
 mod token_endpoints;
 pub mod tokens;
 mod upstream;
@@ -44,6 +45,8 @@ use crate::metrics::Metrics;
 use crate::store::source::KeySource;
 use crate::textfmt::IpText;
 use crate::usage::UsageBook;
+
+pub use live::Live;
 
 use anomalies::Anomalies;
 use finish::Trail;
@@ -81,7 +84,8 @@ impl ConnFacts {
     }
 }
 
-/// Everything a request needs, built once by `app` and shared by every connection.
+/// Everything a request needs, built by `app` at start and again by each config reload; a
+/// request runs on one (see `Live`).
 pub struct Proxy {
     pub config: Arc<Config>,
     pub keys: KeySource,

@@ -4,12 +4,14 @@
 //! then one every `1/rate`, whatever the wall clock says. The decision is a pure function over
 //! one number per key (its theoretical arrival time, TAT); the stores only keep that number.
 
+pub mod by_quota;
 pub mod gcra;
 pub mod local;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use by_quota::ByQuota;
 pub use gcra::{decide, Quota, Verdict};
 pub use local::LocalLimiter;
 
@@ -50,18 +52,24 @@ impl Tiers {
 
 /// Per-process limiter state: one TAT per key id (after validation, so `bearer K` and
 /// `Bearer K` share a budget and invalid keys are never charged to a real one), and one per
-/// client network for traffic that did not authenticate.
+/// client network for traffic that did not authenticate; each kept per quota (see `by_quota`).
 pub struct LocalLimits {
     /// Key ids come from the key table, not from clients: the fast hasher is safe here.
-    keys: LocalLimiter<Arc<str>, rustc_hash::FxBuildHasher>,
-    ips: LocalLimiter<IpAddr>,
+    keys: ByQuota<Arc<str>, rustc_hash::FxBuildHasher>,
+    ips: ByQuota<IpAddr, std::hash::RandomState>,
 }
 
 impl LocalLimits {
-    /// `max_keys` bounds the key map (the table size is the natural bound; this is the
-    /// backstop); `max_ips` bounds the per-address map.
+    /// `max_keys` bounds each key map (the table size is the natural bound; this is the
+    /// backstop); `max_ips` each per-address map.
     pub fn new(max_keys: usize, max_ips: usize) -> LocalLimits {
-        LocalLimits { keys: LocalLimiter::new(max_keys), ips: LocalLimiter::new(max_ips) }
+        LocalLimits { keys: ByQuota::new(max_keys), ips: ByQuota::new(max_ips) }
+    }
+
+    /// The same limits for these tiers' quotas and this per-address quota: a bucket carries
+    /// over when its quota is still configured, and starts full under a new one.
+    pub fn configured(&self, keys: impl IntoIterator<Item = Quota>, ip: Option<Quota>) -> LocalLimits {
+        LocalLimits { keys: self.keys.configured(keys), ips: self.ips.configured(ip) }
     }
 
     pub fn check_key(&self, id: &str, quota: &Quota, now: u64) -> Verdict {

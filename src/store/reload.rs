@@ -14,6 +14,9 @@ use crate::keys::{Catalogue, KeyTable};
 
 pub type SharedTable = Arc<ArcSwap<KeyTable>>;
 
+/// The scopes a key may hold, which a config reload can widen (routes naming new scopes).
+pub type SharedScopes = Arc<ArcSwap<Catalogue>>;
+
 #[derive(Debug)]
 pub enum ReloadEvent {
     Loaded {
@@ -50,13 +53,36 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     })
 }
 
+/// Waits until `path` should be read again: `trigger` fired (returns true), or a poll every
+/// `interval` saw the file change (returns false) and then stay unchanged for 50 ms, so an
+/// in-place writer has finished. `last` is the file as last read; updated here.
+pub async fn next_reload(path: &Path, interval: Duration, trigger: &Notify, last: &mut Option<Fingerprint>) -> bool {
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = trigger.notified() => true,
+        };
+        let now = fingerprint(path);
+        if !forced && (now == *last || now.is_none()) {
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let settled = fingerprint(path);
+        if !forced && settled != now {
+            continue;
+        }
+        *last = settled;
+        return forced;
+    }
+}
+
 pub struct Reloader {
     pub path: PathBuf,
     pub table: SharedTable,
     pub interval: Duration,
     pub trigger: Arc<Notify>,
     /// The scopes a key may hold; a table with any other is refused like any invalid one.
-    pub scopes: Catalogue,
+    pub scopes: SharedScopes,
     /// The file as the table in use was read from it (taken before that load).
     pub seen: Option<Fingerprint>,
     /// How long a load may wait at idle priority (`IDLE_PATIENCE` but in tests).
@@ -68,21 +94,7 @@ impl Reloader {
     pub async fn run(self, on_event: impl Fn(ReloadEvent) + Send + 'static) {
         let mut last = self.seen;
         loop {
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(self.interval) => false,
-                _ = self.trigger.notified() => true,
-            };
-            let now = fingerprint(&self.path);
-            if !forced && (now == last || now.is_none()) {
-                continue;
-            }
-            // Let an in-place writer finish: read only once the file has stopped changing.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let settled = fingerprint(&self.path);
-            if !forced && settled != now {
-                continue;
-            }
-            last = settled;
+            next_reload(&self.path, self.interval, &self.trigger, &mut last).await;
             on_event(self.reload_now().await);
         }
     }
@@ -95,7 +107,7 @@ impl Reloader {
     pub async fn reload_now(&self) -> ReloadEvent {
         let started = std::time::Instant::now();
         let load = |class: Priority| {
-            let (path, scopes) = (self.path.clone(), self.scopes.clone());
+            let (path, scopes) = (self.path.clone(), self.scopes.load_full());
             let job = move || super::table_file::load(&path, &scopes);
             async move {
                 match class {
@@ -138,11 +150,11 @@ enum Priority {
     Urgent,
 }
 
-/// Frees a replaced table here, on the background thread: a million records take tens of
-/// milliseconds to free, which must not land on whichever request drops the last reference.
-/// Requests hold a snapshot only for their own duration, so the wait is short; it is bounded
-/// in case one is stuck.
-pub(crate) fn retire(old: Arc<KeyTable>) {
+/// Frees a replaced table (or request path) here, on the background thread: a million records
+/// take tens of milliseconds to free, which must not land on whichever request drops the last
+/// reference. Requests hold a snapshot only for their own duration, so the wait is short; it is
+/// bounded in case one is stuck.
+pub(crate) fn retire<T>(old: Arc<T>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -170,7 +182,7 @@ mod tests {
             table: Arc::new(ArcSwap::from_pointee(KeyTable::default())),
             interval: Duration::from_secs(3600),
             trigger: Arc::new(Notify::new()),
-            scopes: Catalogue::default(),
+            scopes: Arc::new(ArcSwap::from_pointee(Catalogue::default())),
             seen: None,
             idle_patience: patience,
         };

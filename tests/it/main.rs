@@ -16,6 +16,7 @@ mod authz_mtls;
 mod authz_nginx;
 mod check;
 mod check_config;
+mod config_reload;
 mod connections;
 mod demo;
 mod fleet_limit;

@@ -133,7 +133,8 @@ pub async fn spawn_pg_proxy_at(clock: &Clock, dir: &Path, name: &str, upstream: 
     Proxy {
         addr: running.proxy_addr,
         admin: running.admin_addr,
-        keys_path: cfg_path,
+        keys_path: cfg_path.clone(),
+        config_path: cfg_path,
         dir: tempfile::tempdir().unwrap(),
         running: Some(running),
     }

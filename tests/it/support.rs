@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -256,6 +256,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub keys_path: PathBuf,
+    /// The config keygate loaded (and reloads from).
+    pub config_path: PathBuf,
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
 }
@@ -320,9 +322,11 @@ pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
         c.keys_lines,
         c.extra
     );
-    let cfg = keygate::config::parse(&config, "test-config.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let cfg = keygate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     let running = keygate::app::start_with_clock(cfg, c.clock).await.unwrap();
-    Proxy { addr: running.proxy_addr, admin: running.admin_addr, keys_path, dir, running: Some(running) }
+    Proxy { addr: running.proxy_addr, admin: running.admin_addr, keys_path, config_path, dir, running: Some(running) }
 }
 
 #[derive(Debug)]
@@ -403,12 +407,16 @@ impl Proxy {
     }
 
     pub fn write_keys(&self, yaml: &str) {
-        // Atomic replace, as an operator's tooling should do it.
-        let tmp = self.dir.path().join("keys.yaml.tmp");
-        let mut f = std::fs::File::create(&tmp).unwrap();
-        f.write_all(yaml.as_bytes()).unwrap();
-        f.sync_all().unwrap();
-        std::fs::rename(&tmp, &self.keys_path).unwrap();
+        replace_file(&self.keys_path, yaml);
+    }
+
+    /// The config file as keygate last saw it written.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap()
+    }
+
+    pub fn write_config(&self, yaml: &str) {
+        replace_file(&self.config_path, yaml);
     }
 
     /// Value of a metric line (exact series text before the value), or 0.
@@ -487,6 +495,15 @@ pub fn advance_to(clock: &Clock, at: time::OffsetDateTime) {
 pub fn rfc3339(v: &serde_json::Value) -> time::OffsetDateTime {
     let text = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// Atomic replace, as an operator's tooling should do it.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Polls `check` until it is true or `limit` passes; returns how long it took.

@@ -31,7 +31,7 @@ pub struct Follower {
     /// SIGHUP: catch up now.
     pub trigger: Arc<Notify>,
     /// The scopes a key may hold; a replica refuses rows with others, as a table file would.
-    pub scopes: crate::keys::Catalogue,
+    pub scopes: crate::store::reload::SharedScopes,
 }
 
 /// What the follower keeps current.
@@ -229,7 +229,8 @@ impl Follower {
         let stmt = bounded(timeout, "prepare", tx.prepare(&rows::select_since(schema))).await?;
         let portal = bounded(timeout, "fetch", tx.bind(&stmt, &[&since])).await?;
         let mut newest = since;
-        let mut builder = TableBuilder::with_capacity(0, &self.scopes);
+        let scopes = self.scopes.load_full();
+        let mut builder = TableBuilder::with_capacity(0, &scopes);
         let mut delta = Vec::new();
         let mut problems = Vec::new();
         loop {
@@ -253,7 +254,7 @@ impl Follower {
             return Ok(());
         }
         let started = Instant::now();
-        let (shared, scopes) = (Arc::clone(table), self.scopes.clone());
+        let shared = Arc::clone(table);
         let built = crate::background::run(move || -> Result<usize, Vec<String>> {
             if !problems.is_empty() {
                 return Err(problems);
