@@ -104,6 +104,7 @@ fn run_demo_and_its_curls(shape: &str, path_env: Option<String>) {
 
 #[test]
 fn the_nginx_demo_answers_every_printed_curl_as_its_comment_says() {
+    crate::authz_front::nginx_bin(); // installed on a fresh machine, as the demo expects it
     run_demo_and_its_curls("nginx", None);
 }
 

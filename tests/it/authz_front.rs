@@ -31,11 +31,19 @@ fn find(env: &str, candidates: &[PathBuf], name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates.iter().chain(&on_path).find(|p| p.is_file()).cloned().unwrap_or_else(|| {
-        panic!("{name} not found (looked in {env}, {candidates:?} and PATH): run `bash .ci/front-proxies.sh`, which .ci/run does")
+    let look = || {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        candidates.iter().chain(&on_path).find(|p| p.is_file()).cloned()
+    };
+    // A fresh machine: install the front proxies once (as .ci/run does), then look again.
+    look().or_else(|| {
+        provision_tools();
+        look()
+    })
+    .unwrap_or_else(|| {
+        panic!("{name} not found (looked in {env}, {candidates:?} and PATH) and `bash .ci/front-proxies.sh` did not install it")
     })
 }
 

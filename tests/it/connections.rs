@@ -10,10 +10,11 @@ use crate::support::*;
 
 /// The backlog of the listening socket on `port`, as the kernel reports it (`ss`, Send-Q).
 fn backlog_of(port: u16) -> u32 {
+    provision_tools();
     let out = std::process::Command::new("ss")
         .args(["-ltnH", &format!("sport = :{port}")])
         .output()
-        .expect("ss (iproute2) is needed: .ci/run installs it");
+        .expect("ss (iproute2) is needed and could not be installed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text.lines().next().unwrap_or_else(|| panic!("no listener on {port}: {text:?}"));
     // State Recv-Q Send-Q Local Peer: for a listener, Send-Q is the backlog.

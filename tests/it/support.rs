@@ -25,6 +25,28 @@ use keygate::keys::KeyHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+// ---------- tools a fresh machine may lack ----------
+
+/// Installs what the tests run beside keygate and a fresh machine may lack (nginx and Caddy:
+/// `.ci/front-proxies.sh`; `ss`: iproute2), once per test binary, so `cargo test` alone sets a
+/// machine up as `.ci/run` does. A failed install is reported by the caller's own check.
+pub fn provision_tools() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let run = |cmd: &str| {
+            eprintln!("test setup: {cmd}");
+            let ok = std::process::Command::new("bash").arg("-c").arg(cmd).current_dir(root).status();
+            if !matches!(ok, Ok(s) if s.success()) {
+                eprintln!("test setup failed: {cmd}");
+            }
+        };
+        run("bash .ci/front-proxies.sh >&2");
+        run("command -v ss >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -q --no-install-recommends iproute2; } >&2");
+    });
+}
+
 // ---------- TLS ----------
 
 /// A client TLS config that trusts only the certificates in `ca_pem`.
