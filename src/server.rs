@@ -2,13 +2,14 @@
 //! knowledge or ALPN) on one port, header size/count and read-time bounds, an idle timeout,
 //! and a graceful drain with a deadline when the shutdown future it is given completes.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -18,16 +19,19 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::Limits;
 use crate::head_check::HeadReader;
 use crate::metrics::Metrics;
 use crate::proxy::ConnFacts;
 use crate::tls::TlsState;
+use control::{Control, IdleLimits, Stop, CUT, DRAIN, IDLE, WIND_DOWN};
 use observed::{Observed, Observer};
 use per_address::PerAddress;
 use service::{service, PerConnection};
 
+mod control;
 mod observed;
 mod per_address;
 mod service;
@@ -120,19 +124,18 @@ pub async fn serve_winding_down<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, builder, opts) = (Arc::clone(&handler), Arc::clone(&builder), Arc::clone(&opts));
-        let stop = Stop { drain: stop_rx.clone(), wind_down: wind_down.clone(), cut: Arc::clone(&cut) };
-        let mut cut_now = cut_rx.clone();
+        let stop = Stop {
+            drain: stop_rx.clone(),
+            wind_down: wind_down.clone(),
+            cut_now: cut_rx.clone(),
+            cut: Arc::clone(&cut),
+        };
         tokio::spawn(async move {
             let (_permit, _slot) = (permit, slot);
             if let Some(m) = &opts.metrics {
                 m.connection_opened();
             }
-            // Cut at the drain deadline: dropping the connection drops its requests, which
-            // record themselves as DRAIN_CUT.
-            tokio::select! {
-                _ = connection(stream, peer, handler, builder, &opts, stop) => {}
-                _ = cut_now.wait_for(|cut| *cut) => {}
-            }
+            connection(stream, peer, handler, builder, &opts, stop).await;
             if let Some(m) = &opts.metrics {
                 m.connection_closed();
             }
@@ -182,16 +185,6 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// What a connection is told of the listener's shutdown.
-struct Stop {
-    /// Stop taking requests: finish the one in progress, then close.
-    drain: watch::Receiver<bool>,
-    /// The shutdown has begun: ask the client to go elsewhere.
-    wind_down: watch::Receiver<bool>,
-    /// Set when the drain deadline cuts what is left (for the requests' records).
-    cut: Arc<AtomicBool>,
-}
-
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -201,18 +194,29 @@ async fn connection<H: Handler>(
     stop: Stop,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = Observed { inner: stream, observer: Arc::clone(&activity) };
+    let ctl = Arc::new(Control::default());
+    let cut = Arc::clone(&stop.cut);
+    let limits = IdleLimits { idle: opts.limits.idle_timeout, header: opts.limits.header_read_timeout };
+    let winding = stop.wind_down.clone();
+    let _watching = AbortOnDrop(tokio::spawn(control::watch(Arc::clone(&ctl), stop, Arc::clone(&activity), limits)));
+    let shared = ConnShared { activity, ctl: &ctl, winding };
+    let io = Observed { inner: stream, observer: Arc::clone(&shared.activity) };
     match &opts.tls {
         None => {
-            let facts = ConnFacts::new(peer, false).cut_by(Arc::clone(&stop.cut));
-            serve_io(io, facts, handler, &builder, activity, opts, stop).await
+            let facts = ConnFacts::new(peer, false).cut_by(cut);
+            serve_io(io, facts, handler, &builder, opts, shared).await
         }
         Some(tls) => {
             let handshake = tls.acceptor().accept(io);
-            match tokio::time::timeout(opts.limits.header_read_timeout, handshake).await {
+            let handshake = tokio::time::timeout(opts.limits.header_read_timeout, handshake);
+            let tls_io = tokio::select! {
+                r = handshake => r,
+                _ = ctl.cut() => return,
+            };
+            match tls_io {
                 Ok(Ok(tls_io)) => {
-                    let facts = ConnFacts::new(peer, true).cut_by(Arc::clone(&stop.cut));
-                    serve_io(tls_io, facts, handler, &builder, activity, opts, stop).await
+                    let facts = ConnFacts::new(peer, true).cut_by(cut);
+                    serve_io(tls_io, facts, handler, &builder, opts, shared).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
@@ -221,74 +225,72 @@ async fn connection<H: Handler>(
     }
 }
 
+/// The connection's watcher ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Everything a connection's requests share, from `connection` to `serve_io`.
+struct ConnShared<'a> {
+    activity: Arc<Activity>,
+    ctl: &'a Control,
+    /// Set once the shutdown has begun (answers then say `Connection: close`).
+    winding: watch::Receiver<bool>,
+}
+
 async fn serve_io<H, IO>(
     io: IO,
     facts: ConnFacts,
     handler: Arc<H>,
     builder: &auto::Builder<TokioExecutor>,
-    activity: Arc<Activity>,
     opts: &ServeOptions,
-    stop: Stop,
+    shared: ConnShared<'_>,
 ) where
     H: Handler,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnShared { activity, ctl, winding } = shared;
     let peer = facts.peer;
     let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
     let io = Observed { inner: io, observer: Arc::clone(&heads) };
-    let Stop { drain: mut stop, wind_down: mut wind, .. } = stop;
     let is_h2 = Arc::new(AtomicBool::new(false));
-    let shared = PerConnection {
-        activity: Arc::clone(&activity),
-        facts: Arc::new(facts),
-        heads,
-        winding: wind.clone(),
-        is_h2: Arc::clone(&is_h2),
-    };
-    let svc = service(handler, shared);
+    let per_connection = PerConnection { activity, facts: Arc::new(facts), heads, winding, is_h2: Arc::clone(&is_h2) };
+    let svc = service(handler, per_connection);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let mut conn = pin!(conn);
-    let mut draining = false;
-    let mut wound = false;
-    // Until the first byte arrives the header deadline applies too (hyper starts its own timer
-    // only at the first byte), so a silent socket cannot hold a connection slot for long.
-    let limits = &opts.limits;
-    let idle_limit = || {
-        if activity.has_read() {
-            limits.idle_timeout
-        } else {
-            limits.idle_timeout.min(limits.header_read_timeout)
-        }
-    };
+    let (mut seen, mut draining) = (0, false);
     loop {
-        let wait = activity.until_idle(idle_limit());
-        tokio::select! {
-            r = conn.as_mut() => {
+        let next = poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Err(r)),
+            Poll::Pending => ctl.poll_raised(seen, cx).map(Ok),
+        });
+        let raised = match next.await {
+            Ok(raised) => raised,
+            Err(r) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            // HTTP/2: GOAWAY now (streams the client sent before it saw it are still served).
-            // HTTP/1.1 stays open: closing an idle connection could race a request the client
-            // is sending; its next answer says `Connection: close` instead.
-            _ = wind.changed(), if !draining && !wound => {
-                wound = true;
-                if is_h2.load(Ordering::Relaxed) {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-            _ = tokio::time::sleep(wait), if !draining => {
-                if activity.is_idle(idle_limit()) {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
+        };
+        let new = raised & !seen;
+        seen = raised;
+        // Cut at the drain deadline: dropping the connection drops its requests, which record
+        // themselves as DRAIN_CUT.
+        if new & CUT != 0 {
+            return;
+        }
+        // HTTP/2 winding down: GOAWAY now (streams the client sent before it saw it are still
+        // served). HTTP/1.1 stays open: closing an idle connection could race a request the
+        // client is sending; its next answer says `Connection: close` instead.
+        let h2_winding = new & WIND_DOWN != 0 && is_h2.load(Ordering::Relaxed);
+        if !draining && (new & (DRAIN | IDLE) != 0 || h2_winding) {
+            draining = true;
+            conn.as_mut().graceful_shutdown();
         }
     }
 }
