@@ -3,38 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::clinics_status as status;
 use crate::support::*;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `keygate keys --table TABLE ARGS…` off the async threads (the proxy runs on them).
 async fn keys(table: &Path, args: &[&str]) -> Out {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
-    cmd.arg("keys").arg("--table").arg(table).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    keys_cli(KeysAt::Table(table), args).await
 }
 
-/// `create … --json` → (id, secret).
 async fn create(table: &Path, args: &[&str]) -> (String, String) {
-    let mut all = vec!["create", "--json"];
-    all.extend_from_slice(args);
-    let out = keys(table, &all).await;
-    assert!(out.ok, "create failed: {}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
-}
-
-async fn status(kg: &Proxy, secret: &str) -> u16 {
-    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+    create_key(KeysAt::Table(table), args).await
 }
 
 #[tokio::test]

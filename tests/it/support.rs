@@ -588,3 +588,56 @@ pub fn assert_raw_error(raw: &str, status_code: u16, code: &str) {
 pub fn header_names(seen: &Seen) -> Vec<String> {
     seen.headers.keys().map(|k| k.as_str().to_string()).collect()
 }
+
+// ---------- the keygate binary ----------
+
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real binary, `keygate ARGS…`, off the async threads (a proxy may run on them).
+pub async fn run_keygate(args: &[&str]) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args(args).env("KEYGATE_ACTOR", "it-tests");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Where `keygate keys` finds the keys: a table file, or a config naming a key store.
+#[derive(Clone, Copy)]
+pub enum KeysAt<'a> {
+    Table(&'a Path),
+    Config(&'a Path),
+}
+
+/// `keygate keys --table PATH ARGS…` or `keygate keys --config PATH ARGS…`.
+pub async fn keys_cli(at: KeysAt<'_>, args: &[&str]) -> Out {
+    let (flag, path) = match at {
+        KeysAt::Table(p) => ("--table", p),
+        KeysAt::Config(p) => ("--config", p),
+    };
+    let mut all = vec!["keys", flag, path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_keygate(&all).await
+}
+
+/// `keys … create --json ARGS…` → (id, secret).
+pub async fn create_key(at: KeysAt<'_>, args: &[&str]) -> (String, String) {
+    let mut all = vec!["create", "--json"];
+    all.extend_from_slice(args);
+    let out = keys_cli(at, &all).await;
+    assert!(out.ok, "create failed: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+/// The status of `GET /api/v1/clinics` with `secret` as the bearer credential.
+pub async fn clinics_status(kg: &Proxy, secret: &str) -> u16 {
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+}
