@@ -93,27 +93,7 @@ async fn a_checksum_typo_is_refused_without_a_table_lookup() {
 async fn concurrent_creates_and_revokes_never_lose_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("keys.yaml");
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(create(&table, &["--label", &format!("seed{i}")]).await.0);
-    }
-    let mut tasks = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (t1, t2, id) = (table.clone(), table.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { keys(&t1, &["revoke", &id]).await }));
-        tasks.push(tokio::spawn(async move { keys(&t2, &["create", "--label", &format!("new{i}")]).await }));
-    }
-    for t in tasks {
-        let out = t.await.unwrap();
-        assert!(out.ok, "{}", out.stderr);
-    }
-    let list: serde_json::Value = serde_json::from_str(&keys(&table, &["list", "--json"]).await.stdout).unwrap();
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 12, "every create landed");
-    for id in &ids {
-        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
-        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
-    }
+    racing_clis_lose_no_change(KeysAt::Table(&table), 6).await;
 }
 
 #[tokio::test]

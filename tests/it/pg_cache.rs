@@ -176,31 +176,8 @@ async fn with_the_link_down_a_cached_key_is_served_an_uncached_one_is_503_and_bo
 
 #[tokio::test]
 async fn past_max_staleness_even_a_cached_key_is_refused_then_served_again() {
-    let Migrated { db, up, dir, cli } = Migrated::new().await;
-    let relay = Relay::start(db.addr()).await;
-    let (_, key) = create(&cli, &["--label", "cached, then stale"]).await;
-    let store = db.store_yaml(
-        &db.url_via(relay.addr()),
-        "  sync: cache\n  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n",
-    );
-    let clock = Clock::manual();
-    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
-    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
-
     // The follower can no longer vouch for the cache: a revocation might be missing from it.
-    // Its last confirmation was at the clock's reading now (it has not moved).
-    relay.blackhole().await;
-    clock.advance(Duration::from_secs(1));
-    assert_eq!(status(&kg, &key).await, 200, "stale only past max_staleness");
-    clock.advance(Duration::from_nanos(1));
-    assert_eq!(status(&kg, &key).await, 503);
-    get(&kg, &key).await.assert_error(503, "KEY_STORE_UNAVAILABLE");
-    assert_eq!(kg.admin_get("/readyz").await.json()["reasons"], serde_json::json!(["key store stale"]));
-    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_staleness_seconds").await >= 1.0).await;
-
-    relay.restore();
-    eventually(Duration::from_secs(10), async || status(&kg, &key).await == 200).await;
-    assert!(ready(&kg).await);
+    stale_past_max_staleness_then_recovered("  sync: cache\n").await;
 }
 
 #[tokio::test]

@@ -156,7 +156,8 @@ pub async fn migrate(cfg: &Path) -> String {
 }
 
 /// The start of most store tests: a schema of the test's own, migrated through the CLI's config
-/// (`cli`, in `dir`), and a recording upstream.
+/// (`cli`, in `dir`), and a recording upstream. Bind every field: the schema and the directory go
+/// when dropped.
 pub struct Migrated {
     pub db: Db,
     pub up: Upstream,
@@ -304,28 +305,8 @@ async fn rotation_grace_holds_at_every_instance() {
 
 #[tokio::test]
 async fn concurrent_clis_never_lose_a_change() {
-    let Migrated { db, cli, .. } = Migrated::new().await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(create(&cli, &["--label", &format!("seed{i}")]).await.0);
-    }
-    let mut tasks = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (c1, c2, id) = (cli.clone(), cli.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { keys(&c1, &["revoke", &id]).await }));
-        tasks.push(tokio::spawn(async move { keys(&c2, &["create", "--label", &format!("new{i}")]).await }));
-    }
-    for t in tasks {
-        let out = t.await.unwrap();
-        assert!(out.ok, "{}", out.stderr);
-    }
-    let list: serde_json::Value = serde_json::from_str(&keys(&cli, &["list", "--json"]).await.stdout).unwrap();
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 8, "every create landed");
-    for id in &ids {
-        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
-        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
-    }
+    let Migrated { db, cli, dir: _dir, up: _up } = Migrated::new().await;
+    racing_clis_lose_no_change(KeysAt::Config(&cli), 4).await;
     let versions: Vec<i64> = db
         .client()
         .await
@@ -395,8 +376,15 @@ pub async fn relayed(lines: &str) -> Relayed {
 
 #[tokio::test]
 async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+    stale_past_max_staleness_then_recovered("").await;
+}
+
+/// A keygate whose store (with `sync`: `sync: cache` or nothing) falls silent: it serves to the
+/// last nanosecond of max_staleness (1 s), then answers 503 KEY_STORE_UNAVAILABLE and is not
+/// ready, counted under the route, until the store answers again.
+pub async fn stale_past_max_staleness_then_recovered(sync: &str) {
     let Relayed { relay, key, clock, kg, held: _held } =
-        relayed("  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
+        relayed(&format!("{sync}  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n")).await;
 
     // No sync can come through now; the last was at the clock's reading now (it has not moved).
     relay.blackhole().await;
@@ -450,7 +438,7 @@ async fn with_the_database_down_at_start_it_is_not_ready_then_loads_when_it_retu
 
 #[tokio::test]
 async fn import_and_export_move_a_table_between_the_file_store_and_postgres() {
-    let Migrated { dir, cli, .. } = Migrated::new().await;
+    let Migrated { db: _db, dir, cli, up: _up } = Migrated::new().await;
     let (k1, k2) = (TestKey::live("k_one"), TestKey::live("k_two").with("    clinics: [c1, c2]\n"));
     let file = dir.path().join("keys.yaml");
     std::fs::write(&file, table_yaml(&[&k1, &k2])).unwrap();

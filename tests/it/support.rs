@@ -616,13 +616,21 @@ pub enum KeysAt<'a> {
     Config(&'a Path),
 }
 
+impl KeysAt<'_> {
+    /// `keys --table PATH` or `keys --config PATH`, owned (for a task of its own).
+    fn words(self) -> Vec<String> {
+        let (flag, path) = match self {
+            KeysAt::Table(p) => ("--table", p),
+            KeysAt::Config(p) => ("--config", p),
+        };
+        vec!["keys".into(), flag.into(), path.to_str().unwrap().into()]
+    }
+}
+
 /// `keygate keys --table PATH ARGS…` or `keygate keys --config PATH ARGS…`.
 pub async fn keys_cli(at: KeysAt<'_>, args: &[&str]) -> Out {
-    let (flag, path) = match at {
-        KeysAt::Table(p) => ("--table", p),
-        KeysAt::Config(p) => ("--config", p),
-    };
-    let mut all = vec!["keys", flag, path.to_str().unwrap()];
+    let words = at.words();
+    let mut all: Vec<&str> = words.iter().map(String::as_str).collect();
     all.extend_from_slice(args);
     run_keygate(&all).await
 }
@@ -635,6 +643,35 @@ pub async fn create_key(at: KeysAt<'_>, args: &[&str]) -> (String, String) {
     assert!(out.ok, "create failed: {}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+/// `seeds` keys created, then for each a revoke racing a create, every command a process of its
+/// own: asserts that every change landed (no write lost to another).
+pub async fn racing_clis_lose_no_change(at: KeysAt<'_>, seeds: usize) {
+    let mut ids = Vec::new();
+    for i in 0..seeds {
+        ids.push(create_key(at, &["--label", &format!("seed{i}")]).await.0);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let revoke = [at.words(), vec!["revoke".into(), id.clone()]].concat();
+        let create = [at.words(), vec!["create".into(), "--label".into(), format!("new{i}")]].concat();
+        for words in [revoke, create] {
+            let run = async move { run_keygate(&words.iter().map(String::as_str).collect::<Vec<_>>()).await };
+            tasks.push(tokio::spawn(run));
+        }
+    }
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let list: serde_json::Value = serde_json::from_str(&keys_cli(at, &["list", "--json"]).await.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2 * seeds, "every create landed");
+    for id in &ids {
+        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
+        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
+    }
 }
 
 /// The status of `GET /api/v1/clinics` with `secret` as the bearer credential.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::pg_store::{config_file, keys, migrate, Db};
+use crate::pg_store::{keys, Migrated};
 use crate::support::*;
 
 const TYPO: &str = "    scopes: [\"interactions:read\", \"invoices:raed\"]\n";
@@ -78,7 +78,7 @@ async fn serve_and_check_config_refuse_a_table_with_an_unknown_scope_naming_key_
 
 #[tokio::test]
 async fn keys_import_into_postgres_refuses_an_unknown_scope_and_writes_nothing() {
-    let Migrated { dir, cli, .. } = Migrated::new().await;
+    let Migrated { db: _db, dir, cli, up: _up } = Migrated::new().await;
     let file = dir.path().join("incoming.yaml");
     let typo = TestKey::live("k_scope_typo").with(TYPO);
     std::fs::write(&file, table_yaml(&[&TestKey::live("k_fine"), &typo])).unwrap();
