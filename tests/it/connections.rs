@@ -83,9 +83,7 @@ async fn closed_without_answer(mut s: TcpStream, key: &TestKey) -> bool {
 
 #[tokio::test]
 async fn one_address_gets_at_most_its_cap_of_connections_and_the_refusals_are_counted() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_cap");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  max_connections_per_ip: 2\n").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_cap"), "limits:\n  max_connections_per_ip: 2\n").await;
     let first = held_connection(&kg, &key).await;
     let _second = held_connection(&kg, &key).await;
 

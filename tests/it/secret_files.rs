@@ -22,9 +22,7 @@ async fn a_redis_url_from_a_file_is_the_shared_budget_and_its_password_is_never_
     let file = dir.path().join("redis-url");
     std::fs::write(&file, format!("{url}\n")).unwrap();
     let prefix = format!("keygate-it:{}:secret-file:", uuid::Uuid::now_v7());
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_secret_file");
-    let a = spawn_proxy(up.addr, &[&key], &redis_cfg(&file, &prefix)).await;
+    let (up, key, a) = proxy_for(TestKey::live("k_secret_file"), &redis_cfg(&file, &prefix)).await;
     let b = spawn_proxy(up.addr, &[&key], &redis_cfg(&file, &prefix)).await;
     let auth = [("authorization", key.bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -678,3 +678,10 @@ pub async fn racing_clis_lose_no_change(at: KeysAt<'_>, seeds: usize) {
 pub async fn clinics_status(kg: &Proxy, secret: &str) -> u16 {
     kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
 }
+
+/// `proxy_for` deciding by `clock` (a `Clock::manual()` the test moves).
+pub async fn proxy_for_at(clock: &Clock, key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy_at(clock, up.addr, &[&key], extra).await;
+    (up, key, kg)
+}

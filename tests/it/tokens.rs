@@ -131,10 +131,12 @@ async fn exchange_then_use_as_the_key() {
 #[tokio::test]
 async fn narrowing_works_and_can_never_widen() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_narrow")
-        .with("    scopes: [\"interactions:read\", \"metrics:read\"]\n    clinics: [clinic_001, clinic_002]\n");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(false, "")).await;
+    let (up, key, kg) = proxy_for(
+        TestKey::live("k_tok_narrow")
+            .with("    scopes: [\"interactions:read\", \"metrics:read\"]\n    clinics: [clinic_001, clinic_002]\n"),
+        &keys.config(false, ""),
+    )
+    .await;
     let r = exchange(&kg, &key, r#"{"scopes":["interactions:read"],"clinics":["clinic_001"],"ttl_seconds":60}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["expires_in"], 60);

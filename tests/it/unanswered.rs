@@ -87,9 +87,7 @@ async fn a_request_cut_by_the_drain_deadline_is_recorded_as_drain_cut() {
 
 #[tokio::test]
 async fn a_completed_request_and_an_answered_refusal_are_recorded_once_each() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_once");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_once"), "").await;
     let rid = "rid-completed-0001";
     kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", rid)]).await.ok();
     let lines = audit_lines(rid);
