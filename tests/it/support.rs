@@ -685,3 +685,25 @@ pub async fn proxy_for_at(clock: &Clock, key: TestKey, extra: &str) -> (Upstream
     let kg = spawn_proxy_at(clock, up.addr, &[&key], extra).await;
     (up, key, kg)
 }
+
+/// A rotated-away key (`old`) works at each of `kgs` to the last nanosecond of its grace period
+/// (ending at `grace_end`, by `clock`), then is refused there as expired; `new` keeps working.
+pub async fn grace_ends_to_the_nanosecond(
+    clock: &Clock,
+    grace_end: time::OffsetDateTime,
+    kgs: &[&Proxy],
+    old: &str,
+    new: &str,
+) {
+    advance_to(clock, grace_end - Duration::from_nanos(1));
+    for kg in kgs {
+        assert_eq!(clinics_status(kg, old).await, 200, "the old key works until the grace period ends");
+    }
+    clock.advance(Duration::from_nanos(1));
+    for kg in kgs {
+        kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
+            .await
+            .assert_error(401, "API_KEY_EXPIRED");
+        assert_eq!(clinics_status(kg, new).await, 200);
+    }
+}
