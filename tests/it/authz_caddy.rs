@@ -35,9 +35,7 @@ async fn rate_limits_count_once_per_request_and_429_keeps_retry_after() {
 
 #[tokio::test]
 async fn a_caller_without_the_secret_is_refused() {
-    let key = TestKey::live("k1");
-    let up = Upstream::spawn().await;
-    let kg = keygate(&up, &[&key], "").await;
+    let (_up, key, kg) = authorizer_for(TestKey::live("k1"), "").await;
     let check = kg.running().authz_addr.unwrap();
     // Straight to the check endpoint, as anyone on the network would.
     let r = send(

@@ -29,6 +29,14 @@ pub async fn keygate(up: &Upstream, keys: &[&TestKey], extra: &str) -> Proxy {
     spawn_proxy(up.addr, keys, &cfg).await
 }
 
+/// keygate as the authorizer for one key, in front of a recording upstream, with no front proxy:
+/// the test sends the checks itself.
+pub async fn authorizer_for(key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = keygate(&up, &[&key], extra).await;
+    (up, key, kg)
+}
+
 fn find(env: &str, candidates: &[PathBuf], name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);

@@ -244,19 +244,32 @@ async fn concurrent_first_calls_share_one_connection() {
     assert_eq!(relay.accepted(), 1, "twenty callers, one connect");
 }
 
-#[tokio::test]
-async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
+/// A limiter on a manual clock whose Redis is reached through a relay, with a budget of ten a
+/// minute to spend (`q`).
+struct Relayed {
+    relay: Relay,
+    limiter: RedisLimiter,
+    clock: Clock,
+    timeout: Duration,
+    pause: Duration,
+    q: Quota,
+}
+
+/// Its keys under the prefix `name`; Redis calls time out after `timeout_ms` and a failure
+/// pauses them for `pause_ms`.
+async fn relayed(name: &str, timeout_ms: u64, pause_ms: u64) -> Relayed {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
-    let s = RedisSettings {
-        timeout: Duration::from_millis(200),
-        retry_after_failure: Duration::from_millis(400),
-        ..settings(&via(&url, relay.addr()), "cut")
-    };
-    let (timeout, pause) = (s.timeout, s.retry_after_failure);
+    let (timeout, pause) = (Duration::from_millis(timeout_ms), Duration::from_millis(pause_ms));
+    let s = RedisSettings { timeout, retry_after_failure: pause, ..settings(&via(&url, relay.addr()), name) };
     let clock = Clock::manual();
     let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
-    let q = quota(10, Duration::from_secs(60));
+    Relayed { relay, limiter, clock, timeout, pause, q: quota(10, Duration::from_secs(60)) }
+}
+
+#[tokio::test]
+async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
+    let Relayed { relay, limiter, clock, timeout, pause, q } = relayed("cut", 200, 400).await;
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 9);
     assert!(limiter.is_up());
 
@@ -292,17 +305,7 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
 
 #[tokio::test]
 async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
-    let url = live_redis().await;
-    let relay = Relay::start(redis_addr(&url).await).await;
-    let s = RedisSettings {
-        timeout: Duration::from_millis(150),
-        retry_after_failure: Duration::from_millis(300),
-        ..settings(&via(&url, relay.addr()), "blackhole")
-    };
-    let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let clock = Clock::manual();
-    let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
-    let q = quota(10, Duration::from_secs(60));
+    let Relayed { relay, limiter, clock, timeout, pause, q } = relayed("blackhole", 150, 300).await;
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 
     relay.blackhole().await;

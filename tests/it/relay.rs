@@ -186,11 +186,17 @@ mod tests {
         }
     }
 
+    /// A connection through `relay` that carries a round trip now.
+    async fn working(relay: &Relay) -> TcpStream {
+        let mut conn = TcpStream::connect(relay.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut conn).await.unwrap(), 4);
+        conn
+    }
+
     #[tokio::test]
     async fn forwards_until_cut_and_again_after_restore() {
         let relay = Relay::start(echo_server().await).await;
-        let mut before = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut before).await.unwrap(), 4);
+        let mut before = working(&relay).await;
 
         relay.cut().await;
         assert!(!matches!(round_trip(&mut before).await, Ok(4)), "a cut connection carries nothing");
@@ -198,23 +204,20 @@ mod tests {
         assert!(!matches!(round_trip(&mut during).await, Ok(4)), "new connections are closed while cut");
 
         relay.restore();
-        let mut after = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut after).await.unwrap(), 4);
+        working(&relay).await;
         assert_eq!(relay.accepted(), 3);
     }
 
     #[tokio::test]
     async fn a_blackhole_holds_connections_silent() {
         let relay = Relay::start(echo_server().await).await;
-        let mut conn = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut conn).await.unwrap(), 4);
+        let mut conn = working(&relay).await;
 
         relay.blackhole().await;
         let err = round_trip(&mut conn).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "no answer, and no close either");
 
         relay.restore();
-        let mut fresh = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut fresh).await.unwrap(), 4);
+        working(&relay).await;
     }
 }
