@@ -1,7 +1,7 @@
 //! Anomaly alerts against a real webhook on loopback: what it receives, what the cool-down
 //! holds back, how failures are counted, and that a stuck webhook never slows `notify`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -10,9 +10,8 @@ use keygate::clock::Clock;
 use keygate::metrics::Metrics;
 use serde_json::json;
 use time::macros::datetime;
-use tokio::net::TcpListener;
 
-use crate::support::{dead_addr, eventually, logs, Behaviour, Upstream};
+use crate::support::{dead_addr, eventually, logs, serve_tcp, Behaviour, Upstream};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -138,14 +137,11 @@ async fn a_failing_webhook_is_retried_only_on_5xx_then_counted_failed() {
 #[tokio::test]
 async fn a_webhook_that_never_answers_cannot_slow_notify() {
     // Accepts connections and holds them open without reading a byte.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let held = Mutex::new(Vec::new());
-        while let Ok((stream, _)) = listener.accept().await {
-            held.lock().unwrap().push(stream);
-        }
-    });
+    let addr = serve_tcp(|held| async move {
+        std::future::pending::<()>().await;
+        drop(held);
+    })
+    .await;
     let m = Arc::new(Metrics::new());
     let mut s = settings(format!("http://{addr}/hook"));
     s.queue = 16;

@@ -164,17 +164,11 @@ mod tests {
 
     /// Echoes every connection back to itself.
     async fn echo_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = conn.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        addr
+        crate::support::serve_tcp(|mut conn| async move {
+            let (mut r, mut w) = conn.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+        .await
     }
 
     async fn round_trip(conn: &mut TcpStream) -> std::io::Result<usize> {

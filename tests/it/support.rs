@@ -707,3 +707,20 @@ pub async fn grace_ends_to_the_nanosecond(
         assert_eq!(clinics_status(kg, new).await, 200);
     }
 }
+
+/// A raw TCP server on an ephemeral loopback port (for peers that are not well-behaved HTTP
+/// servers): every accepted connection goes to `handle`, on a task of its own.
+pub async fn serve_tcp<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(handle(conn));
+        }
+    });
+    addr
+}
