@@ -8,6 +8,12 @@ use crate::support::*;
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
 
+/// Key `id` on tier `tier` (`spec`, e.g. `{rate: 1/m, burst: 5}`) and the config that has it.
+fn on_tier(id: &str, tier: &str, spec: &str) -> (TestKey, String) {
+    let key = TestKey::live(id).with(&format!("    rate_limit: {tier}\n"));
+    (key, limits(&format!("    {tier}: {spec}\n"), ""))
+}
+
 fn limits(tiers: &str, more: &str) -> String {
     format!(
         "rate_limits:\n  default_tier: standard\n  tiers:\n    standard: {{rate: 1000/s, burst: 1000}}\n{tiers}{more}"
@@ -16,11 +22,8 @@ fn limits(tiers: &str, more: &str) -> String {
 
 #[tokio::test]
 async fn exactly_burst_requests_pass_then_429_with_retry_after_and_headers() {
-    let (up, key, kg) = proxy_for(
-        TestKey::live("k_rl_exact").with("    rate_limit: tiny\n"),
-        &limits("    tiny: {rate: 1/m, burst: 5}\n", ""),
-    )
-    .await;
+    let (key, cfg) = on_tier("k_rl_exact", "tiny", "{rate: 1/m, burst: 5}");
+    let (up, key, kg) = proxy_for(key, &cfg).await;
 
     for i in 0..5 {
         let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
@@ -43,12 +46,8 @@ async fn exactly_burst_requests_pass_then_429_with_retry_after_and_headers() {
 #[tokio::test]
 async fn the_budget_refills_at_the_tier_rate() {
     let clock = Clock::manual();
-    let (_up, key, kg) = proxy_for_at(
-        &clock,
-        TestKey::live("k_rl_refill").with("    rate_limit: quick\n"),
-        &limits("    quick: {rate: 4/s, burst: 2}\n", ""),
-    )
-    .await;
+    let (key, cfg) = on_tier("k_rl_refill", "quick", "{rate: 4/s, burst: 2}");
+    let (_up, key, kg) = proxy_for_at(&clock, key, &cfg).await;
     let auth = [("authorization", key.bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(kg.get(INTERACTIONS, &auth).await.status, 200);
@@ -64,11 +63,8 @@ async fn the_budget_refills_at_the_tier_rate() {
 
 #[tokio::test]
 async fn the_budget_belongs_to_the_key_not_to_the_header_text() {
-    let (_up, key, kg) = proxy_for(
-        TestKey::live("k_rl_shared").with("    rate_limit: tiny\n"),
-        &limits("    tiny: {rate: 1/m, burst: 3}\n", ""),
-    )
-    .await;
+    let (key, cfg) = on_tier("k_rl_shared", "tiny", "{rate: 1/m, burst: 3}");
+    let (_up, key, kg) = proxy_for(key, &cfg).await;
     // Invalid keys first: they must not be charged to anyone.
     for _ in 0..10 {
         let forged = format!("Bearer {}x", &key.secret);
@@ -125,11 +121,8 @@ async fn unauthenticated_traffic_has_a_per_address_budget() {
 
 #[tokio::test]
 async fn every_decision_is_counted_per_key_tier_and_outcome() {
-    let (_up, key, kg) = proxy_for(
-        TestKey::live("k_rl_metrics").with("    rate_limit: ten\n"),
-        &limits("    ten: {rate: 1/m, burst: 10}\n", ""),
-    )
-    .await;
+    let (key, cfg) = on_tier("k_rl_metrics", "ten", "{rate: 1/m, burst: 10}");
+    let (_up, key, kg) = proxy_for(key, &cfg).await;
     for _ in 0..12 {
         kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
     }
