@@ -551,12 +551,7 @@ pub fn request(lines: &[&str]) -> String {
 
 /// `GET target` with the key, from a client that normalises nothing.
 pub fn raw_get(target: &str, key: &TestKey) -> String {
-    request(&[
-        &format!("GET {target} HTTP/1.1"),
-        "Host: x",
-        &format!("Authorization: {}", key.bearer()),
-        "Connection: close",
-    ])
+    keyed_request(&format!("GET {target} HTTP/1.1"), key, &["Connection: close"])
 }
 
 pub fn raw_status(raw: &str) -> u16 {
@@ -723,4 +718,11 @@ where
         }
     });
     addr
+}
+
+/// `request_line` (`GET /x HTTP/1.1`), `Host: x` and the key's credential, then `lines`, exactly
+/// as written.
+pub fn keyed_request(request_line: &str, key: &TestKey, lines: &[&str]) -> String {
+    let auth = format!("Authorization: {}", key.bearer());
+    request(&[&[request_line, "Host: x", auth.as_str()], lines].concat())
 }

@@ -23,12 +23,7 @@ fn audit_lines(rid: &str) -> Vec<serde_json::Value> {
 /// Sends a GET with this key and request id on a raw connection and returns it unread.
 async fn send_and_hold(kg: &Proxy, key: &TestKey, rid: &str, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(kg.addr).await.unwrap();
-    let req = request(&[
-        &format!("GET {path} HTTP/1.1"),
-        "Host: x",
-        &format!("Authorization: {}", key.bearer()),
-        &format!("X-Request-Id: {rid}"),
-    ]);
+    let req = keyed_request(&format!("GET {path} HTTP/1.1"), key, &[&format!("X-Request-Id: {rid}")]);
     s.write_all(req.as_bytes()).await.unwrap();
     s
 }
