@@ -49,13 +49,8 @@ async fn client_copies_of_owned_headers_are_replaced_in_every_spelling() {
 async fn a_connection_header_cannot_remove_what_keygate_injects() {
     let (up, key, kg) = proxy_for(TestKey::live("k_conn").with("    clinics: [clinic_001]\n"), "").await;
 
-    let resp = kg
-        .raw(&keyed_request(
-            "GET /api/v1/clinics HTTP/1.1",
-            &key,
-            &["Connection: close, X-Allowed-Clinics, X-Scopes, X-Custom", "X-Custom: 1"],
-        ))
-        .await;
+    let connection = "Connection: close, X-Allowed-Clinics, X-Scopes, X-Custom";
+    let resp = kg.raw(&keyed_request("GET /api/v1/clinics HTTP/1.1", &key, &[connection, "X-Custom: 1"])).await;
 
     assert_eq!(raw_status(&resp), 200, "{resp}");
     let seen = up.last();
