@@ -3,9 +3,12 @@
 
 use super::*;
 
+/// Header lines as a test writes them: (name, value).
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// What the upstream saw of `GET path` with `key`'s credential and `headers`, sent to a keygate
 /// (with `config`) that must forward it; and that keygate.
-async fn forwarded(key: TestKey, config: &str, path: &str, headers: &[(&str, &str)]) -> (Seen, Proxy) {
+async fn forwarded(key: TestKey, config: &str, path: &str, headers: Headers<'_>) -> (Seen, Proxy) {
     let (up, key, kg) = proxy_for(key, config).await;
     let bearer = key.bearer();
     let r = kg.get(path, &[&[("authorization", bearer.as_str())], headers].concat()).await;
@@ -132,7 +135,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
     let (up, key, kg) = proxy_for(TestKey::live("k_fwd_trusted"), "trusted_proxies: [127.0.0.1/32]\n").await;
     let bearer = key.bearer();
     // (sent, what the upstream sees, what it never sees)
-    let cases: [(&[(&str, &str)], &[(&str, &str)], &[&str]); 3] = [
+    let cases: [(Headers, Headers, &[&str]); 3] = [
         (
             &[
                 ("X-Forwarded-For", "6.6.6.6"),
@@ -177,7 +180,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended_to() {
 async fn stripped_and_url_rewrite_headers_never_reach_the_upstream() {
     let rewrite = [("X-Original-URL", "/admin"), ("X-Rewrite-URL", "/admin")];
     // (key, config, sent, words no forwarded name may hold)
-    let cases: [(&str, &str, &[(&str, &str)], &[&str]); 3] = [
+    let cases: [(&str, &str, Headers, &[&str]); 3] = [
         (
             "k_tenant",
             "strip_headers: [X-Tenant-Id]\n",
