@@ -14,24 +14,16 @@ use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 
+use crate::authz_front::SECRET;
 use crate::support::*;
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
 const EMPTY: &str = r#"{"success":true,"data":[]}"#;
-const SECRET: &str = "authz-test-secret-0123456789";
-
-/// keygate with the gRPC check listener (and the shared secret), in front of nothing: a check
-/// never forwards.
+/// keygate with the gRPC check listener too (and the shared secret), in front of nothing: a
+/// check never forwards.
 async fn keygate(keys: &[&TestKey], extra: &str) -> (Proxy, AuthorizationClient<tonic::transport::Channel>) {
     let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("authz-secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let cfg = format!(
-        "authz:\n  listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  shared_secret_file: {}\n{extra}",
-        secret_file.display()
-    );
-    let kg = spawn_proxy(up.addr, keys, &cfg).await;
+    let kg = crate::authz_front::keygate(&up, keys, &format!("  grpc_listen: 127.0.0.1:0\n{extra}")).await;
     let addr = kg.running().authz_grpc_addr.expect("grpc listener");
     let client = AuthorizationClient::connect(format!("http://{addr}")).await.unwrap();
     (kg, client)
