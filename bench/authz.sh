@@ -19,12 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-5000}
-DURATION=${DURATION:-10}
-CONNS=${CONNS:-32}
-command -v oha >/dev/null || cargo install oha --locked --quiet
 source bench/lib.sh
-keygate_bin
-dir=$(mktemp -d /tmp/keygate-authz.XXXXXX)
+oha_bench authz
 cleanup() {
   stop_jobs "$dir"
   for p in front plain policy; do kill "$(cat "$dir/$p/nginx.pid" 2>/dev/null)" 2>/dev/null || true; done

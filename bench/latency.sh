@@ -9,14 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-latency}
 RATES=${RATES:-2000 5000}
-DURATION=${DURATION:-10}
-CONNS=${CONNS:-32}
 RELOAD_KEYS=${RELOAD_KEYS:-1000000}
-command -v oha >/dev/null || cargo install oha --locked --quiet
 # KG=path/to/keygate measures that binary instead (an A/B of two builds).
 source bench/lib.sh
-keygate_bin
-dir=$(mktemp -d /tmp/keygate-latency.XXXXXX)
+oha_bench latency
 cleanup() { stop_jobs "$dir"; rm -rf "$dir"; }
 trap cleanup EXIT
 

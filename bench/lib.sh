@@ -85,3 +85,13 @@ PY
 bench_body() {
   python3 -c 'import json; print(json.dumps({"success": True, "data": [{"id": i, "pad": "x" * 40} for i in range(18)]}))'
 }
+
+# oha_bench NAME: the start of an open-loop oha benchmark: DURATION (seconds a rate) and CONNS
+# defaulted, oha installed, KG set (keygate_bin) and a fresh work directory in $dir.
+oha_bench() {
+  DURATION=${DURATION:-10}
+  CONNS=${CONNS:-32}
+  command -v oha >/dev/null || cargo install oha --locked --quiet
+  keygate_bin
+  dir=$(mktemp -d "/tmp/keygate-$1.XXXXXX")
+}

@@ -45,44 +45,34 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn h(xff: &str) -> HeaderMap {
+    /// The client `resolve` names for a request from `peer` with `xff` as X-Forwarded-For (none
+    /// when `None`), `trusted` the trusted proxies.
+    fn client(xff: Option<&str>, peer: &str, trusted: &[&str]) -> IpAddr {
         let mut m = HeaderMap::new();
-        m.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
-        m
-    }
-
-    fn nets(s: &[&str]) -> Vec<IpNet> {
-        s.iter().map(|n| n.parse().unwrap()).collect()
-    }
-
-    #[test]
-    fn untrusted_peer_is_the_client_whatever_the_header_says() {
-        let ip = resolve(&h("9.9.9.9"), "10.0.0.5".parse().unwrap(), &nets(&["192.168.0.0/16"]));
-        assert_eq!(ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        if let Some(xff) = xff {
+            m.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+        }
+        let nets: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        resolve(&m, peer.parse().unwrap(), &nets)
     }
 
     #[test]
-    fn trusted_peer_yields_rightmost_untrusted_hop() {
-        let ip = resolve(&h("6.6.6.6, 203.0.113.7, 10.0.0.2"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
-        assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn garbage_hop_stops_the_walk() {
-        let ip = resolve(&h("6.6.6.6, nonsense"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
-        assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn ipv4_mapped_hops_are_read_as_ipv4() {
-        let ip =
-            resolve(&h("::ffff:203.0.113.7, ::ffff:10.0.0.2"), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
-        assert_eq!(ip, "203.0.113.7".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn trusted_peer_without_header_is_the_client() {
-        let ip = resolve(&HeaderMap::new(), "10.0.0.1".parse().unwrap(), &nets(&["10.0.0.0/8"]));
-        assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    fn the_client_is_the_peer_or_the_rightmost_hop_a_trusted_proxy_vouches_for() {
+        // (X-Forwarded-For, peer, trusted proxies, the client)
+        let cases = [
+            // An untrusted peer is the client, whatever the header says.
+            (Some("9.9.9.9"), "10.0.0.5", "192.168.0.0/16", "10.0.0.5"),
+            // A trusted peer yields the right-most untrusted hop.
+            (Some("6.6.6.6, 203.0.113.7, 10.0.0.2"), "10.0.0.1", "10.0.0.0/8", "203.0.113.7"),
+            // A garbage hop stops the walk.
+            (Some("6.6.6.6, nonsense"), "10.0.0.1", "10.0.0.0/8", "10.0.0.1"),
+            // IPv4-mapped hops are read as IPv4.
+            (Some("::ffff:203.0.113.7, ::ffff:10.0.0.2"), "10.0.0.1", "10.0.0.0/8", "203.0.113.7"),
+            // A trusted peer without the header is the client.
+            (None, "10.0.0.1", "10.0.0.0/8", "10.0.0.1"),
+        ];
+        for (xff, peer, trusted, want) in cases {
+            assert_eq!(client(xff, peer, &[trusted]), want.parse::<IpAddr>().unwrap(), "{xff:?} from {peer}");
+        }
     }
 }

@@ -16,7 +16,8 @@ pub const OWNED: [&str; 6] = [
     "x-keygate-context",
 ];
 
-const HOP_BY_HOP: [&str; 9] = [
+/// Hop-by-hop (RFC 9110 7.6.1, and the proxy ones): never forwarded.
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -33,12 +34,13 @@ const FORWARDING: [&str; 3] = ["forwarded", "x-real-ip", "x-client-ip"];
 const FORWARDING_PREFIX: &str = "x-forwarded-";
 
 /// Would let the upstream route or authorise a different URL than keygate did.
-const REWRITE: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
+pub const REWRITE: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
 
-const METHOD_OVERRIDE: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+/// What a client may use to ask for another method than the request line's.
+pub const METHOD_OVERRIDE: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// A `Connection` header may not remove these: framing and routing stay keygate's to decide.
-const PROTECTED: [&str; 4] = ["host", "content-length", "content-type", "authorization"];
+pub const PROTECTED: [&str; 4] = ["host", "content-length", "content-type", "authorization"];
 
 #[derive(Debug, Clone, Default)]
 pub struct HeaderPolicy {

@@ -105,31 +105,27 @@ pub fn decision(d: &Decision<'_>) {
     BUF.with(|b| {
         let Ok(mut buf) = b.try_borrow_mut() else { return };
         let buf = &mut *buf;
-        buf.clear();
-        buf.push_str("{\"timestamp\":\"");
-        textfmt::push_rfc3339_micros(buf, time::OffsetDateTime::now_utc());
-        buf.push_str(concat!(
-            "\",\"level\":\"INFO\",\"target\":\"",
-            target!(),
-            "\",\"message\":\"decision\",\"request_id\":\""
-        ));
-        escape_into(buf, d.request_id);
-        buf.push_str("\",\"key_id\":\"");
-        escape_into(buf, d.key_id);
-        buf.push_str("\",\"client_ip\":\"");
-        escape_into(buf, d.client_ip);
-        buf.push_str("\",\"method\":\"");
-        escape_into(buf, d.method);
-        buf.push_str("\",\"route\":\"");
-        escape_into(buf, d.route);
+        open(buf);
+        push_escaped(
+            buf,
+            &[
+                (
+                    concat!(
+                        "\",\"level\":\"INFO\",\"target\":\"",
+                        target!(),
+                        "\",\"message\":\"decision\",\"request_id\":\""
+                    ),
+                    d.request_id,
+                ),
+                ("\",\"key_id\":\"", d.key_id),
+                ("\",\"client_ip\":\"", d.client_ip),
+                ("\",\"method\":\"", d.method),
+                ("\",\"route\":\"", d.route),
+            ],
+        );
         buf.push_str("\",\"status\":");
         textfmt::push_u64(buf, u64::from(d.status));
-        buf.push_str(",\"code\":\"");
-        escape_into(buf, d.code);
-        buf.push_str("\",\"auth\":\"");
-        escape_into(buf, d.auth);
-        buf.push_str("\",\"shape\":\"");
-        escape_into(buf, d.shape);
+        push_escaped(buf, &[(",\"code\":\"", d.code), ("\",\"auth\":\"", d.auth), ("\",\"shape\":\"", d.shape)]);
         buf.push('"');
         let mut f = Fields(buf);
         f.float("duration_ms", d.duration_ms);
@@ -160,11 +156,24 @@ fn via_tracing(d: &Decision<'_>) {
     );
 }
 
-/// The start of every audit line: timestamp, level and target.
-fn begin(buf: &mut String, level: tracing::Level) {
+/// Starts a new line in `buf`: the object opened and its timestamp (now) written, quote still open.
+fn open(buf: &mut String) {
     buf.clear();
     buf.push_str("{\"timestamp\":\"");
     textfmt::push_rfc3339_micros(buf, time::OffsetDateTime::now_utc());
+}
+
+/// Each run of fixed text as it is, then its value JSON-escaped.
+fn push_escaped(buf: &mut String, parts: &[(&str, &str)]) {
+    for (text, value) in parts {
+        buf.push_str(text);
+        escape_into(buf, value);
+    }
+}
+
+/// The start of every audit line: timestamp, level and target.
+fn begin(buf: &mut String, level: tracing::Level) {
+    open(buf);
     buf.push_str("\",\"level\":\"");
     buf.push_str(level.as_str());
     buf.push_str("\",\"target\":\"");

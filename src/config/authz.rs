@@ -209,8 +209,20 @@ mod tests {
 
     const MINIMAL: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys:\n  file: keys.yaml\n";
 
-    fn problems(extra: &str) -> String {
-        parse(&format!("{MINIMAL}{extra}"), "c.yaml").unwrap_err().to_string()
+    /// `extra` after a minimal config is refused, with a message naming each of `wanted`.
+    fn assert_refused(extra: &str, wanted: &[&str]) {
+        let msg = parse(&format!("{MINIMAL}{extra}"), "c.yaml").unwrap_err().to_string();
+        for want in wanted {
+            assert!(msg.contains(want), "missing {want:?} in {msg}");
+        }
+    }
+
+    /// A secret file holding `text`, in a directory of its own.
+    fn secret_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, text).unwrap();
+        (dir, f)
     }
 
     #[test]
@@ -232,16 +244,15 @@ mod tests {
 
     #[test]
     fn an_open_listener_without_a_secret_is_refused() {
-        let msg = problems("authz:\n  listen: 0.0.0.0:9191\n  grpc_listen: 0.0.0.0:9192\n");
-        assert!(msg.contains("authz.listen: 0.0.0.0:9191 is reachable off this host"), "{msg}");
-        assert!(msg.contains("authz.grpc_listen: 0.0.0.0:9192 is reachable"), "{msg}");
+        assert_refused(
+            "authz:\n  listen: 0.0.0.0:9191\n  grpc_listen: 0.0.0.0:9192\n",
+            &["authz.listen: 0.0.0.0:9191 is reachable off this host", "authz.grpc_listen: 0.0.0.0:9192 is reachable"],
+        );
     }
 
     #[test]
     fn secret_is_read_from_its_file_and_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s");
-        std::fs::write(&f, "0123456789abcdef-secret\n").unwrap();
+        let (_dir, f) = secret_file("0123456789abcdef-secret\n");
         let text = format!("{MINIMAL}authz:\n  listen: 0.0.0.0:9191\n  shared_secret_file: {}\n", f.display());
         let a = parse(&text, "c.yaml").unwrap().authz.unwrap();
         let s = a.secret.unwrap();
@@ -259,42 +270,41 @@ mod tests {
         assert!(a.secret.is_none());
         assert_eq!(t.files.cert_file, std::path::Path::new("c.pem"));
         assert_eq!(t.client_ca_file, std::path::Path::new("ca.pem"));
-        let msg = problems("authz:\n  tls: {cert_file: c.pem, key_file: k.pem}\n");
-        assert!(msg.contains("missing field `client_ca_file`"), "{msg}");
+        assert_refused("authz:\n  tls: {cert_file: c.pem, key_file: k.pem}\n", &["missing field `client_ca_file`"]);
     }
 
     #[test]
     fn short_secret_and_bad_names_are_each_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s");
-        std::fs::write(&f, "short").unwrap();
-        let msg = problems(&format!(
+        let (_dir, f) = secret_file("short");
+        let text = format!(
             "authz:\n  shared_secret_file: {}\n  shared_secret_header: \"bad header\"\n  client_ip:\n    nginx: {{from: source_address}}\n    forward_auth: {{from: \"x forwarded\", trusted_hops: 99}}\n",
             f.display()
-        ));
-        for want in [
+        );
+        let wanted = [
             "authz.shared_secret_file: the secret must be at least 16",
             "authz.shared_secret_header: \"bad header\" is not a header name",
             "authz.client_ip.nginx.from: source_address is only reported by Envoy's gRPC check",
             "authz.client_ip.forward_auth.from: \"x forwarded\" is neither",
-        ] {
-            assert!(msg.contains(want), "missing {want:?} in {msg}");
-        }
+        ];
+        assert_refused(&text, &wanted);
     }
 
     #[test]
     fn check_listener_may_not_share_the_proxy_or_admin_address() {
-        let msg = problems("listen: 127.0.0.1:8080\nauthz:\n  listen: 127.0.0.1:8080\n  grpc_listen: 127.0.0.1:9090\n");
-        assert!(msg.contains("authz.listen: 127.0.0.1:8080 is already listen's address"), "{msg}");
-        assert!(msg.contains("authz.grpc_listen: 127.0.0.1:9090 is already admin_listen's address"), "{msg}");
+        let wanted = [
+            "authz.listen: 127.0.0.1:8080 is already listen's address",
+            "authz.grpc_listen: 127.0.0.1:9090 is already admin_listen's address",
+        ];
+        assert_refused(
+            "listen: 127.0.0.1:8080\nauthz:\n  listen: 127.0.0.1:8080\n  grpc_listen: 127.0.0.1:9090\n",
+            &wanted,
+        );
     }
 
     #[test]
     fn unknown_keys_in_the_section_are_refused() {
-        let msg = problems("authz:\n  listne: 127.0.0.1:1\n");
-        assert!(msg.contains("unknown field `listne`"), "{msg}");
-        let msg = problems("authz:\n  client_ip:\n    traefik: {from: x-real-ip}\n");
-        assert!(msg.contains("unknown field `traefik`"), "{msg}");
+        assert_refused("authz:\n  listne: 127.0.0.1:1\n", &["unknown field `listne`"]);
+        assert_refused("authz:\n  client_ip:\n    traefik: {from: x-real-ip}\n", &["unknown field `traefik`"]);
     }
 
     #[test]

@@ -1,6 +1,16 @@
 use super::*;
 use http::Method;
 
+/// The error `text` gets, and its message, which must name every one of `fields`.
+fn problems_naming(text: &str, fields: &[&str]) -> (ConfigError, String) {
+    let e = parse(text, "c.yaml").unwrap_err();
+    let msg = e.to_string();
+    for field in fields {
+        assert!(msg.contains(field), "missing {field} in {msg}");
+    }
+    (e, msg)
+}
+
 const MINIMAL: &str = "environment: live\nupstream:\n  url: http://127.0.0.1:3000\nkeys:\n  file: keys.yaml\n";
 
 #[test]
@@ -25,11 +35,10 @@ fn unknown_key_names_file_and_line() {
 #[test]
 fn every_problem_is_reported_at_once_naming_its_field() {
     let text = "environment: prod\nlisten: nope\nupstream:\n  url: ftp://x/y\n  connect_timeout: 5 parsecs\nkeys:\n  file: k\ntrusted_proxies: [banana]\n";
-    let e = parse(text, "c.yaml").unwrap_err();
-    let msg = e.to_string();
-    for field in ["environment:", "listen:", "upstream.url:", "upstream.connect_timeout:", "trusted_proxies[0]:"] {
-        assert!(msg.contains(field), "missing {field} in {msg}");
-    }
+    let (e, msg) = problems_naming(
+        text,
+        &["environment:", "listen:", "upstream.url:", "upstream.connect_timeout:", "trusted_proxies[0]:"],
+    );
     assert_eq!(e.problems.len(), 5, "{msg}");
 }
 
@@ -140,20 +149,19 @@ fn limit_anomaly_and_alert_mistakes_are_each_named() {
     let text = format!(
         "{MINIMAL}rate_limits:\n  backend: redis\n  default_tier: gold\n  tiers:\n    Bad Name: {{rate: 10/fortnight}}\n  headers: loud\nanomaly:\n  invalid_key_burst: {{block_status: 500}}\n  rate_spike: {{factor: 0.5}}\nalerts:\n  webhook: {{url: 'ftp://hooks/secret-token'}}\n"
     );
-    let e = parse(&text, "c.yaml").unwrap_err();
-    let msg = e.to_string();
-    for field in [
-        "rate_limits.tiers.Bad Name: tier names",
-        "rate_limits.tiers.Bad Name.rate:",
-        "rate_limits.default_tier:",
-        "rate_limits.headers:",
-        "rate_limits.redis: required",
-        "anomaly.invalid_key_burst.block_status:",
-        "anomaly.rate_spike:",
-        "alerts.webhook.url:",
-    ] {
-        assert!(msg.contains(field), "missing {field} in {msg}");
-    }
+    let (_, msg) = problems_naming(
+        &text,
+        &[
+            "rate_limits.tiers.Bad Name: tier names",
+            "rate_limits.tiers.Bad Name.rate:",
+            "rate_limits.default_tier:",
+            "rate_limits.headers:",
+            "rate_limits.redis: required",
+            "anomaly.invalid_key_burst.block_status:",
+            "anomaly.rate_spike:",
+            "alerts.webhook.url:",
+        ],
+    );
     assert!(!msg.contains("secret-token"), "webhook URLs are never echoed: {msg}");
 }
 
@@ -226,16 +234,15 @@ fn cache_mistakes_are_all_named() {
     let text = format!(
         "{PG_BASE}{PG_CACHE}  cache:\n    max_entries: 0\n    ttl: 10s\n    negative_ttl: 20s\n    pool_size: 65\n  usage:\n    flush_interval: 50ms\n"
     );
-    let e = parse(&text, "c.yaml").unwrap_err();
-    let msg = e.to_string();
-    for field in [
-        "key_store.cache.max_entries:",
-        "key_store.cache.negative_ttl: must be more than zero and at most ttl (10s)",
-        "key_store.cache.pool_size:",
-        "key_store.usage.flush_interval:",
-    ] {
-        assert!(msg.contains(field), "missing {field} in {msg}");
-    }
+    let (e, msg) = problems_naming(
+        &text,
+        &[
+            "key_store.cache.max_entries:",
+            "key_store.cache.negative_ttl: must be more than zero and at most ttl (10s)",
+            "key_store.cache.pool_size:",
+            "key_store.usage.flush_interval:",
+        ],
+    );
     assert_eq!(e.problems.len(), 4, "{msg}");
     let zero = format!("{PG_BASE}{PG_CACHE}  cache:\n    ttl: 0s\n    negative_ttl: 0s\n");
     let msg = parse(&zero, "c.yaml").unwrap_err().to_string();
@@ -276,18 +283,17 @@ fn postgres_store_mistakes_are_all_named_and_the_url_is_never_echoed() {
     let text = format!(
         "{MINIMAL}key_store:\n  kind: postgres\n  url: \"mysql://root:hunter2@db\"\n  schema: Bad-Name\n  sync: mirror\n  on_stale: maybe\n  poll_interval: 5s\n  max_staleness: 6s\n"
     );
-    let e = parse(&text, "c.yaml").unwrap_err();
-    let msg = e.to_string();
-    for field in [
-        "keys.file: not used",
-        "key_store.url:",
-        "key_store.schema:",
-        "key_store.sync:",
-        "key_store.on_stale:",
-        "key_store.max_staleness:",
-    ] {
-        assert!(msg.contains(field), "missing {field} in {msg}");
-    }
+    let (e, msg) = problems_naming(
+        &text,
+        &[
+            "keys.file: not used",
+            "key_store.url:",
+            "key_store.schema:",
+            "key_store.sync:",
+            "key_store.on_stale:",
+            "key_store.max_staleness:",
+        ],
+    );
     assert!(!msg.contains("hunter2"), "{msg}");
     assert_eq!(e.problems.len(), 6, "{msg}");
 }

@@ -142,9 +142,7 @@ mod tests {
     /// by then (or changed) without the running keys differing from the checked ones.
     #[test]
     fn jwt_keys_are_read_once_by_validation_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let pem = dir.path().join("jwt.pem");
-        std::fs::write(&pem, crate::jwt::keys::generate_ed25519_pem()).unwrap();
+        let (_dir, pem) = crate::jwt::keys::ed25519_pem_file();
         let text = format!(
             "environment: live\nupstream:\n  url: http://127.0.0.1:1\nkeys:\n  file: k.yaml\njwt:\n  keys:\n    - {{kid: k1, algorithm: EdDSA, private_key_file: {}}}\n  issue: {{}}\nupstream_context:\n  sign: jwt\n",
             pem.display()

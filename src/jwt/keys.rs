@@ -177,17 +177,28 @@ pub fn generate_ed25519_pem() -> String {
     pem
 }
 
+/// A fresh Ed25519 key written to `jwt.pem` in a directory of its own (gone with the `TempDir`).
+#[cfg(test)]
+pub(crate) fn ed25519_pem_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwt.pem");
+    std::fs::write(&path, generate_ed25519_pem()).unwrap();
+    (dir, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A fresh Ed25519 key file, offered as a key of `algorithm`.
+    fn source(algorithm: Alg) -> (tempfile::TempDir, KeySource) {
+        let (dir, path) = ed25519_pem_file();
+        (dir, KeySource { kid: "k1".into(), algorithm, private_key_file: Some(path), public_key_file: None })
+    }
+
     #[test]
     fn a_generated_key_loads_signs_and_publishes_its_jwk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.pem");
-        std::fs::write(&path, generate_ed25519_pem()).unwrap();
-        let src =
-            KeySource { kid: "k1".into(), algorithm: Alg::EdDsa, private_key_file: Some(path), public_key_file: None };
+        let (_dir, src) = source(Alg::EdDsa);
         let set = KeySet::load(&[src]).unwrap();
         assert_eq!(set.signer().unwrap().kid, "k1");
         let jwks: serde_json::Value = serde_json::from_slice(&set.jwks).unwrap();
@@ -197,11 +208,7 @@ mod tests {
 
     #[test]
     fn a_key_of_the_wrong_kind_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.pem");
-        std::fs::write(&path, generate_ed25519_pem()).unwrap();
-        let src =
-            KeySource { kid: "k1".into(), algorithm: Alg::Es256, private_key_file: Some(path), public_key_file: None };
+        let (_dir, src) = source(Alg::Es256);
         let e = KeySet::load(&[src]).err().unwrap();
         assert!(e.contains("not a PKCS#8 P-256 private key"), "{e}");
     }

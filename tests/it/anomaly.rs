@@ -24,9 +24,7 @@ fn events(kind: &str, needle: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn ordinary_traffic_fires_nothing() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_an_plain").with("    scopes: [\"interactions:read\"]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_an_plain").with("    scopes: [\"interactions:read\"]\n"), "").await;
     for i in 0..50 {
         let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
         assert_eq!(r.status, 200);
@@ -44,13 +42,10 @@ async fn ordinary_traffic_fires_nothing() {
 
 #[tokio::test]
 async fn an_invalid_key_burst_is_reported_once_and_blocks_the_address() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_an_victim");
     let clock = Clock::manual();
-    let kg = spawn_proxy_at(
+    let (_up, key, kg) = proxy_for_at(
         &clock,
-        up.addr,
-        &[&key],
+        TestKey::live("k_an_victim"),
         "anomaly:\n  invalid_key_burst: {threshold: 5, window: 1m, block_for: 2s, block_status: 403}\n",
     )
     .await;
@@ -107,9 +102,11 @@ async fn revoked_expired_and_wrong_environment_keys_are_reported_by_key_id() {
 
 #[tokio::test]
 async fn repeated_scope_refusals_are_probing() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_an_prober").with("    scopes: [\"metrics:read\"]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "anomaly:\n  probing: {threshold: 3, window: 1m}\n").await;
+    let (_up, key, kg) = proxy_for(
+        TestKey::live("k_an_prober").with("    scopes: [\"metrics:read\"]\n"),
+        "anomaly:\n  probing: {threshold: 3, window: 1m}\n",
+    )
+    .await;
     for _ in 0..3 {
         kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.assert_error(403, "INSUFFICIENT_SCOPE");
     }
@@ -121,9 +118,7 @@ async fn repeated_scope_refusals_are_probing() {
 
 #[tokio::test]
 async fn a_key_from_a_new_network_is_reported() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_an_roamer");
-    let kg = spawn_proxy(up.addr, &[&key], "trusted_proxies: [127.0.0.1]\n").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_an_roamer"), "trusted_proxies: [127.0.0.1]\n").await;
     let from = |ip: &'static str| [("authorization", key.bearer()), ("x-forwarded-for", ip.to_string())];
     for ip in ["10.20.30.1", "10.20.30.2", "10.20.30.1"] {
         let h = from(ip);
@@ -141,13 +136,10 @@ async fn a_key_from_a_new_network_is_reported() {
 
 #[tokio::test]
 async fn a_rate_far_above_the_keys_baseline_is_a_spike() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_an_spiky");
     let clock = Clock::manual();
-    let kg = spawn_proxy_at(
+    let (_up, key, kg) = proxy_for_at(
         &clock,
-        up.addr,
-        &[&key],
+        TestKey::live("k_an_spiky"),
         "anomaly:\n  rate_spike: {interval: 100ms, min_history: 5, factor: 5, min_rate: 1}\n",
     )
     .await;

@@ -7,7 +7,7 @@ use http::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::authz_front::{keygate, SECRET};
+use crate::authz_front::{authorizer_for, SECRET};
 use crate::support::*;
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
@@ -29,9 +29,7 @@ fn audit(rid: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn each_shape_is_its_own_series_and_audit_field() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_shapes");
-    let kg = keygate(&up, &[&key], "").await;
+    let (_up, key, kg) = authorizer_for(TestKey::live("k_shapes"), "").await;
     let bearer = key.bearer();
     let common =
         [("authorization", bearer.as_str()), ("x-keygate-authz-secret", SECRET), ("x-forwarded-for", "203.0.113.5")];
@@ -62,9 +60,7 @@ async fn each_shape_is_its_own_series_and_audit_field() {
 
 #[tokio::test]
 async fn refusals_before_the_check_are_counted_and_audited_with_their_code_and_shape() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_refused");
-    let kg = keygate(&up, &[&key], "").await;
+    let (up, key, kg) = authorizer_for(TestKey::live("k_refused"), "").await;
     let bearer = key.bearer();
     let report = [("x-original-method", "GET"), ("x-original-uri", INTERACTIONS), ("authorization", &bearer)];
 

@@ -16,6 +16,8 @@ use keygate::demo_front as front;
 use crate::support::*;
 
 pub const SECRET: &str = "front-proxy-test-secret-0123456789";
+pub const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
+pub const EMPTY: &str = r#"{"success":true,"data":[]}"#;
 
 /// keygate with the HTTP check listener and the shared secret, in front of `up`.
 pub async fn keygate(up: &Upstream, keys: &[&TestKey], extra: &str) -> Proxy {
@@ -25,6 +27,14 @@ pub async fn keygate(up: &Upstream, keys: &[&TestKey], extra: &str) -> Proxy {
     // tempdir is removed when dropped; the secret has been read by then.
     let cfg = format!("authz:\n  listen: 127.0.0.1:0\n  shared_secret_file: {}\n{extra}", secret_file.display());
     spawn_proxy(up.addr, keys, &cfg).await
+}
+
+/// keygate as the authorizer for one key, in front of a recording upstream, with no front proxy:
+/// the test sends the checks itself.
+pub async fn authorizer_for(key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = keygate(&up, &[&key], extra).await;
+    (up, key, kg)
 }
 
 fn find(env: &str, candidates: &[PathBuf], name: &str) -> PathBuf {
@@ -107,6 +117,22 @@ impl Front {
         Front::start(cmd, a.listen, dir).await
     }
 
+    /// The usual start of a front-proxy test: a recording upstream, keygate (with `keys` and
+    /// `extra`) as the authorizer, and `start` (`Front::nginx` or `Front::caddy`) in front.
+    pub async fn setup<F>(
+        start: impl FnOnce(SocketAddr, SocketAddr) -> F,
+        keys: &[&TestKey],
+        extra: &str,
+    ) -> (Upstream, Proxy, Front)
+    where
+        F: std::future::Future<Output = Front>,
+    {
+        let up = Upstream::spawn().await;
+        let kg = keygate(&up, keys, extra).await;
+        let front = start(kg.running().authz_addr.unwrap(), up.addr).await;
+        (up, kg, front)
+    }
+
     pub fn log(&self) -> String {
         let mut out = String::new();
         for f in ["stderr.log", "error.log"] {
@@ -123,4 +149,69 @@ pub fn assert_error(r: &Resp, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(v["success"], false, "{v}");
     assert_eq!(v["error"]["code"], code, "{v}");
     v
+}
+
+// ---------- what every front proxy promises (each proxy's file runs these) ----------
+
+/// An allowed request through the front proxy with every identity header forged: the upstream
+/// sees keygate's identity only, and neither the credential nor a forged signature or context.
+/// Returns the client's response and what the upstream saw, for the proxy's own checks.
+pub async fn allowed_request_carries_keygate_identity_only(
+    front: &Front,
+    up: &Upstream,
+    key: &TestKey,
+) -> (Resp, Seen) {
+    let bearer = key.bearer();
+    let forged = [
+        ("authorization", bearer.as_str()),
+        ("x-api-key-id", "spoofed"),
+        ("x-scopes", "admin:write"),
+        ("x-allowed-clinics", "*"),
+        ("x-keygate-signature", "forged"),
+        ("x-keygate-context", "forged"),
+    ];
+    let r = front.get(&format!("{INTERACTIONS}?page=2"), &forged).await;
+    r.ok();
+    let seen = up.last();
+    assert_eq!(seen.uri, format!("{INTERACTIONS}?page=2"));
+    assert_eq!(seen.one("x-api-key-id"), key.id);
+    assert_eq!(seen.one("x-allowed-clinics"), "clinic_001");
+    assert_eq!(seen.one("x-api-key-environment"), "live");
+    assert!(!seen.one("x-scopes").contains("admin:write"));
+    for gone in ["authorization", "x-keygate-signature", "x-keygate-context"] {
+        assert!(seen.all(gone).is_empty(), "{gone}: {seen:?}");
+    }
+    (r, seen)
+}
+
+/// Refusals the front proxy passes on as keygate wrote them: no credential (401 with exactly
+/// one challenge) and an unknown route (404). Returns the 401.
+pub async fn refusals_reach_the_client_as_keygate_wrote_them(front: &Front, bearer: &str) -> Resp {
+    let r = front.get(INTERACTIONS, &[]).await;
+    assert_error(&r, 401, "UNAUTHORIZED");
+    assert_eq!(r.headers.get_all("www-authenticate").iter().collect::<Vec<_>>(), ["Bearer realm=\"keygate\""]);
+    let nowhere = front.get("/api/v1/nowhere", &[("authorization", bearer)]).await;
+    assert_error(&nowhere, 404, "ROUTE_NOT_FOUND");
+    r
+}
+
+/// With a burst of three, three requests through the front proxy pass and the fourth is a 429
+/// with Retry-After: the check counts once per client request. Returns keygate.
+pub async fn rate_limits_count_once_per_request<F>(start: impl FnOnce(SocketAddr, SocketAddr) -> F) -> Proxy
+where
+    F: std::future::Future<Output = Front>,
+{
+    let key = TestKey::live("k1");
+    let (up, kg, front) =
+        Front::setup(start, &[&key], "rate_limits:\n  tiers:\n    default: {rate: 1/m, burst: 3}\n").await;
+    let bearer = key.bearer();
+    for i in 0..3 {
+        let r = front.get(INTERACTIONS, &[("authorization", &bearer)]).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let r = front.get(INTERACTIONS, &[("authorization", &bearer)]).await;
+    assert_error(&r, 429, "RATE_LIMIT_EXCEEDED");
+    assert!(r.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(up.count(), 3);
+    kg
 }

@@ -14,24 +14,16 @@ use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 
+use crate::authz_front::SECRET;
 use crate::support::*;
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
 const EMPTY: &str = r#"{"success":true,"data":[]}"#;
-const SECRET: &str = "authz-test-secret-0123456789";
-
-/// keygate with the gRPC check listener (and the shared secret), in front of nothing: a check
-/// never forwards.
-async fn keygate(keys: &[&TestKey], extra: &str) -> (Proxy, AuthorizationClient<tonic::transport::Channel>) {
+/// keygate with the gRPC check listener too (and the shared secret), in front of nothing: a
+/// check never forwards.
+async fn keygate(keys: &[&TestKey], extra: &str) -> (Proxy, Client) {
     let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("authz-secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let cfg = format!(
-        "authz:\n  listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  shared_secret_file: {}\n{extra}",
-        secret_file.display()
-    );
-    let kg = spawn_proxy(up.addr, keys, &cfg).await;
+    let kg = crate::authz_front::keygate(&up, keys, &format!("  grpc_listen: 127.0.0.1:0\n{extra}")).await;
     let addr = kg.running().authz_grpc_addr.expect("grpc listener");
     let client = AuthorizationClient::connect(format!("http://{addr}")).await.unwrap();
     (kg, client)
@@ -79,6 +71,27 @@ fn envoy_check(method: &str, target: &str, headers: &[(&str, &str)], source: &st
     });
     req.metadata_mut().insert("x-keygate-authz-secret", SECRET.parse().unwrap());
     req
+}
+
+type Client = AuthorizationClient<tonic::transport::Channel>;
+
+/// Envoy's answer to `GET target` with `bearer` as the credential, from 203.0.113.7.
+async fn check_get(client: &mut Client, bearer: &str, target: &str) -> CheckResponse {
+    let req = envoy_check("GET", target, &[("authorization", bearer)], "203.0.113.7");
+    client.check(req).await.unwrap().into_inner()
+}
+
+/// A check the engine never saw is counted under no route and audited with its status and
+/// code, as the envoy_grpc shape.
+async fn assert_counted_and_audited(kg: &Proxy, request_id: &str, status: u64, code: &str) {
+    let series = format!(r#"keygate_requests_total{{code="{code}",route="none",shape="envoy_grpc"}}"#);
+    assert_eq!(kg.metric(&series).await, 1.0);
+    let v: serde_json::Value = serde_json::from_str(&audit_line(request_id)).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["code"].as_str(), v["shape"].as_str()),
+        (Some(status), Some(code), Some("envoy_grpc"))
+    );
+    assert_eq!(v["client_ip"], "127.0.0.1", "the caller's address: the source it reported is not read");
 }
 
 fn ok(r: CheckResponse) -> OkHttpResponse {
@@ -164,9 +177,7 @@ async fn a_foreign_clinic_is_a_200_denied_response_with_the_empty_body() {
     let key = TestKey::live("k1").with("    clinics: [clinic_001]\n");
     let (_kg, mut client) = keygate(&[&key], "").await;
     let bearer = key.bearer();
-    let req =
-        envoy_check("GET", "/api/v1/clinics/clinic_002/interactions", &[("authorization", &bearer)], "203.0.113.7");
-    let d = denied(client.check(req).await.unwrap().into_inner(), 7);
+    let d = denied(check_get(&mut client, &bearer, "/api/v1/clinics/clinic_002/interactions").await, 7);
     assert_eq!(d.status.unwrap().code, 200);
     assert_eq!(d.body, EMPTY);
     assert_eq!(by_name(&d.headers)["content-type"].0, "application/json");
@@ -177,13 +188,11 @@ async fn over_budget_is_a_429_with_retry_after_and_ratelimit_headers() {
     let key = TestKey::live("k1");
     let (_kg, mut client) = keygate(&[&key], "rate_limits:\n  tiers:\n    default: {rate: 1/m, burst: 1}\n").await;
     let bearer = key.bearer();
-    let first = client.check(envoy_check("GET", INTERACTIONS, &[("authorization", &bearer)], "203.0.113.7")).await;
-    let ok = ok(first.unwrap().into_inner());
+    let ok = ok(check_get(&mut client, &bearer, INTERACTIONS).await);
     let rl = by_name(&ok.response_headers_to_add);
     assert!(rl.keys().any(|k| k.starts_with("ratelimit")), "RateLimit headers for the client: {rl:?}");
 
-    let second = client.check(envoy_check("GET", INTERACTIONS, &[("authorization", &bearer)], "203.0.113.7")).await;
-    let d = denied(second.unwrap().into_inner(), 7);
+    let d = denied(check_get(&mut client, &bearer, INTERACTIONS).await, 7);
     assert_eq!(d.status.unwrap().code, 429);
     let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
@@ -218,14 +227,7 @@ async fn hygiene_applies_to_the_reported_path() {
     let bearer = key.bearer();
     for target in ["/api/v1/clinics/clinic_001/../clinic_002/interactions", "/api/v1/clinics/clinic_001/interactions;x"]
     {
-        let d = denied(
-            client
-                .check(envoy_check("GET", target, &[("authorization", &bearer)], "203.0.113.7"))
-                .await
-                .unwrap()
-                .into_inner(),
-            7,
-        );
+        let d = denied(check_get(&mut client, &bearer, target).await, 7);
         assert_eq!(d.status.unwrap().code, 400, "{target}");
         assert!(d.body.contains("INVALID_REQUEST"), "{target}: {}", d.body);
     }
@@ -244,14 +246,7 @@ async fn a_caller_without_the_secret_gets_a_grpc_error_not_an_answer() {
     assert!(logs().contains("check refused: the shared secret was missing or wrong"));
     assert!(!logs().contains(SECRET), "the secret is never logged");
     // Counted and audited like any refusal, though Envoy gets an error and not the body.
-    let series = r#"keygate_requests_total{code="CHECK_CALLER_REFUSED",route="none",shape="envoy_grpc"}"#;
-    assert_eq!(kg.metric(series).await, 1.0);
-    let v: serde_json::Value = serde_json::from_str(&audit_line("grpc-wrong-secret")).unwrap();
-    assert_eq!(
-        (v["status"].as_u64(), v["code"].as_str(), v["shape"].as_str()),
-        (Some(403), Some("CHECK_CALLER_REFUSED"), Some("envoy_grpc"))
-    );
-    assert_eq!(v["client_ip"], "127.0.0.1", "the caller's address: the source it reported is not read");
+    assert_counted_and_audited(&kg, "grpc-wrong-secret", 403, "CHECK_CALLER_REFUSED").await;
 }
 
 #[tokio::test]
@@ -263,13 +258,7 @@ async fn an_unreadable_report_is_a_grpc_error_counted_and_audited() {
     let e = client.check(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("not a path"), "{}", e.message());
-    let series = r#"keygate_requests_total{code="INVALID_REQUEST",route="none",shape="envoy_grpc"}"#;
-    assert_eq!(kg.metric(series).await, 1.0);
-    let v: serde_json::Value = serde_json::from_str(&audit_line("grpc-unreadable")).unwrap();
-    assert_eq!(
-        (v["status"].as_u64(), v["code"].as_str(), v["shape"].as_str()),
-        (Some(400), Some("INVALID_REQUEST"), Some("envoy_grpc"))
-    );
+    assert_counted_and_audited(&kg, "grpc-unreadable", 400, "INVALID_REQUEST").await;
 }
 
 #[tokio::test]

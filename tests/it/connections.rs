@@ -83,9 +83,7 @@ async fn closed_without_answer(mut s: TcpStream, key: &TestKey) -> bool {
 
 #[tokio::test]
 async fn one_address_gets_at_most_its_cap_of_connections_and_the_refusals_are_counted() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_cap");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  max_connections_per_ip: 2\n").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_cap"), "limits:\n  max_connections_per_ip: 2\n").await;
     let first = held_connection(&kg, &key).await;
     let _second = held_connection(&kg, &key).await;
 
@@ -101,10 +99,8 @@ async fn one_address_gets_at_most_its_cap_of_connections_and_the_refusals_are_co
 
 #[tokio::test]
 async fn trusted_proxies_are_not_held_to_the_per_address_cap() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_trusted_cap");
     let cfg = "limits:\n  max_connections_per_ip: 1\ntrusted_proxies: [127.0.0.1]\n";
-    let kg = spawn_proxy(up.addr, &[&key], cfg).await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_trusted_cap"), cfg).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(held_connection(&kg, &key).await);

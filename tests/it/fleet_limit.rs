@@ -83,10 +83,11 @@ async fn redis_going_away_fails_open_to_local_limits_and_comes_back() {
 async fn redis_going_away_fails_closed_with_503_when_configured() {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_fleet_closed");
-    let kg =
-        spawn_proxy(up.addr, &[&key], &redis_limits(&via(&url, relay.addr()), &prefix("closed"), "fail_closed")).await;
+    let (up, key, kg) = proxy_for(
+        TestKey::live("k_fleet_closed"),
+        &redis_limits(&via(&url, relay.addr()), &prefix("closed"), "fail_closed"),
+    )
+    .await;
     assert_eq!(kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await.status, 200);
     relay.cut().await;
     let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -102,34 +102,31 @@ async fn a_malformed_chunked_body_is_the_clients_fault_not_the_upstreams() {
 /// An upstream that answers every request with both `Content-Length` and chunked framing,
 /// counting the connections it was given.
 async fn spawn_ambiguous_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c = std::sync::Arc::clone(&conns);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else { return };
-                    if n == 0 {
+    let addr = serve_tcp(move |mut s| {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buf = vec![0u8; 8192];
+            let mut head = Vec::new();
+            loop {
+                let Ok(n) = s.read(&mut buf).await else { return };
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+                while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    head.drain(..end + 4);
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\
+                                  Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+                    if s.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\
-                                      Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
-                        if s.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, conns)
 }
 
@@ -250,24 +247,18 @@ async fn keep_alive_requests_after_bodies_are_still_served() {
 
 /// A legacy upstream that answers every request in HTTP/1.0 and closes (no keep-alive).
 async fn http10_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = 0;
-                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf[got..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got += n,
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nlegacy").await;
-            });
+    serve_tcp(|mut s| async move {
+        let mut buf = vec![0u8; 8192];
+        let mut got = 0;
+        while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf[got..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
         }
-    });
-    addr
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nlegacy").await;
+    })
+    .await
 }
 
 #[tokio::test]

@@ -3,38 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::clinics_status as status;
 use crate::support::*;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `keygate keys --table TABLE ARGS…` off the async threads (the proxy runs on them).
 async fn keys(table: &Path, args: &[&str]) -> Out {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
-    cmd.arg("keys").arg("--table").arg(table).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    keys_cli(KeysAt::Table(table), args).await
 }
 
-/// `create … --json` → (id, secret).
 async fn create(table: &Path, args: &[&str]) -> (String, String) {
-    let mut all = vec!["create", "--json"];
-    all.extend_from_slice(args);
-    let out = keys(table, &all).await;
-    assert!(out.ok, "create failed: {}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
-}
-
-async fn status(kg: &Proxy, secret: &str) -> u16 {
-    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+    create_key(KeysAt::Table(table), args).await
 }
 
 #[tokio::test]
@@ -84,14 +61,7 @@ async fn rotate_keeps_both_keys_during_the_grace_period_and_only_the_new_one_aft
 
     // The grace period ends at a whole second: the old key works to its last nanosecond.
     let grace_end = rfc3339(&find(&old_id)["expires_at"]);
-    advance_to(&clock, grace_end - Duration::from_nanos(1));
-    assert_eq!(status(&kg, &old).await, 200, "the old key works until the grace period ends");
-    clock.advance(Duration::from_nanos(1));
-    assert_eq!(status(&kg, &old).await, 401);
-    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
-        .await
-        .assert_error(401, "API_KEY_EXPIRED");
-    assert_eq!(status(&kg, &new).await, 200);
+    grace_ends_to_the_nanosecond(&clock, grace_end, &[&kg], &old, &new).await;
 }
 
 #[tokio::test]
@@ -116,27 +86,7 @@ async fn a_checksum_typo_is_refused_without_a_table_lookup() {
 async fn concurrent_creates_and_revokes_never_lose_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("keys.yaml");
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(create(&table, &["--label", &format!("seed{i}")]).await.0);
-    }
-    let mut tasks = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (t1, t2, id) = (table.clone(), table.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { keys(&t1, &["revoke", &id]).await }));
-        tasks.push(tokio::spawn(async move { keys(&t2, &["create", "--label", &format!("new{i}")]).await }));
-    }
-    for t in tasks {
-        let out = t.await.unwrap();
-        assert!(out.ok, "{}", out.stderr);
-    }
-    let list: serde_json::Value = serde_json::from_str(&keys(&table, &["list", "--json"]).await.stdout).unwrap();
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 12, "every create landed");
-    for id in &ids {
-        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
-        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
-    }
+    racing_clis_lose_no_change(KeysAt::Table(&table), 6).await;
 }
 
 #[tokio::test]

@@ -7,9 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn a_valid_key_reaches_the_upstream_with_identity_headers() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_reader").with("    clinics: [clinic_001, clinic_002]\n");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_reader").with("    clinics: [clinic_001, clinic_002]\n"), "").await;
 
     let r =
         kg.get("/api/v1/clinics/clinic_001/interactions?from=2026-01-01", &[("authorization", &key.bearer())]).await;
@@ -31,9 +29,7 @@ async fn a_valid_key_reaches_the_upstream_with_identity_headers() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_is_served_and_forwarded_as_http1() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_h2");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k_h2"), "").await;
 
     let r = kg.get_h2("/api/v1/clinics", &[("authorization", &key.bearer())]).await;
 
@@ -124,9 +120,7 @@ async fn key_table_reload_picks_up_new_and_revoked_keys_within_two_seconds() {
 
 #[tokio::test]
 async fn a_corrupt_key_table_is_refused_and_the_last_good_one_keeps_serving() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_keep");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_keep"), "").await;
 
     // Truncated mid-entry, then garbage, then an empty file: each refused.
     let good = table_yaml(&[&key]);
@@ -166,9 +160,7 @@ async fn explicit_reload_as_on_sighup_swaps_the_table() {
 
 #[tokio::test]
 async fn admin_endpoints_and_metrics() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_admin");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_admin"), "").await;
 
     assert_eq!(kg.admin_get("/healthz").await.status, 200);
     assert_eq!(kg.admin_get("/readyz").await.status, 200);
@@ -291,9 +283,7 @@ async fn requests_during_repeated_table_swaps_see_one_whole_table_or_the_other()
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_idle");
-    let kg = spawn_proxy(up.addr, &[&key], "limits:\n  idle_timeout: 300ms\n").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_idle"), "limits:\n  idle_timeout: 300ms\n").await;
 
     let mut s = tokio::net::TcpStream::connect(kg.addr).await.unwrap();
     let req = format!("GET /api/v1/clinics HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n", key.bearer());

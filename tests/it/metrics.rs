@@ -59,9 +59,7 @@ async fn the_process_is_described_and_an_unused_store_or_tls_is_not() {
 
 #[tokio::test]
 async fn methods_outside_the_bounded_set_share_one_series() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_methods");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_methods"), "").await;
     for m in ["PROPFIND", "BREW", "GET"] {
         let method = http::Method::from_bytes(m.as_bytes()).unwrap();
         kg.send(method, "/api/v1/clinics", &[("authorization", &key.bearer())], bytes::Bytes::new()).await;

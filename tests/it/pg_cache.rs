@@ -28,19 +28,9 @@ async fn get(kg: &Proxy, secret: &str) -> Resp {
     kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await
 }
 
-/// A CLI config and a migrated schema.
-async fn setup(db: &Db, dir: &Path, upstream: std::net::SocketAddr) -> std::path::PathBuf {
-    let cli = config_file(dir, "cli.yaml", upstream, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
-    cli
-}
-
 #[tokio::test]
 async fn a_cached_key_is_served_without_the_database_and_refused_within_a_second_of_a_revoke() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let (id, secret) = create(&cli, &["--label", "cached", "--clinics", "clinic_001"]).await;
     let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &cache_store(&db, &db.url, "")).await;
     eventually(Duration::from_secs(5), async || ready(&kg).await).await;
@@ -68,10 +58,7 @@ async fn a_cached_key_is_served_without_the_database_and_refused_within_a_second
 
 #[tokio::test]
 async fn an_unknown_well_formed_key_costs_one_query_however_often_it_is_tried() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &cache_store(&db, &db.url, "")).await;
     eventually(Duration::from_secs(5), async || ready(&kg).await).await;
 
@@ -99,10 +86,7 @@ async fn an_unknown_well_formed_key_costs_one_query_however_often_it_is_tried() 
 
 #[tokio::test]
 async fn fifty_concurrent_requests_for_a_fresh_key_make_one_query() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let (_, secret) = create(&cli, &["--label", "popular"]).await;
     // A long timeout: the test holds the lookup up on a table lock until every request waits.
     let store = db.store_yaml(&db.url, "  sync: cache\n  poll_interval: 200ms\n  timeout: 10s\n  max_staleness: 60s\n");
@@ -131,10 +115,7 @@ async fn fifty_concurrent_requests_for_a_fresh_key_make_one_query() {
 
 #[tokio::test]
 async fn the_cache_holds_at_most_max_entries() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let many: Vec<TestKey> = (0..12).map(|i| TestKey::live(&format!("k_many_{i}"))).collect();
     let file = dir.path().join("many.yaml");
     std::fs::write(&file, table_yaml(&many.iter().collect::<Vec<_>>())).unwrap();
@@ -163,11 +144,8 @@ async fn the_cache_holds_at_most_max_entries() {
 
 #[tokio::test]
 async fn with_the_link_down_a_cached_key_is_served_an_uncached_one_is_503_and_both_work_after() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
     let (_, cached) = create(&cli, &["--label", "seen before"]).await;
     let (_, uncached) = create(&cli, &["--label", "first seen during the outage"]).await;
     let (_, third) = create(&cli, &["--label", "first seen in the blackhole"]).await;
@@ -198,42 +176,13 @@ async fn with_the_link_down_a_cached_key_is_served_an_uncached_one_is_503_and_bo
 
 #[tokio::test]
 async fn past_max_staleness_even_a_cached_key_is_refused_then_served_again() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
-    let (_, key) = create(&cli, &["--label", "cached, then stale"]).await;
-    let store = db.store_yaml(
-        &db.url_via(relay.addr()),
-        "  sync: cache\n  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n",
-    );
-    let clock = Clock::manual();
-    let kg = spawn_pg_proxy_at(&clock, dir.path(), "kg.yaml", up.addr, &store).await;
-    eventually(Duration::from_secs(5), async || status(&kg, &key).await == 200).await;
-
     // The follower can no longer vouch for the cache: a revocation might be missing from it.
-    // Its last confirmation was at the clock's reading now (it has not moved).
-    relay.blackhole().await;
-    clock.advance(Duration::from_secs(1));
-    assert_eq!(status(&kg, &key).await, 200, "stale only past max_staleness");
-    clock.advance(Duration::from_nanos(1));
-    assert_eq!(status(&kg, &key).await, 503);
-    get(&kg, &key).await.assert_error(503, "KEY_STORE_UNAVAILABLE");
-    assert_eq!(kg.admin_get("/readyz").await.json()["reasons"], serde_json::json!(["key store stale"]));
-    eventually(Duration::from_secs(2), async || kg.metric("keygate_key_store_staleness_seconds").await >= 1.0).await;
-
-    relay.restore();
-    eventually(Duration::from_secs(10), async || status(&kg, &key).await == 200).await;
-    assert!(ready(&kg).await);
+    stale_past_max_staleness_then_recovered("  sync: cache\n").await;
 }
 
 #[tokio::test]
 async fn a_tokens_parent_is_looked_up_by_id_and_its_revocation_reaches_the_token() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let (id, secret) = create(&cli, &["--label", "parent", "--scopes", "interactions:read"]).await;
     let pem = dir.path().join("jwt.pem");
     std::fs::write(&pem, rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem()).unwrap();
@@ -274,10 +223,7 @@ const QUICK_FLUSH: &str = "  usage:\n    flush_interval: 200ms\n";
 
 #[tokio::test]
 async fn usage_served_by_two_instances_is_summed_in_keys_show() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let (id, secret) = create(&cli, &["--label", "busy", "--scopes", "clinics:read"]).await;
     // One of each mode: the write-back does not care how keys are found.
     let kg1 =
@@ -317,11 +263,8 @@ async fn usage_served_by_two_instances_is_summed_in_keys_show() {
 
 #[tokio::test]
 async fn usage_counted_while_the_database_is_away_is_written_when_it_returns() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = setup(&db, dir.path(), up.addr).await;
     let (id, secret) = create(&cli, &["--label", "patient"]).await;
     let store = db.store_yaml(&db.url_via(relay.addr()), &format!("{FAST}{QUICK_FLUSH}"));
     let kg = spawn_pg_proxy(dir.path(), "kg.yaml", up.addr, &store).await;

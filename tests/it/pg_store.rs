@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::relay::Relay;
+pub use crate::support::clinics_status as status;
 use crate::support::*;
 
 fn db_url() -> String {
@@ -140,47 +141,37 @@ pub async fn spawn_pg_proxy_at(clock: &Clock, dir: &Path, name: &str, upstream: 
     }
 }
 
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs the real binary, `keygate ARGS…`, off the async threads.
-pub async fn keygate(args: &[&str]) -> Out {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
-    cmd.args(args).env("KEYGATE_ACTOR", "it-tests");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 pub async fn keys(cfg: &Path, args: &[&str]) -> Out {
-    let mut all = vec!["keys", "--config", cfg.to_str().unwrap()];
-    all.extend_from_slice(args);
-    keygate(&all).await
+    keys_cli(KeysAt::Config(cfg), args).await
 }
 
 pub async fn create(cfg: &Path, args: &[&str]) -> (String, String) {
-    let mut all = vec!["create", "--json"];
-    all.extend_from_slice(args);
-    let out = keys(cfg, &all).await;
-    assert!(out.ok, "create failed: {}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+    create_key(KeysAt::Config(cfg), args).await
 }
 
 pub async fn migrate(cfg: &Path) -> String {
-    let out = keygate(&["migrate", "--config", cfg.to_str().unwrap()]).await;
+    let out = run_keygate(&["migrate", "--config", cfg.to_str().unwrap()]).await;
     assert!(out.ok, "migrate failed: {}", out.stderr);
     out.stdout
 }
 
-pub async fn status(kg: &Proxy, secret: &str) -> u16 {
-    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+/// The start of most store tests: a schema of the test's own, migrated through the CLI's config
+/// (`cli`, in `dir`), and a recording upstream. Bind every field: the schema and the directory go
+/// when dropped.
+pub struct Migrated {
+    pub db: Db,
+    pub up: Upstream,
+    pub dir: tempfile::TempDir,
+    pub cli: PathBuf,
+}
+
+impl Migrated {
+    pub async fn new() -> Migrated {
+        let (db, up, dir) = (Db::new().await, Upstream::spawn().await, tempfile::tempdir().unwrap());
+        let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
+        migrate(&cli).await;
+        Migrated { db, up, dir, cli }
+    }
 }
 
 pub async fn ready(kg: &Proxy) -> bool {
@@ -237,12 +228,8 @@ async fn migrations_from_empty_are_idempotent_and_the_audit_trail_is_append_only
 
 #[tokio::test]
 async fn a_cli_key_works_at_two_instances_and_a_revoke_is_refused_by_both_within_a_second() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let store = db.store_yaml(&db.url, FAST);
-    let cli = config_file(dir.path(), "cli.yaml", up.addr, &store);
-    migrate(&cli).await;
     let kg1 = spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
     let kg2 = spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
     eventually(Duration::from_secs(5), async || ready(&kg1).await && ready(&kg2).await).await;
@@ -306,43 +293,13 @@ async fn rotation_grace_holds_at_every_instance() {
     assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "grace period at both");
     let shown = keys(&cli, &["show", &old_id, "--json"]).await;
     let grace_end = rfc3339(&serde_json::from_str::<serde_json::Value>(&shown.stdout).unwrap()["expires_at"]);
-    advance_to(&clock, grace_end - Duration::from_nanos(1));
-    assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (200, 200), "to its last nanosecond");
-    clock.advance(Duration::from_nanos(1));
-    assert_eq!((status(&kg1, &old).await, status(&kg2, &old).await), (401, 401));
-    kg2.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
-        .await
-        .assert_error(401, "API_KEY_EXPIRED");
-    assert_eq!(status(&kg1, &new).await, 200);
+    grace_ends_to_the_nanosecond(&clock, grace_end, &[&kg1, &kg2], &old, &new).await;
 }
 
 #[tokio::test]
 async fn concurrent_clis_never_lose_a_change() {
-    let db = Db::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(create(&cli, &["--label", &format!("seed{i}")]).await.0);
-    }
-    let mut tasks = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (c1, c2, id) = (cli.clone(), cli.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { keys(&c1, &["revoke", &id]).await }));
-        tasks.push(tokio::spawn(async move { keys(&c2, &["create", "--label", &format!("new{i}")]).await }));
-    }
-    for t in tasks {
-        let out = t.await.unwrap();
-        assert!(out.ok, "{}", out.stderr);
-    }
-    let list: serde_json::Value = serde_json::from_str(&keys(&cli, &["list", "--json"]).await.stdout).unwrap();
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 8, "every create landed");
-    for id in &ids {
-        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
-        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
-    }
+    let Migrated { db, cli, dir: _dir, up: _up } = Migrated::new().await;
+    racing_clis_lose_no_change(KeysAt::Config(&cli), 4).await;
     let versions: Vec<i64> = db
         .client()
         .await
@@ -357,12 +314,8 @@ async fn concurrent_clis_never_lose_a_change() {
 
 #[tokio::test]
 async fn a_cut_connection_keeps_serving_reconnects_and_catches_up() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
     let (a_id, a) = create(&cli, &["--label", "before the cut"]).await;
     let clock = Clock::manual();
     let store = db.store_yaml(&db.url_via(relay.addr()), FAST);
@@ -404,12 +357,8 @@ pub struct Relayed {
 
 /// `lines`: the store's settings (poll interval, timeout, staleness). Returns once the key works.
 pub async fn relayed(lines: &str) -> Relayed {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
     let (_, key) = create(&cli, &["--label", "steady"]).await;
     let store = db.store_yaml(&db.url_via(relay.addr()), lines);
     let clock = Clock::manual();
@@ -420,8 +369,15 @@ pub async fn relayed(lines: &str) -> Relayed {
 
 #[tokio::test]
 async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers() {
+    stale_past_max_staleness_then_recovered("").await;
+}
+
+/// A keygate whose store (with `sync`: `sync: cache` or nothing) falls silent: it serves to the
+/// last nanosecond of max_staleness (1 s), then answers 503 KEY_STORE_UNAVAILABLE and is not
+/// ready, counted under the route, until the store answers again.
+pub async fn stale_past_max_staleness_then_recovered(sync: &str) {
     let Relayed { relay, key, clock, kg, held: _held } =
-        relayed("  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
+        relayed(&format!("{sync}  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n")).await;
 
     // No sync can come through now; the last was at the clock's reading now (it has not moved).
     relay.blackhole().await;
@@ -453,12 +409,8 @@ async fn past_max_staleness_it_answers_503_key_store_unavailable_then_recovers()
 
 #[tokio::test]
 async fn with_the_database_down_at_start_it_is_not_ready_then_loads_when_it_returns() {
-    let db = Db::new().await;
-    let up = Upstream::spawn().await;
+    let Migrated { db, up, dir, cli } = Migrated::new().await;
     let relay = Relay::start(db.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", up.addr, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
     let (_, key) = create(&cli, &["--label", "waiting"]).await;
     relay.cut().await;
 
@@ -479,10 +431,7 @@ async fn with_the_database_down_at_start_it_is_not_ready_then_loads_when_it_retu
 
 #[tokio::test]
 async fn import_and_export_move_a_table_between_the_file_store_and_postgres() {
-    let db = Db::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", dead_addr().await, &db.store_yaml(&db.url, "  auto_migrate: true\n"));
-    migrate(&cli).await;
+    let Migrated { db: _db, dir, cli, up: _up } = Migrated::new().await;
     let (k1, k2) = (TestKey::live("k_one"), TestKey::live("k_two").with("    clinics: [c1, c2]\n"));
     let file = dir.path().join("keys.yaml");
     std::fs::write(&file, table_yaml(&[&k1, &k2])).unwrap();

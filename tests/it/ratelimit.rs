@@ -8,6 +8,12 @@ use crate::support::*;
 
 const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
 
+/// Key `id` on tier `tier` (`spec`, e.g. `{rate: 1/m, burst: 5}`) and the config that has it.
+fn on_tier(id: &str, tier: &str, spec: &str) -> (TestKey, String) {
+    let key = TestKey::live(id).with(&format!("    rate_limit: {tier}\n"));
+    (key, limits(&format!("    {tier}: {spec}\n"), ""))
+}
+
 fn limits(tiers: &str, more: &str) -> String {
     format!(
         "rate_limits:\n  default_tier: standard\n  tiers:\n    standard: {{rate: 1000/s, burst: 1000}}\n{tiers}{more}"
@@ -16,9 +22,8 @@ fn limits(tiers: &str, more: &str) -> String {
 
 #[tokio::test]
 async fn exactly_burst_requests_pass_then_429_with_retry_after_and_headers() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_exact").with("    rate_limit: tiny\n");
-    let kg = spawn_proxy(up.addr, &[&key], &limits("    tiny: {rate: 1/m, burst: 5}\n", "")).await;
+    let (key, cfg) = on_tier("k_rl_exact", "tiny", "{rate: 1/m, burst: 5}");
+    let (up, key, kg) = proxy_for(key, &cfg).await;
 
     for i in 0..5 {
         let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
@@ -40,10 +45,9 @@ async fn exactly_burst_requests_pass_then_429_with_retry_after_and_headers() {
 
 #[tokio::test]
 async fn the_budget_refills_at_the_tier_rate() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_refill").with("    rate_limit: quick\n");
     let clock = Clock::manual();
-    let kg = spawn_proxy_at(&clock, up.addr, &[&key], &limits("    quick: {rate: 4/s, burst: 2}\n", "")).await;
+    let (key, cfg) = on_tier("k_rl_refill", "quick", "{rate: 4/s, burst: 2}");
+    let (_up, key, kg) = proxy_for_at(&clock, key, &cfg).await;
     let auth = [("authorization", key.bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(kg.get(INTERACTIONS, &auth).await.status, 200);
@@ -59,9 +63,8 @@ async fn the_budget_refills_at_the_tier_rate() {
 
 #[tokio::test]
 async fn the_budget_belongs_to_the_key_not_to_the_header_text() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_shared").with("    rate_limit: tiny\n");
-    let kg = spawn_proxy(up.addr, &[&key], &limits("    tiny: {rate: 1/m, burst: 3}\n", "")).await;
+    let (key, cfg) = on_tier("k_rl_shared", "tiny", "{rate: 1/m, burst: 3}");
+    let (_up, key, kg) = proxy_for(key, &cfg).await;
     // Invalid keys first: they must not be charged to anyone.
     for _ in 0..10 {
         let forged = format!("Bearer {}x", &key.secret);
@@ -101,9 +104,7 @@ async fn keys_without_a_tier_share_nothing_but_the_default_limit() {
 
 #[tokio::test]
 async fn unauthenticated_traffic_has_a_per_address_budget() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_ip");
-    let kg = spawn_proxy(up.addr, &[&key], &limits("", "  per_ip: {rate: 1/m, burst: 3}\n")).await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_rl_ip"), &limits("", "  per_ip: {rate: 1/m, burst: 3}\n")).await;
     for _ in 0..3 {
         kg.get(INTERACTIONS, &[("authorization", "Bearer dpl_live_nope")]).await.assert_error(401, "INVALID_API_KEY");
     }
@@ -120,9 +121,8 @@ async fn unauthenticated_traffic_has_a_per_address_budget() {
 
 #[tokio::test]
 async fn every_decision_is_counted_per_key_tier_and_outcome() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_metrics").with("    rate_limit: ten\n");
-    let kg = spawn_proxy(up.addr, &[&key], &limits("    ten: {rate: 1/m, burst: 10}\n", "")).await;
+    let (key, cfg) = on_tier("k_rl_metrics", "ten", "{rate: 1/m, burst: 10}");
+    let (_up, key, kg) = proxy_for(key, &cfg).await;
     for _ in 0..12 {
         kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
     }
@@ -156,11 +156,11 @@ async fn per_key_labels_stop_at_the_cap() {
 
 #[tokio::test]
 async fn limiting_off_means_no_headers_and_no_refusals() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_rl_off");
-    let kg =
-        spawn_proxy(up.addr, &[&key], "rate_limits:\n  enabled: false\n  tiers:\n    default: {rate: 1/m, burst: 1}\n")
-            .await;
+    let (_up, key, kg) = proxy_for(
+        TestKey::live("k_rl_off"),
+        "rate_limits:\n  enabled: false\n  tiers:\n    default: {rate: 1/m, burst: 1}\n",
+    )
+    .await;
     for _ in 0..3 {
         let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
         assert_eq!(r.status, 200);

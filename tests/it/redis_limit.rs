@@ -76,6 +76,23 @@ async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// A limiter on the live Redis (keys under a prefix with `name` in it), the Redis key its subject
+/// "key" is stored at, and a raw connection to look at or move what is stored there.
+async fn watched_limiter(name: &str) -> (RedisLimiter, String, redis::aio::MultiplexedConnection) {
+    let url = live_redis().await;
+    let s = settings(&url, name);
+    let key = format!("{}key", s.key_prefix);
+    (RedisLimiter::new(s, Clock::system(), None).unwrap(), key, raw_connection(&url).await)
+}
+
+/// Two limiters (two replicas) sharing one key prefix on the live Redis.
+async fn two_replicas(name: &str) -> [RedisLimiter; 2] {
+    let url = live_redis().await;
+    let first = settings(&url, name);
+    let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, name) };
+    [first, second].map(|s| RedisLimiter::new(s, Clock::system(), None).unwrap())
+}
+
 /// A subject's stored TAT, in microseconds on Redis's clock.
 async fn stored_tat(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
     redis::cmd("GET").arg(key).query_async::<String>(conn).await.unwrap().parse().unwrap()
@@ -109,13 +126,7 @@ async fn a_full_bucket_lets_exactly_the_burst_through() {
 
 #[tokio::test]
 async fn two_replicas_share_one_budget() {
-    let url = live_redis().await;
-    let first = settings(&url, "shared");
-    let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "shared") };
-    let (a, b) = (
-        RedisLimiter::new(first, Clock::system(), None).unwrap(),
-        RedisLimiter::new(second, Clock::system(), None).unwrap(),
-    );
+    let [a, b] = two_replicas("shared").await;
     let q = quota(10, Duration::from_secs(60));
     for _ in 0..5 {
         assert!(a.check("key", &q).await.unwrap().allowed);
@@ -127,13 +138,7 @@ async fn two_replicas_share_one_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_never_exceed_the_burst() {
-    let url = live_redis().await;
-    let first = settings(&url, "concurrent");
-    let second = RedisSettings { key_prefix: first.key_prefix.clone(), ..settings(&url, "concurrent") };
-    let limiters = [
-        Arc::new(RedisLimiter::new(first, Clock::system(), None).unwrap()),
-        Arc::new(RedisLimiter::new(second, Clock::system(), None).unwrap()),
-    ];
+    let limiters = two_replicas("concurrent").await.map(Arc::new);
     let q = quota(25, Duration::from_secs(60));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..80 {
@@ -146,10 +151,7 @@ async fn concurrent_decisions_never_exceed_the_burst() {
 
 #[tokio::test]
 async fn the_bucket_refills_one_request_per_interval() {
-    let url = live_redis().await;
-    let s = settings(&url, "refill");
-    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
-    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
+    let (limiter, key, mut conn) = watched_limiter("refill").await;
     // A long interval: the real time between two calls is nothing beside it.
     let q = quota(2, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
@@ -170,10 +172,7 @@ async fn the_bucket_refills_one_request_per_interval() {
 
 #[tokio::test]
 async fn refused_requests_do_not_push_recovery_further() {
-    let url = live_redis().await;
-    let s = settings(&url, "hammer");
-    let (key, mut conn) = (format!("{}key", s.key_prefix), raw_connection(&url).await);
-    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
+    let (limiter, key, mut conn) = watched_limiter("hammer").await;
     let q = quota(1, Duration::from_secs(60));
     assert!(limiter.check("key", &q).await.unwrap().allowed);
     let tat = stored_tat(&mut conn, &key).await;
@@ -199,11 +198,7 @@ async fn refused_requests_do_not_push_recovery_further() {
 #[tokio::test]
 async fn the_stored_tat_is_exact_and_expires_when_the_bucket_is_full() {
     use redis::AsyncCommands;
-    let url = live_redis().await;
-    let s = settings(&url, "expiry");
-    let key = format!("{}key", s.key_prefix);
-    let limiter = RedisLimiter::new(s, Clock::system(), None).unwrap();
-    let mut conn = raw_connection(&url).await;
+    let (limiter, key, mut conn) = watched_limiter("expiry").await;
     assert!(limiter.check("key", &quota(3, Duration::from_millis(100))).await.unwrap().allowed);
 
     let tat: String = conn.get(&key).await.unwrap();
@@ -244,19 +239,32 @@ async fn concurrent_first_calls_share_one_connection() {
     assert_eq!(relay.accepted(), 1, "twenty callers, one connect");
 }
 
-#[tokio::test]
-async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
+/// A limiter on a manual clock whose Redis is reached through a relay, with a budget of ten a
+/// minute to spend (`q`).
+struct Relayed {
+    relay: Relay,
+    limiter: RedisLimiter,
+    clock: Clock,
+    timeout: Duration,
+    pause: Duration,
+    q: Quota,
+}
+
+/// Its keys under the prefix `name`; Redis calls time out after `timeout_ms` and a failure
+/// pauses them for `pause_ms`.
+async fn relayed(name: &str, timeout_ms: u64, pause_ms: u64) -> Relayed {
     let url = live_redis().await;
     let relay = Relay::start(redis_addr(&url).await).await;
-    let s = RedisSettings {
-        timeout: Duration::from_millis(200),
-        retry_after_failure: Duration::from_millis(400),
-        ..settings(&via(&url, relay.addr()), "cut")
-    };
-    let (timeout, pause) = (s.timeout, s.retry_after_failure);
+    let (timeout, pause) = (Duration::from_millis(timeout_ms), Duration::from_millis(pause_ms));
+    let s = RedisSettings { timeout, retry_after_failure: pause, ..settings(&via(&url, relay.addr()), name) };
     let clock = Clock::manual();
     let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
-    let q = quota(10, Duration::from_secs(60));
+    Relayed { relay, limiter, clock, timeout, pause, q: quota(10, Duration::from_secs(60)) }
+}
+
+#[tokio::test]
+async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
+    let Relayed { relay, limiter, clock, timeout, pause, q } = relayed("cut", 200, 400).await;
     assert_eq!(limiter.check("key", &q).await.unwrap().remaining, 9);
     assert!(limiter.is_up());
 
@@ -292,17 +300,7 @@ async fn a_cut_connection_fails_fast_and_recovers_after_the_pause() {
 
 #[tokio::test]
 async fn a_silent_redis_times_out_within_the_timeout_and_recovers() {
-    let url = live_redis().await;
-    let relay = Relay::start(redis_addr(&url).await).await;
-    let s = RedisSettings {
-        timeout: Duration::from_millis(150),
-        retry_after_failure: Duration::from_millis(300),
-        ..settings(&via(&url, relay.addr()), "blackhole")
-    };
-    let (timeout, pause) = (s.timeout, s.retry_after_failure);
-    let clock = Clock::manual();
-    let limiter = RedisLimiter::new(s, clock.clone(), None).unwrap();
-    let q = quota(10, Duration::from_secs(60));
+    let Relayed { relay, limiter, clock, timeout, pause, q } = relayed("blackhole", 150, 300).await;
     assert!(limiter.check("key", &q).await.unwrap().allowed);
 
     relay.blackhole().await;

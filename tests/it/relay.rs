@@ -164,17 +164,11 @@ mod tests {
 
     /// Echoes every connection back to itself.
     async fn echo_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = conn.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        addr
+        crate::support::serve_tcp(|mut conn| async move {
+            let (mut r, mut w) = conn.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+        .await
     }
 
     async fn round_trip(conn: &mut TcpStream) -> std::io::Result<usize> {
@@ -186,11 +180,17 @@ mod tests {
         }
     }
 
+    /// A connection through `relay` that carries a round trip now.
+    async fn working(relay: &Relay) -> TcpStream {
+        let mut conn = TcpStream::connect(relay.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut conn).await.unwrap(), 4);
+        conn
+    }
+
     #[tokio::test]
     async fn forwards_until_cut_and_again_after_restore() {
         let relay = Relay::start(echo_server().await).await;
-        let mut before = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut before).await.unwrap(), 4);
+        let mut before = working(&relay).await;
 
         relay.cut().await;
         assert!(!matches!(round_trip(&mut before).await, Ok(4)), "a cut connection carries nothing");
@@ -198,23 +198,20 @@ mod tests {
         assert!(!matches!(round_trip(&mut during).await, Ok(4)), "new connections are closed while cut");
 
         relay.restore();
-        let mut after = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut after).await.unwrap(), 4);
+        working(&relay).await;
         assert_eq!(relay.accepted(), 3);
     }
 
     #[tokio::test]
     async fn a_blackhole_holds_connections_silent() {
         let relay = Relay::start(echo_server().await).await;
-        let mut conn = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut conn).await.unwrap(), 4);
+        let mut conn = working(&relay).await;
 
         relay.blackhole().await;
         let err = round_trip(&mut conn).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "no answer, and no close either");
 
         relay.restore();
-        let mut fresh = TcpStream::connect(relay.addr()).await.unwrap();
-        assert_eq!(round_trip(&mut fresh).await.unwrap(), 4);
+        working(&relay).await;
     }
 }

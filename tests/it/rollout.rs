@@ -140,9 +140,7 @@ async fn the_shutdown_delay_passes_then_the_listener_closes() {
 
 #[tokio::test]
 async fn an_http2_connection_gets_goaway_when_the_shutdown_begins() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_goaway");
-    let kg = spawn_proxy(up.addr, &[&key], "shutdown_delay: 60s\n").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_goaway"), "shutdown_delay: 60s\n").await;
     let stream = tokio::net::TcpStream::connect(kg.addr).await.unwrap();
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(TokioExecutor::new(), TokioIo::new(stream))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::pg_store::{config_file, keygate, keys, migrate, Db};
+use crate::pg_store::{config_file, keys, migrate, Db};
 use crate::redis_limit::live_redis;
 use crate::support::*;
 
@@ -22,9 +22,7 @@ async fn a_redis_url_from_a_file_is_the_shared_budget_and_its_password_is_never_
     let file = dir.path().join("redis-url");
     std::fs::write(&file, format!("{url}\n")).unwrap();
     let prefix = format!("keygate-it:{}:secret-file:", uuid::Uuid::now_v7());
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_secret_file");
-    let a = spawn_proxy(up.addr, &[&key], &redis_cfg(&file, &prefix)).await;
+    let (up, key, a) = proxy_for(TestKey::live("k_secret_file"), &redis_cfg(&file, &prefix)).await;
     let b = spawn_proxy(up.addr, &[&key], &redis_cfg(&file, &prefix)).await;
     let auth = [("authorization", key.bearer())];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -58,7 +56,7 @@ async fn a_database_url_from_a_file_serves_the_key_cli_and_check_config_never_sh
 
     // check-config names the setting, never the URL (with a password in it).
     std::fs::write(&url_file, "postgres://kg:db-pw-not-shown@db:5432/keys?sslmode=nonsense\n").unwrap();
-    let check = keygate(&["check-config", cfg.to_str().unwrap()]).await;
+    let check = run_keygate(&["check-config", cfg.to_str().unwrap()]).await;
     assert!(!check.ok, "{}", check.stdout);
     assert!(check.stderr.contains("key_store.url"), "{}", check.stderr);
     assert!(!check.stderr.contains("db-pw-not-shown") && !check.stdout.contains("db-pw-not-shown"));
@@ -84,12 +82,12 @@ async fn check_config_reads_secret_files_and_reports_a_missing_one_without_its_c
         .unwrap()
     };
     write(&hook);
-    let ok = keygate(&["check-config", cfg.to_str().unwrap()]).await;
+    let ok = run_keygate(&["check-config", cfg.to_str().unwrap()]).await;
     assert!(ok.ok, "{}", ok.stderr);
     assert!(!ok.stdout.contains("hook-token-not-shown"));
 
     write(&dir.path().join("absent"));
-    let bad = keygate(&["check-config", cfg.to_str().unwrap()]).await;
+    let bad = run_keygate(&["check-config", cfg.to_str().unwrap()]).await;
     assert!(!bad.ok);
     assert!(bad.stderr.contains("line 8: alerts.webhook.url_file: cannot read"), "{}", bad.stderr);
 }

@@ -551,12 +551,7 @@ pub fn request(lines: &[&str]) -> String {
 
 /// `GET target` with the key, from a client that normalises nothing.
 pub fn raw_get(target: &str, key: &TestKey) -> String {
-    request(&[
-        &format!("GET {target} HTTP/1.1"),
-        "Host: x",
-        &format!("Authorization: {}", key.bearer()),
-        "Connection: close",
-    ])
+    keyed_request(&format!("GET {target} HTTP/1.1"), key, &["Connection: close"])
 }
 
 pub fn raw_status(raw: &str) -> u16 {
@@ -587,4 +582,147 @@ pub fn assert_raw_error(raw: &str, status_code: u16, code: &str) {
 
 pub fn header_names(seen: &Seen) -> Vec<String> {
     seen.headers.keys().map(|k| k.as_str().to_string()).collect()
+}
+
+// ---------- the keygate binary ----------
+
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real binary, `keygate ARGS…`, off the async threads (a proxy may run on them).
+pub async fn run_keygate(args: &[&str]) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    cmd.args(args).env("KEYGATE_ACTOR", "it-tests");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Where `keygate keys` finds the keys: a table file, or a config naming a key store.
+#[derive(Clone, Copy)]
+pub enum KeysAt<'a> {
+    Table(&'a Path),
+    Config(&'a Path),
+}
+
+impl KeysAt<'_> {
+    /// `keys --table PATH` or `keys --config PATH`, owned (for a task of its own).
+    fn words(self) -> Vec<String> {
+        let (flag, path) = match self {
+            KeysAt::Table(p) => ("--table", p),
+            KeysAt::Config(p) => ("--config", p),
+        };
+        vec!["keys".into(), flag.into(), path.to_str().unwrap().into()]
+    }
+}
+
+/// `keygate keys --table PATH ARGS…` or `keygate keys --config PATH ARGS…`.
+pub async fn keys_cli(at: KeysAt<'_>, args: &[&str]) -> Out {
+    let words = at.words();
+    let mut all: Vec<&str> = words.iter().map(String::as_str).collect();
+    all.extend_from_slice(args);
+    run_keygate(&all).await
+}
+
+/// `keys … create --json ARGS…` → (id, secret).
+pub async fn create_key(at: KeysAt<'_>, args: &[&str]) -> (String, String) {
+    let mut all = vec!["create", "--json"];
+    all.extend_from_slice(args);
+    let out = keys_cli(at, &all).await;
+    assert!(out.ok, "create failed: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+}
+
+/// `seeds` keys created, then for each a revoke racing a create, every command a process of its
+/// own: asserts that every change landed (no write lost to another).
+pub async fn racing_clis_lose_no_change(at: KeysAt<'_>, seeds: usize) {
+    let mut ids = Vec::new();
+    for i in 0..seeds {
+        ids.push(create_key(at, &["--label", &format!("seed{i}")]).await.0);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let revoke = [at.words(), vec!["revoke".into(), id.clone()]].concat();
+        let create = [at.words(), vec!["create".into(), "--label".into(), format!("new{i}")]].concat();
+        for words in [revoke, create] {
+            let run = async move { run_keygate(&words.iter().map(String::as_str).collect::<Vec<_>>()).await };
+            tasks.push(tokio::spawn(run));
+        }
+    }
+    for t in tasks {
+        let out = t.await.unwrap();
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let list: serde_json::Value = serde_json::from_str(&keys_cli(at, &["list", "--json"]).await.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2 * seeds, "every create landed");
+    for id in &ids {
+        let k = list.iter().find(|k| k["id"] == id.as_str()).unwrap();
+        assert_eq!(k["state"], "revoked", "every revoke landed: {k}");
+    }
+}
+
+/// The status of `GET /api/v1/clinics` with `secret` as the bearer credential.
+pub async fn clinics_status(kg: &Proxy, secret: &str) -> u16 {
+    kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {secret}"))]).await.status.as_u16()
+}
+
+/// `proxy_for` deciding by `clock` (a `Clock::manual()` the test moves).
+pub async fn proxy_for_at(clock: &Clock, key: TestKey, extra: &str) -> (Upstream, TestKey, Proxy) {
+    let up = Upstream::spawn().await;
+    let kg = spawn_proxy_at(clock, up.addr, &[&key], extra).await;
+    (up, key, kg)
+}
+
+/// A rotated-away key (`old`) works at each of `kgs` to the last nanosecond of its grace period
+/// (ending at `grace_end`, by `clock`), then is refused there as expired; `new` keeps working.
+pub async fn grace_ends_to_the_nanosecond(
+    clock: &Clock,
+    grace_end: time::OffsetDateTime,
+    kgs: &[&Proxy],
+    old: &str,
+    new: &str,
+) {
+    advance_to(clock, grace_end - Duration::from_nanos(1));
+    for kg in kgs {
+        assert_eq!(clinics_status(kg, old).await, 200, "the old key works until the grace period ends");
+    }
+    clock.advance(Duration::from_nanos(1));
+    for kg in kgs {
+        kg.get("/api/v1/clinics", &[("authorization", &format!("Bearer {old}"))])
+            .await
+            .assert_error(401, "API_KEY_EXPIRED");
+        assert_eq!(clinics_status(kg, new).await, 200);
+    }
+}
+
+/// A raw TCP server on an ephemeral loopback port (for peers that are not well-behaved HTTP
+/// servers): every accepted connection goes to `handle`, on a task of its own.
+pub async fn serve_tcp<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(handle(conn));
+        }
+    });
+    addr
+}
+
+/// `request_line` (`GET /x HTTP/1.1`), `Host: x` and the key's credential, then `lines`, exactly
+/// as written.
+pub fn keyed_request(request_line: &str, key: &TestKey, lines: &[&str]) -> String {
+    let auth = format!("Authorization: {}", key.bearer());
+    request(&[&[request_line, "Host: x", auth.as_str()], lines].concat())
 }

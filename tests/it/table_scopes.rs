@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::pg_store::{config_file, keygate, keys, migrate, Db};
+use crate::pg_store::{keys, Migrated};
 use crate::support::*;
 
 const TYPO: &str = "    scopes: [\"interactions:read\", \"invoices:raed\"]\n";
@@ -58,13 +58,13 @@ async fn serve_and_check_config_refuse_a_table_with_an_unknown_scope_naming_key_
     let cfg = files(dir.path(), &table_yaml(&[&TestKey::live("k_ok"), &typo]));
     let cfg = cfg.to_str().unwrap();
 
-    let check = keygate(&["check-config", cfg]).await;
+    let check = run_keygate(&["check-config", cfg]).await;
     assert!(!check.ok, "check-config must exit 1: {}", check.stdout);
     assert!(check.stderr.contains("k_scope_typo") && check.stderr.contains("invoices:raed"), "{}", check.stderr);
     // The nearest known scope is suggested only when it is close; here it is not.
     assert!(check.stderr.contains("unknown scope \"invoices:raed\""), "{}", check.stderr);
 
-    let serve = keygate(&["serve", "--config", cfg]).await;
+    let serve = run_keygate(&["serve", "--config", cfg]).await;
     assert!(!serve.ok, "serve must refuse to start");
     assert!(serve.stderr.contains("k_scope_typo") && serve.stderr.contains("invoices:raed"), "{}", serve.stderr);
 
@@ -72,16 +72,13 @@ async fn serve_and_check_config_refuse_a_table_with_an_unknown_scope_naming_key_
     let mut text = std::fs::read_to_string(cfg).unwrap();
     text.push_str("routes:\n  - path: /api/v1/invoices\n    scopes: [\"invoices:raed\"]\n");
     std::fs::write(cfg, text).unwrap();
-    let check = keygate(&["check-config", cfg]).await;
+    let check = run_keygate(&["check-config", cfg]).await;
     assert!(check.ok, "{}", check.stderr);
 }
 
 #[tokio::test]
 async fn keys_import_into_postgres_refuses_an_unknown_scope_and_writes_nothing() {
-    let db = Db::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = config_file(dir.path(), "cli.yaml", dead_addr().await, &db.store_yaml(&db.url, ""));
-    migrate(&cli).await;
+    let Migrated { db: _db, dir, cli, up: _up } = Migrated::new().await;
     let file = dir.path().join("incoming.yaml");
     let typo = TestKey::live("k_scope_typo").with(TYPO);
     std::fs::write(&file, table_yaml(&[&TestKey::live("k_fine"), &typo])).unwrap();

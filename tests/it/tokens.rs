@@ -131,10 +131,12 @@ async fn exchange_then_use_as_the_key() {
 #[tokio::test]
 async fn narrowing_works_and_can_never_widen() {
     let keys = Keys::new();
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_tok_narrow")
-        .with("    scopes: [\"interactions:read\", \"metrics:read\"]\n    clinics: [clinic_001, clinic_002]\n");
-    let kg = spawn_proxy(up.addr, &[&key], &keys.config(false, "")).await;
+    let (up, key, kg) = proxy_for(
+        TestKey::live("k_tok_narrow")
+            .with("    scopes: [\"interactions:read\", \"metrics:read\"]\n    clinics: [clinic_001, clinic_002]\n"),
+        &keys.config(false, ""),
+    )
+    .await;
     let r = exchange(&kg, &key, r#"{"scopes":["interactions:read"],"clinics":["clinic_001"],"ttl_seconds":60}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["expires_in"], 60);
@@ -184,21 +186,17 @@ async fn forged_and_stale_tokens_are_refused_with_one_message() {
     let confused =
         forge("k-new", jsonwebtoken::Algorithm::HS256, &EncodingKey::from_secret(x.as_bytes()), &claims("k_tok_forge"));
     let unknown_kid = forge("k-nope", jsonwebtoken::Algorithm::EdDSA, &ed, &claims("k_tok_forge"));
-    let mut c = claims("k_tok_forge");
-    c["iss"] = json!("https://evil.test");
-    let wrong_iss = forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c);
-    let mut c = claims("k_tok_forge");
-    c["aud"] = json!("other-api");
-    let wrong_aud = forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c);
-    let mut c = claims("k_tok_forge");
-    c["nbf"] = json!(now() + 60);
-    let future = forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c);
-    let mut c = claims("k_tok_nobody");
-    c["sub"] = json!("k_tok_nobody");
-    let no_parent = forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c);
-    let mut c = claims("k_tok_forge");
-    c["env"] = json!("test");
-    let wrong_env = forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c);
+    // Signed with the current key, one claim off.
+    let with_claim = |sub: &str, name: &str, value: Value| {
+        let mut c = claims(sub);
+        c[name] = value;
+        forge("k-new", jsonwebtoken::Algorithm::EdDSA, &ed, &c)
+    };
+    let wrong_iss = with_claim("k_tok_forge", "iss", json!("https://evil.test"));
+    let wrong_aud = with_claim("k_tok_forge", "aud", json!("other-api"));
+    let future = with_claim("k_tok_forge", "nbf", json!(now() + 60));
+    let no_parent = with_claim("k_tok_nobody", "sub", json!("k_tok_nobody"));
+    let wrong_env = with_claim("k_tok_forge", "env", json!("test"));
     // The retired key's kid with the wrong algorithm family.
     let old_as_ed = forge("k-old", jsonwebtoken::Algorithm::EdDSA, &ed, &claims("k_tok_forge"));
 

@@ -23,12 +23,7 @@ fn audit_lines(rid: &str) -> Vec<serde_json::Value> {
 /// Sends a GET with this key and request id on a raw connection and returns it unread.
 async fn send_and_hold(kg: &Proxy, key: &TestKey, rid: &str, path: &str) -> TcpStream {
     let mut s = TcpStream::connect(kg.addr).await.unwrap();
-    let req = request(&[
-        &format!("GET {path} HTTP/1.1"),
-        "Host: x",
-        &format!("Authorization: {}", key.bearer()),
-        &format!("X-Request-Id: {rid}"),
-    ]);
+    let req = keyed_request(&format!("GET {path} HTTP/1.1"), key, &[&format!("X-Request-Id: {rid}")]);
     s.write_all(req.as_bytes()).await.unwrap();
     s
 }
@@ -87,9 +82,7 @@ async fn a_request_cut_by_the_drain_deadline_is_recorded_as_drain_cut() {
 
 #[tokio::test]
 async fn a_completed_request_and_an_answered_refusal_are_recorded_once_each() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_once");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (_up, key, kg) = proxy_for(TestKey::live("k_once"), "").await;
     let rid = "rid-completed-0001";
     kg.get("/api/v1/clinics", &[("authorization", &key.bearer()), ("x-request-id", rid)]).await.ok();
     let lines = audit_lines(rid);

@@ -7,9 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k1");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
+    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
     for _ in 0..10 {
         kg.get("/api/v1/interactions", &[("authorization", &key.bearer())]).await.ok();
     }

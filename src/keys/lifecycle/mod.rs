@@ -78,6 +78,15 @@ fn find<'t>(t: &'t mut RawTable, id: &str) -> Result<&'t mut RawKey, LifecycleEr
     t.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| LifecycleError::UnknownId(id.to_string()))
 }
 
+/// The key `id` if it may still change (rotate, update): a revoked key is final.
+fn find_unrevoked<'t>(t: &'t mut RawTable, id: &str) -> Result<&'t mut RawKey, LifecycleError> {
+    let k = find(t, id)?;
+    if k.revoked_at.is_some() {
+        return Err(LifecycleError::Revoked(id.to_string()));
+    }
+    Ok(k)
+}
+
 fn check_spec(s: &KeySpec, cat: &Catalogue, now: OffsetDateTime) -> Result<(), LifecycleError> {
     if s.label.trim().is_empty() {
         return Err(LifecycleError::Invalid("a label is required (what is this key for?)".into()));
@@ -175,10 +184,7 @@ pub fn rotate(
     prefix: &str,
     now: OffsetDateTime,
 ) -> Result<Created, LifecycleError> {
-    let old = find(t, id)?;
-    if old.revoked_at.is_some() {
-        return Err(LifecycleError::Revoked(id.to_string()));
-    }
+    let old = find_unrevoked(t, id)?;
     if let Some(next) = &old.rotated_to {
         return Err(LifecycleError::AlreadyRotated(id.to_string(), next.clone()));
     }
@@ -251,10 +257,7 @@ pub fn update(
     cat: &Catalogue,
     now: OffsetDateTime,
 ) -> Result<Updated, LifecycleError> {
-    let k = find(t, id)?;
-    if k.revoked_at.is_some() {
-        return Err(LifecycleError::Revoked(id.to_string()));
-    }
+    let k = find_unrevoked(t, id)?;
     let mut next = k.clone();
     if let Some(l) = u.label {
         if l.trim().is_empty() {

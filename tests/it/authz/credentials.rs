@@ -5,59 +5,39 @@ use super::*;
 
 // ---------- the Authorization header ----------
 
+/// Every Authorization value that is not a usable key's credential is a 401 with a Bearer
+/// challenge and a message saying which (never the key's): the upstream sees none of them.
 #[tokio::test]
-async fn missing_authorization_is_401_with_a_bearer_challenge() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[]).await;
-
-    let message = assert_401(&r, "UNAUTHORIZED");
-    assert_eq!(message, "Missing Authorization header. Expected: Bearer <api_key>");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_scheme_other_than_bearer_is_401() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", "Basic dXNlcjpwYXNz")]).await;
-
-    let message = assert_401(&r, "UNAUTHORIZED");
-    assert!(message.to_lowercase().contains("scheme"), "{message}");
-    assert!(message.contains("Bearer"), "{message}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn an_empty_bearer_token_is_401() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", "Bearer ")]).await;
-
-    let message = assert_401(&r, "UNAUTHORIZED");
-    assert!(message.to_lowercase().contains("empty"), "{message}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_bearer_token_with_a_space_is_401_malformed() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", "Bearer a b")]).await;
-
-    let message = assert_401(&r, "UNAUTHORIZED");
-    assert!(message.to_lowercase().contains("malformed"), "{message}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_bearer_token_with_a_comma_is_401_malformed() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", "Bearer a,b")]).await;
-
-    let message = assert_401(&r, "UNAUTHORIZED");
-    assert!(message.to_lowercase().contains("malformed"), "{message}");
+async fn an_unusable_authorization_is_401_saying_why() {
+    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
+    let flipped = case_flipped(&key.secret);
+    assert_ne!(flipped, key.secret);
+    let expected = |why: &str| format!("{why}. Expected: Bearer <api_key>");
+    let (missing, invalid) =
+        ("Missing Authorization header. Expected: Bearer <api_key>".to_string(), "Invalid API key");
+    // (Authorization, code, message)
+    let cases = [
+        (None, "UNAUTHORIZED", missing),
+        (Some("Basic dXNlcjpwYXNz".into()), "UNAUTHORIZED", expected("Unsupported authorization scheme")),
+        (Some("Bearer ".into()), "UNAUTHORIZED", expected("Empty bearer token")),
+        (Some("Bearer a b".into()), "UNAUTHORIZED", expected("Malformed bearer token")),
+        (Some("Bearer a,b".into()), "UNAUTHORIZED", expected("Malformed bearer token")),
+        // `!` is outside the RFC 6750 token charset: the credentials are malformed, which is
+        // UNAUTHORIZED (saying so), not a well-formed token that names no key.
+        (Some(format!("{}!", key.bearer())), "UNAUTHORIZED", expected("Malformed bearer token")),
+        // Well-formed tokens that name no key: an unknown prefix, too short, one character too
+        // many, the case of the secret flipped (keys are case-sensitive), a key not in the table.
+        (Some(format!("Bearer {}", key.secret.replace("dpl_live_", "dpl_prod_"))), "INVALID_API_KEY", invalid.into()),
+        (Some("Bearer dpl_live_abc123".into()), "INVALID_API_KEY", invalid.into()),
+        (Some(format!("{}A", key.bearer())), "INVALID_API_KEY", invalid.into()),
+        (Some(format!("Bearer {flipped}")), "INVALID_API_KEY", invalid.into()),
+        (Some(TestKey::live("not_in_the_table").bearer()), "INVALID_API_KEY", invalid.into()),
+    ];
+    for (authorization, code, message) in cases {
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = kg.get(INTERACTIONS, &headers).await;
+        assert_eq!(assert_401(&r, code), message, "{authorization:?}");
+    }
     assert_eq!(up.count(), 0);
 }
 
@@ -86,153 +66,53 @@ async fn two_authorization_headers_are_400() {
 
 // ---------- the key itself ----------
 
+/// A key works only on a proxy of its environment and inside its validity window.
 #[tokio::test]
-async fn a_key_with_an_unknown_prefix_is_invalid() {
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
-    let prod = key.secret.replace("dpl_live_", "dpl_prod_");
-
-    let r = kg.get(INTERACTIONS, &[("authorization", &format!("Bearer {prod}"))]).await;
-
-    assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_too_short_key_is_invalid() {
-    let (up, _key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", "Bearer dpl_live_abc123")]).await;
-
-    assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_valid_key_with_a_bang_suffix_is_a_malformed_token() {
-    // `!` is outside the RFC 6750 token charset: the credentials are malformed, which is
-    // UNAUTHORIZED (saying so), not a well-formed token that names no key.
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", &format!("{}!", key.bearer()))]).await;
-
-    let msg = assert_401(&r, "UNAUTHORIZED");
-    assert!(msg.contains("Malformed bearer token"), "{msg}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_valid_key_with_an_extra_base62_character_is_invalid() {
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get(INTERACTIONS, &[("authorization", &format!("{}A", key.bearer()))]).await;
-
-    assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn an_unknown_well_formed_key_is_invalid() {
+async fn a_key_works_only_in_its_environment_and_validity_window() {
+    let at = |field: &str, days: i64| format!("    {field}: \"{}\"\n", days_from_now(days));
+    let keys = [
+        TestKey::test("k_test"),
+        TestKey::live("k_revoked").with(&at("revoked_at", -1)),
+        TestKey::live("k_expired").with(&at("expires_at", -1)),
+        TestKey::live("k_not_yet").with(&at("not_before", 1)),
+        TestKey::live("k_expiring").with(&at("expires_at", 1)),
+    ];
     let up = Upstream::spawn().await;
-    let key = TestKey::live("k1");
-    let stranger = TestKey::live("not_in_the_table");
-    let kg = spawn_proxy(up.addr, &[&key], "").await;
-
-    let r = kg.get_as(&stranger, INTERACTIONS).await;
-
-    let message = assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(message, "Invalid API key");
+    let kg = spawn_proxy(up.addr, &keys.iter().collect::<Vec<_>>(), "").await;
+    // (key, code, message; None: any)
+    let refused = [
+        (
+            &keys[0],
+            "API_KEY_ENVIRONMENT_MISMATCH",
+            Some("API key is a test key, but this endpoint only accepts live keys"),
+        ),
+        (&keys[1], "API_KEY_REVOKED", None),
+        (&keys[2], "API_KEY_EXPIRED", Some("API key has expired")),
+        (&keys[3], "INVALID_API_KEY", None),
+    ];
+    for (key, code, message) in refused {
+        let said = assert_401(&kg.get_as(key, INTERACTIONS).await, code);
+        assert!(message.is_none_or(|m| m == said), "{}: {said}", key.id);
+    }
     assert_eq!(up.count(), 0);
-}
 
-#[tokio::test]
-async fn keys_are_case_sensitive() {
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
-    let flipped = case_flipped(&key.secret);
-    assert_ne!(flipped, key.secret);
-
-    let r = kg.get(INTERACTIONS, &[("authorization", &format!("Bearer {flipped}"))]).await;
-
-    assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_test_key_on_the_live_proxy_is_an_environment_mismatch() {
-    let (up, key, kg) = proxy_for(TestKey::test("k_test"), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    let message = assert_401(&r, "API_KEY_ENVIRONMENT_MISMATCH");
-    assert!(message.contains("test") && message.contains("live"), "{message}");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_revoked_key_is_refused() {
-    let (up, key, kg) =
-        proxy_for(TestKey::live("k1").with(&format!("    revoked_at: \"{}\"\n", days_from_now(-1))), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    assert_401(&r, "API_KEY_REVOKED");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn an_expired_key_is_refused() {
-    let (up, key, kg) =
-        proxy_for(TestKey::live("k1").with(&format!("    expires_at: \"{}\"\n", days_from_now(-1))), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    let message = assert_401(&r, "API_KEY_EXPIRED");
-    assert_eq!(message, "API key has expired");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_key_not_yet_valid_is_invalid() {
-    let (up, key, kg) =
-        proxy_for(TestKey::live("k1").with(&format!("    not_before: \"{}\"\n", days_from_now(1))), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    assert_401(&r, "INVALID_API_KEY");
-    assert_eq!(up.count(), 0);
-}
-
-#[tokio::test]
-async fn a_key_expiring_in_the_future_works() {
-    let (up, key, kg) =
-        proxy_for(TestKey::live("k1").with(&format!("    expires_at: \"{}\"\n", days_from_now(1))), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = kg.get_as(&keys[4], INTERACTIONS).await;
+    assert_eq!(r.status, 200, "a key expiring in the future works: {}", r.text());
     assert_eq!(up.count(), 1);
-    assert_eq!(up.last().one("x-api-key-id"), "k1");
+    assert_eq!(up.last().one("x-api-key-id"), "k_expiring");
 }
 
 // ---------- forwarding the key ----------
 
 #[tokio::test]
-async fn forward_authorization_passes_the_key_to_the_upstream() {
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "forward_authorization: true\n").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.last().one("authorization"), key.bearer());
-}
-
-#[tokio::test]
-async fn by_default_the_key_is_not_forwarded() {
-    let (up, key, kg) = proxy_for(TestKey::live("k1"), "").await;
-
-    let r = kg.get_as(&key, INTERACTIONS).await;
-
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(up.last().all("authorization").is_empty());
+async fn the_key_reaches_the_upstream_only_with_forward_authorization() {
+    for (config, forwarded) in [("forward_authorization: true\n", true), ("", false)] {
+        let (up, key, kg) = proxy_for(TestKey::live("k1"), config).await;
+        let r = kg.get_as(&key, INTERACTIONS).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = up.last().all("authorization");
+        assert_eq!(seen, if forwarded { vec![key.bearer()] } else { vec![] }, "{config:?}");
+    }
 }
 
 // ---------- logs ----------

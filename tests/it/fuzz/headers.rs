@@ -1,39 +1,18 @@
-//! Request header sanitising against a model written from the rules (not from sanitize.rs):
+//! Request header sanitising against a model written from the rules (not from sanitize.rs's code;
+//! the lists of names are sanitize.rs's own, the rules' data, so the two cannot drift apart):
 //! no header keygate owns, configured to strip, hop-by-hop, rewriting or (from an untrusted
 //! peer) forwarding survives in any case or `_` spelling, however it is split, repeated or
 //! named in `Connection`; nothing else is touched; the method override keygate authorises is
 //! the one the upstream will see. Never panics.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use keygate::sanitize::{sanitize, HeaderPolicy};
+use keygate::sanitize::METHOD_OVERRIDE as OVERRIDE;
+use keygate::sanitize::{sanitize, HeaderPolicy, HOP_BY_HOP, OWNED, PROTECTED, REWRITE};
 
 use super::{ITERATIONS, TIME};
 
-const OWNED: [&str; 6] = [
-    "x-allowed-clinics",
-    "x-scopes",
-    "x-api-key-id",
-    "x-api-key-environment",
-    "x-keygate-signature",
-    "x-keygate-context",
-];
 /// `strip_headers` as an operator might write them.
 const STRIP: [&str; 2] = ["X-Tenant", "x_internal_user"];
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-const REWRITE: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
-const OVERRIDE: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
-/// A `Connection` header may not remove these.
-const PROTECTED: [&str; 4] = ["host", "content-length", "content-type", "authorization"];
 
 /// The name as the rules read it: lowercase (hyper's), `_` as `-`.
 fn canon(name: &str) -> String {

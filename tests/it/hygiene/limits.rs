@@ -66,15 +66,7 @@ async fn an_oversized_header_is_refused_before_reaching_the_upstream() {
     let (up, key, kg) = proxy_for(TestKey::live("k_big_header"), "").await;
     let big = format!("X-Big: {}", "a".repeat(20 * 1024));
 
-    let resp = kg
-        .raw(&request(&[
-            "GET /api/v1/clinics HTTP/1.1",
-            "Host: x",
-            &format!("Authorization: {}", key.bearer()),
-            &big,
-            "Connection: close",
-        ]))
-        .await;
+    let resp = kg.raw(&keyed_request("GET /api/v1/clinics HTTP/1.1", &key, &[&big, "Connection: close"])).await;
 
     assert!(resp.is_empty() || raw_status(&resp) == 431, "expected 431 or a closed connection: {resp}");
     assert_eq!(up.count(), 0);
