@@ -65,6 +65,10 @@ pub struct Config {
     pub upstream_context: Option<ContextSigning>,
     /// keygate as a front proxy's external authorizer (`authz:`), when configured.
     pub authz: Option<Authz>,
+    /// Policy refusals enforced or only reported, wherever a route does not say (`enforce:`).
+    pub enforce: crate::policy::Enforcement,
+    /// Tell the upstream of every forwarded would-be refusal, not only on clinic routes.
+    pub would_refuse_header: bool,
     /// The file and text this config was loaded from (`load`), for reloads; `None` from `parse`.
     pub source: Option<Source>,
 }
@@ -258,7 +262,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
 
     let routes = routes::table(&mut c, &raw.routes, &raw.public_routes);
 
-    let log = log(&mut c, &raw.log);
+    let log = operations::log(&mut c, &raw.log);
 
     let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
     let anomaly = protection::anomaly(&mut c, &raw.anomaly);
@@ -291,6 +295,8 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         jwt,
         upstream_context,
         authz,
+        enforce: crate::policy::Enforcement::from_flag(raw.enforce.unwrap_or(true)),
+        would_refuse_header: raw.would_refuse_header,
         source: None,
     };
     (cfg, c.0)
@@ -334,21 +340,6 @@ fn limits(c: &mut Check, l: &raw::RawLimits, trusted: &[IpNet]) -> Limits {
         c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
     }
     limits
-}
-
-fn log(c: &mut Check, l: &raw::RawLog) -> Log {
-    let log = Log {
-        format: match l.format {
-            None | Some(raw::LogFormat::Json) => LogFormat::Json,
-            Some(raw::LogFormat::Text) => LogFormat::Text,
-        },
-        level: l.level.clone().unwrap_or_else(|| "info".into()),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
-    }
-
-    log
 }
 
 fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {

@@ -121,6 +121,8 @@ pub const RELOADABLE: &[&str] = &[
     "rate_limits.per_ip",
     "anomaly",
     "alerts",
+    "enforce",
+    "would_refuse_header",
 ];
 
 /// `new` with every restart-only setting set back to its running value: what a reload swaps in.
