@@ -36,12 +36,7 @@ pub(super) fn route_for<'s, 'p>(p: &'s Proxy, req: &'p Admitted<'_>, trail: &mut
 /// judged by the listener's enforcement (only a blocked address can refuse it); the token
 /// exchange is always enforced: nothing upstream could answer it, and a key that failed must
 /// never get a token.
-pub(super) fn special_routes<'s>(
-    p: &'s Proxy,
-    public: Option<&'s PublicRoute>,
-    exchange: bool,
-    trail: &mut Trail<'s>,
-) {
+pub(super) fn special_routes<'s>(p: &'s Proxy, public: Option<&'s PublicRoute>, exchange: bool, trail: &mut Trail<'s>) {
     if let Some(public) = public {
         trail.route = &public.pattern;
         (trail.enforcement, trail.clinic_rule) = (p.config.enforce, false);

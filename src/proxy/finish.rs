@@ -121,7 +121,11 @@ impl<'a> Trail<'a> {
 
     /// Whether the upstream is told of this request's would-be refusal.
     pub fn tell_upstream(&self) -> bool {
-        crate::policy::tell_upstream(self.would_refuse.is_some(), self.proxy.config.would_refuse_header, self.clinic_rule)
+        crate::policy::tell_upstream(
+            self.would_refuse.is_some(),
+            self.proxy.config.would_refuse_header,
+            self.clinic_rule,
+        )
     }
 }
 

@@ -141,7 +141,8 @@ impl Proxy {
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
         let peer_trusted = admit::peer(self, &parts.headers, conn, trail);
-        let admitted = admit::admit(self, &parts.uri, &parts.method, &mut parts.headers, &parts.extensions, peer_trusted)?;
+        let admitted =
+            admit::admit(self, &parts.uri, &parts.method, &mut parts.headers, &parts.extensions, peer_trusted)?;
         let route = authorize::route_for(self, &admitted, trail);
         let public = self.config.routes.public_route(&admitted.method, &admitted.path);
         let exchange = token_endpoints::exchange_route(self, &admitted);
