@@ -69,6 +69,8 @@ pub struct Config {
     pub enforce: crate::policy::Enforcement,
     /// Tell the upstream of every forwarded would-be refusal, not only on clinic routes.
     pub would_refuse_header: bool,
+    /// The check listeners' own `authz.enforce`, when set (reloadable, unlike the rest of `authz`).
+    pub authz_enforce: Option<crate::policy::Enforcement>,
     /// The file and text this config was loaded from (`load`), for reloads; `None` from `parse`.
     pub source: Option<Source>,
 }
@@ -297,6 +299,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         authz,
         enforce: crate::policy::Enforcement::from_flag(raw.enforce.unwrap_or(true)),
         would_refuse_header: raw.would_refuse_header,
+        authz_enforce: raw.authz.as_ref().and_then(|a| a.enforce).map(crate::policy::Enforcement::from_flag),
         source: None,
     };
     (cfg, c.0)

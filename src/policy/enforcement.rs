@@ -23,9 +23,10 @@ impl Enforcement {
         }
     }
 
-    /// The route's own setting when it has one, else the listener's.
-    pub fn resolve(listener: Enforcement, route: Option<Enforcement>) -> Enforcement {
-        route.unwrap_or(listener)
+    /// The narrower setting when it has one, else the wider: a route's over its listener's,
+    /// the check listeners' `authz.enforce` over the top-level `enforce`.
+    pub fn resolve(wider: Enforcement, narrower: Option<Enforcement>) -> Enforcement {
+        narrower.unwrap_or(wider)
     }
 
     pub fn reports(self) -> bool {

@@ -26,7 +26,7 @@ pub(super) fn route_for<'s, 'p>(p: &'s Proxy, req: &'p Admitted<'_>, trail: &mut
     let matched = p.config.routes.lookup(&req.method, &req.path);
     if let Some(route) = matched.route() {
         trail.route = &route.spec.pattern;
-        trail.enforcement = Enforcement::resolve(p.config.enforce, route.spec.enforce);
+        trail.enforcement = Enforcement::resolve(trail.listener, route.spec.enforce);
         trail.clinic_rule = route.spec.clinic.is_some();
     }
     matched
@@ -36,10 +36,10 @@ pub(super) fn route_for<'s, 'p>(p: &'s Proxy, req: &'p Admitted<'_>, trail: &mut
 /// judged by the listener's enforcement (only a blocked address can refuse it); the token
 /// exchange is always enforced: nothing upstream could answer it, and a key that failed must
 /// never get a token.
-pub(super) fn special_routes<'s>(p: &'s Proxy, public: Option<&'s PublicRoute>, exchange: bool, trail: &mut Trail<'s>) {
+pub(super) fn special_routes<'s>(public: Option<&'s PublicRoute>, exchange: bool, trail: &mut Trail<'s>) {
     if let Some(public) = public {
         trail.route = &public.pattern;
-        (trail.enforcement, trail.clinic_rule) = (p.config.enforce, false);
+        (trail.enforcement, trail.clinic_rule) = (trail.listener, false);
     }
     if exchange {
         trail.enforcement = Enforcement::Enforce;

@@ -13,6 +13,7 @@ use http::{Extensions, HeaderMap, Method, Response, Uri};
 use super::finish::{self, Trail};
 use super::{admit, authenticate, authorize, limit, upstream, Proxy};
 use crate::error::ApiError;
+use crate::policy::Enforcement;
 use crate::request_id;
 use crate::textfmt::IpText;
 
@@ -74,6 +75,8 @@ impl Proxy {
         let client = (req.client_ip, IpText::new(req.client_ip));
         let mut trail = Trail::start(self, &req.headers, &req.method, client);
         trail.shape = req.shape.as_str();
+        trail.listener = Enforcement::resolve(self.config.enforce, self.config.authz_enforce);
+        trail.enforcement = trail.listener;
         let checked = match self.decide(&mut req, &mut trail).await {
             Ok(c) => c,
             Err(e) => Checked::Answer(finish::refusal(&e, &mut trail)),
@@ -131,7 +134,7 @@ impl Proxy {
         }
         let route = authorize::route_for(self, &admitted, trail);
         let public = self.config.routes.public_route(&admitted.method, &admitted.path);
-        authorize::special_routes(self, public, false, trail);
+        authorize::special_routes(public, false, trail);
         let blocked = self.anomalies.blocked(trail.client_ip, trail.clock);
         trail.excuse(blocked)?;
         let mut set = HeaderMap::new();

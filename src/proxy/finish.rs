@@ -56,6 +56,8 @@ pub(super) struct Trail<'a> {
     pub forwarding: bool,
     /// The listener's drain-deadline flag: why a dropped request ended.
     pub cut: Option<&'a AtomicBool>,
+    /// The listener's enforcement (`enforce`, or `authz.enforce` for a check).
+    pub listener: Enforcement,
     /// Whether this request's policy refusals are enforced or reported (the route's setting,
     /// else the listener's), settled when its route is looked up.
     pub enforcement: Enforcement,
@@ -94,6 +96,7 @@ impl<'a> Trail<'a> {
             shape: Shape::Inline.as_str(),
             forwarding: false,
             cut: None,
+            listener: p.config.enforce,
             enforcement: p.config.enforce,
             would_refuse: None,
             clinic_rule: false,

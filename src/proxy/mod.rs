@@ -146,7 +146,7 @@ impl Proxy {
         let route = authorize::route_for(self, &admitted, trail);
         let public = self.config.routes.public_route(&admitted.method, &admitted.path);
         let exchange = token_endpoints::exchange_route(self, &admitted);
-        authorize::special_routes(self, public, exchange.is_some(), trail);
+        authorize::special_routes(public, exchange.is_some(), trail);
         let blocked = self.anomalies.blocked(trail.client_ip, trail.clock);
         trail.excuse(blocked)?;
 

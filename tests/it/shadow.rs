@@ -199,3 +199,19 @@ async fn a_front_proxys_check_is_allowed_and_reported_the_same_way() {
     assert_eq!(kg.metric(shape).await, 2.0);
     assert_eq!(kg.metric("keygate_would_refuse_total").await, 2.0);
 }
+
+#[tokio::test]
+async fn the_check_listeners_have_their_own_switch_applied_on_reload() {
+    let authz = |enforce: bool| format!("authz:\n  listen: 127.0.0.1:0\n  enforce: {enforce}\n");
+    let (up, _, kg) = proxy_for(reader("k_sh_listener"), &authz(false)).await;
+    let ghost = TestKey::live("k_sh_listener_ghost");
+    kg.get_as(&ghost, INTERACTIONS).await.assert_error(401, "INVALID_API_KEY");
+    assert_eq!(up.count(), 0, "the inline listener enforces");
+    let outcome = kg.running().proxy.check(ask(INTERACTIONS, &ghost)).await;
+    assert!(matches!(outcome, CheckOutcome::Allow { .. }), "the check listeners report only");
+
+    apply(&kg, &swap_in(&kg, &authz(false), &authz(true)), RELOADED_OK).await;
+    let outcome = kg.running().proxy.check(ask(INTERACTIONS, &ghost)).await;
+    assert!(matches!(outcome, CheckOutcome::Deny(_)), "authz.enforce applies on reload");
+    assert_eq!(kg.metric("keygate_config_restart_pending").await, 0.0, "and needs no restart");
+}
