@@ -65,9 +65,13 @@ pub(super) async fn authenticate<'v>(
     trail: &mut Trail<'_>,
 ) -> Result<Option<Authenticated<'v>>, ApiError> {
     let Some(view) = view else { return Ok(None) };
-    let who = match identify(p, view, headers, trail).await? {
-        Ok(who) => who,
-        Err((why, known)) => {
+    // The store could not be asked (a lookup outage), or the credential failed: either way
+    // report-only mode goes on without a key.
+    let identified = identify(p, view, headers, trail).await;
+    let who = match trail.excuse(identified)? {
+        None => return Ok(None),
+        Some(Ok(who)) => who,
+        Some(Err((why, known))) => {
             let refused = refuse(p, why, known, trail);
             return trail.excuse(Err(refused));
         }

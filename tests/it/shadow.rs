@@ -215,3 +215,18 @@ async fn the_check_listeners_have_their_own_switch_applied_on_reload() {
     assert!(matches!(outcome, CheckOutcome::Deny(_)), "authz.enforce applies on reload");
     assert_eq!(kg.metric("keygate_config_restart_pending").await, 0.0, "and needs no restart");
 }
+
+#[tokio::test]
+async fn a_key_store_too_stale_to_trust_is_reported_and_the_request_forwarded_without_a_key() {
+    use crate::pg_store::{relayed, status, Relayed};
+    let Relayed { relay, key, clock, kg, held } =
+        relayed("  poll_interval: 100ms\n  timeout: 300ms\n  max_staleness: 1s\n").await;
+    apply(&kg, &format!("{}{SHADOW}", kg.config_text()), RELOADED_OK).await;
+
+    relay.blackhole().await;
+    clock.advance(std::time::Duration::from_secs(1) + std::time::Duration::from_nanos(1));
+    assert_eq!(status(&kg, &key).await, 200, "forwarded although no key can be judged");
+    let stale = "keygate_would_refuse_total{code=\"KEY_STORE_UNAVAILABLE\",route=\"/api/v1/clinics\"}";
+    assert_eq!(kg.metric(stale).await, 1.0);
+    assert_anonymous(&held.1.last());
+}
