@@ -12,8 +12,8 @@
 //! so each request is counted and logged once. In report-only mode (`enforce: false`, the
 //! route's or the listener's, settled with the route) a policy refusal from `blocked?` to
 //! `authorize` does not exit: `Trail::excuse` notes it and the request goes on to `upstream`;
-//! admit's hygiene and keygate's own endpoints are enforced in every mode. The same steps, without `upstream`, answer a
-//! front proxy's check (`check`). The decisions themselves are pure modules (`path`,
+//! admit's hygiene and keygate's own endpoints are enforced in every mode. The same steps,
+//! without `upstream`, answer a front proxy's check (`check`). The decisions themselves are pure modules (`path`,
 //! `sanitize`, `authn`, `policy`, `ratelimit`, `anomaly`); the steps turn them into answers.
 
 mod admit;
