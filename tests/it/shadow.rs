@@ -230,3 +230,25 @@ async fn a_key_store_too_stale_to_trust_is_reported_and_the_request_forwarded_wi
     assert_eq!(kg.metric(stale).await, 1.0);
     assert_anonymous(&held.1.last());
 }
+
+/// The shipped nginx and Caddy configs carry the would-be refusal to the upstream, and never a
+/// client's copy of it.
+#[tokio::test]
+async fn real_front_proxies_pass_the_would_be_refusal_on_and_strip_a_clients_copy() {
+    use crate::authz_front::{keygate, Front};
+    let key = reader("k_sh_front");
+    let ghost = TestKey::live("k_sh_front_ghost");
+    let up = Upstream::spawn().await;
+    let kg = keygate(&up, &[&key], SHADOW).await;
+    let check = kg.running().authz_addr.unwrap();
+    for front in [Front::nginx(check, up.addr).await, Front::caddy(check, up.addr).await] {
+        front.get(INTERACTIONS, &[("authorization", &ghost.bearer())]).await.ok();
+        let seen = up.last();
+        assert_eq!(seen.one(WOULD_REFUSE), "INVALID_API_KEY", "{}", front.log());
+        assert_anonymous(&seen);
+        front.get(INTERACTIONS, &[("authorization", &key.bearer()), (WOULD_REFUSE, "NONE")]).await.ok();
+        let seen = up.last();
+        assert!(seen.all(WOULD_REFUSE).is_empty(), "a client's copy reached the upstream: {seen:?}");
+        assert_eq!(seen.one("x-api-key-id"), "k_sh_front");
+    }
+}
