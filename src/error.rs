@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use crate::authn::AuthnError;
 use crate::policy::Denied;
+mod report;
+pub use report::REPORTABLE_CODES;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {

@@ -7,13 +7,14 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, Method};
 
 /// Headers keygate sets itself; client copies never survive.
-pub const OWNED: [&str; 6] = [
+pub const OWNED: [&str; 7] = [
     "x-allowed-clinics",
     "x-scopes",
     "x-api-key-id",
     "x-api-key-environment",
     "x-keygate-signature",
     "x-keygate-context",
+    "x-keygate-would-refuse",
 ];
 
 /// Hop-by-hop (RFC 9110 7.6.1, and the proxy ones): never forwarded.

@@ -126,6 +126,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::for_store(config.rate_limits.metrics_key_labels, key_series(&config)));
     metrics.routes_known(known_routes(&config));
+    metrics.would_refuse_known(config.routes.routes().iter().map(|r| r.spec.pattern.as_str()));
     let usage = Arc::new(UsageBook::default());
     let backend = KeyBackend::load(Arc::clone(&config), &metrics, &usage, clock.clone()).await?;
     let upstream_ready = config.upstream.readiness.as_ref().map(|_| Arc::default());

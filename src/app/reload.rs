@@ -160,6 +160,8 @@ fn reconfigured(running: &Proxy, config: Config) -> anyhow::Result<Proxy> {
     } else {
         alerter(&config, &running.metrics, &running.clock)?
     };
+    // A route added by the reload may be the one being shadowed: its would-be refusals start at 0.
+    running.metrics.would_refuse_known(config.routes.routes().iter().map(|r| r.spec.pattern.as_str()));
     Ok(Proxy {
         limiter: running.limiter.reconfigured(&config.rate_limits),
         anomalies: running.anomalies.reconfigured(config.anomaly.clone(), notify),

@@ -89,6 +89,8 @@ pub struct Decision<'a> {
     pub shape: &'a str,
     pub duration_ms: f64,
     pub upstream_ms: Option<f64>,
+    /// In report-only mode, the refusal an enforcing keygate would have answered.
+    pub would_refuse: Option<&'a str>,
 }
 
 /// Logs one decision: through the sink if there is one, else as a tracing event (text logs,
@@ -132,6 +134,11 @@ pub fn decision(d: &Decision<'_>) {
         if let Some(ms) = d.upstream_ms {
             f.float("upstream_ms", ms);
         }
+        if let Some(code) = d.would_refuse {
+            buf.push_str(",\"would_refuse\":\"");
+            escape_into(buf, code);
+            buf.push('"');
+        }
         buf.push_str("}\n");
         sink(buf.as_bytes());
     });
@@ -152,6 +159,7 @@ fn via_tracing(d: &Decision<'_>) {
         shape = d.shape,
         duration_ms = d.duration_ms,
         upstream_ms = d.upstream_ms,
+        would_refuse = d.would_refuse,
         "decision"
     );
 }

@@ -105,7 +105,7 @@ fn the_direct_decision_line_is_the_tracing_line() {
     let d2 = direct.clone();
     assert!(set_sink(move |line| d2.0.lock().unwrap().extend_from_slice(line)), "the only sink in this binary");
     let layered = Sink::default();
-    let d = |rid: &'static str, upstream_ms| Decision {
+    let d = |rid: &'static str, upstream_ms, would_refuse| Decision {
         request_id: rid,
         key_id: "key_\"x\"",
         client_ip: "10.0.0.1",
@@ -117,12 +117,13 @@ fn the_direct_decision_line_is_the_tracing_line() {
         shape: "envoy_grpc",
         duration_ms: 1.5,
         upstream_ms,
+        would_refuse,
     };
     let subscriber = tracing_subscriber::registry().with(AuditLayer::new(layered.clone()));
     tracing::subscriber::with_default(subscriber, || {
-        decision(&d("rid-direct-1", Some(0.25)));
-        decision(&d("rid-direct-2", None));
-        via_tracing(&d("rid-layer-1", Some(0.25)));
+        decision(&d("rid-direct-1", Some(0.25), Some("INSUFFICIENT_SCOPE")));
+        decision(&d("rid-direct-2", None, None));
+        via_tracing(&d("rid-layer-1", Some(0.25), Some("INSUFFICIENT_SCOPE")));
     });
     let strip = |l: &str, rid: &str| {
         let rest = &l[l.find("\"level\"").unwrap()..];
@@ -138,4 +139,7 @@ fn the_direct_decision_line_is_the_tracing_line() {
     assert_eq!(two["key_id"], "key_\"x\"");
     assert_eq!(two["shape"], "envoy_grpc");
     assert!(two.get("upstream_ms").is_none(), "no upstream, no field");
+    assert!(two.get("would_refuse").is_none(), "enforced or passed: no field");
+    let one: serde_json::Value = serde_json::from_str(&one[0]).unwrap();
+    assert_eq!(one["would_refuse"], "INSUFFICIENT_SCOPE");
 }

@@ -23,6 +23,8 @@ pub struct RawAuthz {
     pub tls: Option<RawAuthzTls>,
     #[serde(default)]
     pub client_ip: RawClientIps,
+    /// The check listeners' own `enforce` (report-only when false); default: the top-level one.
+    pub enforce: Option<bool>,
 }
 
 /// mTLS from the front proxy: all three files, since TLS without a client certificate would

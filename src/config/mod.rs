@@ -65,6 +65,12 @@ pub struct Config {
     pub upstream_context: Option<ContextSigning>,
     /// keygate as a front proxy's external authorizer (`authz:`), when configured.
     pub authz: Option<Authz>,
+    /// Policy refusals enforced or only reported, wherever a route does not say (`enforce:`).
+    pub enforce: crate::policy::Enforcement,
+    /// Tell the upstream of every forwarded would-be refusal, not only on clinic routes.
+    pub would_refuse_header: bool,
+    /// The check listeners' own `authz.enforce`, when set (reloadable, unlike the rest of `authz`).
+    pub authz_enforce: Option<crate::policy::Enforcement>,
     /// The file and text this config was loaded from (`load`), for reloads; `None` from `parse`.
     pub source: Option<Source>,
 }
@@ -258,7 +264,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
 
     let routes = routes::table(&mut c, &raw.routes, &raw.public_routes);
 
-    let log = log(&mut c, &raw.log);
+    let log = operations::log(&mut c, &raw.log);
 
     let rate_limits = protection::rate_limits(&mut c, &raw.rate_limits);
     let anomaly = protection::anomaly(&mut c, &raw.anomaly);
@@ -291,6 +297,9 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         jwt,
         upstream_context,
         authz,
+        enforce: crate::policy::Enforcement::from_flag(raw.enforce.unwrap_or(true)),
+        would_refuse_header: raw.would_refuse_header,
+        authz_enforce: raw.authz.as_ref().and_then(|a| a.enforce).map(crate::policy::Enforcement::from_flag),
         source: None,
     };
     (cfg, c.0)
@@ -334,21 +343,6 @@ fn limits(c: &mut Check, l: &raw::RawLimits, trusted: &[IpNet]) -> Limits {
         c.0.push("limits.request_id_max_length: must be between 16 and 1024".into());
     }
     limits
-}
-
-fn log(c: &mut Check, l: &raw::RawLog) -> Log {
-    let log = Log {
-        format: match l.format {
-            None | Some(raw::LogFormat::Json) => LogFormat::Json,
-            Some(raw::LogFormat::Text) => LogFormat::Text,
-        },
-        level: l.level.clone().unwrap_or_else(|| "info".into()),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
-    }
-
-    log
 }
 
 fn upstream(c: &mut Check, u: &raw::RawUpstream) -> Upstream {

@@ -175,6 +175,21 @@ pub(super) fn per_address(
     PerAddressCap { max, exempt: exempt.to_vec() }
 }
 
+/// `log:`: the format and the filter, checked as the logger will read it.
+pub(super) fn log(c: &mut Check, l: &super::raw::RawLog) -> super::Log {
+    let log = super::Log {
+        format: match l.format {
+            None | Some(super::raw::LogFormat::Json) => super::LogFormat::Json,
+            Some(super::raw::LogFormat::Text) => super::LogFormat::Text,
+        },
+        level: l.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        c.0.push(format!("log.level: {:?} is not a valid filter (e.g. info, debug, keygate=debug)", log.level));
+    }
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,11 @@ pub struct RawConfig {
     pub jwt: Option<RawJwt>,
     pub upstream_context: Option<RawUpstreamContext>,
     pub authz: Option<super::authz::RawAuthz>,
+    /// `false`: report-only (shadow) mode for every route without its own `enforce`.
+    pub enforce: Option<bool>,
+    /// Every forwarded would-be refusal carries `X-Keygate-Would-Refuse` (clinic routes always do).
+    #[serde(default)]
+    pub would_refuse_header: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +293,8 @@ pub struct RawRoute {
     pub clinic: Option<RawClinic>,
     pub on_foreign_clinic: Option<OnForeignClinic>,
     pub empty_body: Option<String>,
+    /// `false`: this route's refusals are reported, not enforced (overrides the top-level one).
+    pub enforce: Option<bool>,
 }
 
 /// Where a route finds the clinic id: exactly one of the two.

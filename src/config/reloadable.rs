@@ -101,7 +101,14 @@ pub const RESTART_ONLY: &[RestartOnly] = &[
     RestartOnly { path: "jwt", keep: |new, run| new.jwt = run.jwt.clone() },
     // Signing may use the JWT keys, which are restart-only: the two move together.
     RestartOnly { path: "upstream_context", keep: |new, run| new.upstream_context = run.upstream_context.clone() },
-    RestartOnly { path: "authz", keep: |new, run| new.authz = run.authz.clone() },
+    // The check listeners and their trust rules are built at start; only `authz.enforce` (read
+    // per request, and kept outside `Authz`) applies on reload.
+    RestartOnly { path: "authz.listen", keep: |new, run| new.authz = run.authz.clone() },
+    RestartOnly { path: "authz.grpc_listen", keep: |new, run| new.authz = run.authz.clone() },
+    RestartOnly { path: "authz.shared_secret_file", keep: |new, run| new.authz = run.authz.clone() },
+    RestartOnly { path: "authz.shared_secret_header", keep: |new, run| new.authz = run.authz.clone() },
+    RestartOnly { path: "authz.tls", keep: |new, run| new.authz = run.authz.clone() },
+    RestartOnly { path: "authz.client_ip", keep: |new, run| new.authz = run.authz.clone() },
 ];
 
 /// Every setting a reload applies: each request reads them from the snapshot it started with.
@@ -121,6 +128,9 @@ pub const RELOADABLE: &[&str] = &[
     "rate_limits.per_ip",
     "anomaly",
     "alerts",
+    "enforce",
+    "would_refuse_header",
+    "authz.enforce",
 ];
 
 /// `new` with every restart-only setting set back to its running value: what a reload swaps in.
@@ -221,7 +231,11 @@ mod tests {
     #[test]
     fn every_setting_is_either_reloadable_or_restart_only() {
         use crate::config::raw::{RawConfig, RawLimits, RawRateLimits};
-        let split = [("limits", fields::<RawLimits>()), ("rate_limits", fields::<RawRateLimits>())];
+        let split = [
+            ("limits", fields::<RawLimits>()),
+            ("rate_limits", fields::<RawRateLimits>()),
+            ("authz", fields::<crate::config::authz::RawAuthz>()),
+        ];
         let mut paths = Vec::new();
         for top in fields::<RawConfig>() {
             match split.iter().find(|(name, _)| *name == top) {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::Method;
 
 use super::{defaults, raw, Check};
-use crate::policy::{ClinicSource, ForeignClinic, Required, RouteSpec, RouteTable};
+use crate::policy::{ClinicSource, Enforcement, ForeignClinic, Required, RouteSpec, RouteTable};
 
 pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteSpec> {
     let at = format!("routes[{i}] ({})", r.path);
@@ -50,6 +50,7 @@ pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteS
         clinic,
         foreign_clinic,
         empty_body: Bytes::from(empty_body),
+        enforce: r.enforce.map(Enforcement::from_flag),
     })
 }
 

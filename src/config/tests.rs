@@ -297,3 +297,20 @@ fn postgres_store_mistakes_are_all_named_and_the_url_is_never_echoed() {
     assert!(!msg.contains("hunter2"), "{msg}");
     assert_eq!(e.problems.len(), 6, "{msg}");
 }
+
+#[test]
+fn enforcement_defaults_to_on_and_a_route_or_the_check_listeners_can_override_it() {
+    use crate::policy::Enforcement;
+    let c = parse(MINIMAL, "c.yaml").unwrap();
+    assert_eq!((c.enforce, c.would_refuse_header, c.authz_enforce), (Enforcement::Enforce, false, None));
+    let text = format!(
+        "{MINIMAL}enforce: false\nwould_refuse_header: true\nauthz: {{enforce: true}}\nroutes:\n  - path: /a\n    resource: a\n    enforce: true\n  - path: /b\n    resource: b\n"
+    );
+    let c = parse(&text, "c.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((c.enforce, c.would_refuse_header), (Enforcement::Report, true));
+    assert_eq!(c.authz_enforce, Some(Enforcement::Enforce));
+    let enforce: Vec<_> = c.routes.routes().iter().map(|r| r.spec.enforce).collect();
+    assert_eq!(enforce, [Some(Enforcement::Enforce), None]);
+    let e = parse(&format!("{MINIMAL}enforce: sometimes\n"), "c.yaml").unwrap_err().to_string();
+    assert!(e.contains("line 6") && e.contains("enforce"), "{e}");
+}

@@ -2,7 +2,7 @@
 //! sets are fixed, and every label value comes from config or code, never from the request.
 //! Each subsystem declares its series once, in its own file, with the methods that feed them:
 //! requests and the upstream, rate limits, the key table and store, anomalies and alerts, the
-//! config file's reloads.
+//! config file's reloads, report-only mode's would-be refusals.
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -14,6 +14,7 @@ mod key_table;
 mod labels;
 mod limits;
 mod requests;
+mod shadow;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,7 @@ pub struct Metrics {
     cache: Option<key_store::CacheMetrics>,
     anomalies: anomalies::AnomalyMetrics,
     config: config::ConfigMetrics,
+    shadow: shadow::ShadowMetrics,
 }
 
 impl Metrics {
@@ -61,6 +63,7 @@ impl Metrics {
             cache: (store == KeySeries::PostgresCache).then(|| key_store::CacheMetrics::new(&registry)),
             anomalies: anomalies::AnomalyMetrics::new(&registry),
             config: config::ConfigMetrics::new(&registry),
+            shadow: shadow::ShadowMetrics::new(&registry),
             registry,
         }
     }

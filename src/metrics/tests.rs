@@ -8,7 +8,7 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 39] = [
+const EXPECTED: [&str; 40] = [
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
@@ -48,6 +48,7 @@ const EXPECTED: [&str; 39] = [
     "keygate_upstream_errors_total",
     "keygate_upstream_ready",
     "keygate_upstream_responses_total",
+    "keygate_would_refuse_total",
 ];
 
 /// Calls every named method once, so families without pre-registered labels have a child.
@@ -90,6 +91,7 @@ fn exercise(m: &Metrics) {
     m.usage_pending(3);
     m.config_reloaded(OffsetDateTime::UNIX_EPOCH, 1);
     m.config_reload_failed();
+    m.would_refuse("INSUFFICIENT_SCOPE", "/v1/things");
 }
 
 #[test]
@@ -129,6 +131,17 @@ fn pre_registered_series_show_zero_before_any_event() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
     assert!(text.contains(&format!("keygate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn every_route_shows_each_would_refuse_code_at_zero() {
+    let m = Metrics::new();
+    m.would_refuse_known(["/v1/things"]);
+    let text = m.render();
+    for code in crate::error::REPORTABLE_CODES {
+        let line = format!("keygate_would_refuse_total{{code=\"{code}\",route=\"/v1/things\"}} 0");
+        assert!(text.contains(&line), "missing {line:?}");
+    }
 }
 
 #[test]

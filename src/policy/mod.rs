@@ -8,8 +8,10 @@ use http::Method;
 
 use crate::keys::KeyRecord;
 
+mod enforcement;
 mod routes;
 
+pub use enforcement::{tell_upstream, Enforcement};
 pub use routes::{PublicRoute, Route, RouteMatch, RouteSpec, RouteTable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

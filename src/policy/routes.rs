@@ -30,6 +30,8 @@ pub struct RouteSpec {
     pub clinic: Option<ClinicSource>,
     pub foreign_clinic: ForeignClinic,
     pub empty_body: Bytes,
+    /// `enforce:` on the route; `None` follows the listener's.
+    pub enforce: Option<super::Enforcement>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Step 1, admit: what must hold before anything reads the request. The head's framing and
-//! size, the client's address, header hygiene, the one canonical path, and whether the address
-//! is blocked. Everything later reads the `Admitted` facts, never the raw request.
+//! size, the client's address, header hygiene, the one canonical path. Everything later reads
+//! the `Admitted` facts, never the raw request. All of it is enforced in report-only mode too.
 
 use std::borrow::Cow;
 
@@ -41,7 +41,6 @@ pub(super) fn admit<'r>(
     headers: &mut HeaderMap,
     extensions: &Extensions,
     peer_trusted: bool,
-    trail: &Trail<'_>,
 ) -> Result<Admitted<'r>, ApiError> {
     let limits = &p.config.limits;
     if let Some(why) = extensions.get::<HeadFacts>().and_then(|f| f.refusal()) {
@@ -60,6 +59,5 @@ pub(super) fn admit<'r>(
     let sanitized = sanitize::sanitize(headers, &p.config.headers, peer_trusted)
         .map_err(|why| ApiError::InvalidRequest(why.into()))?;
     let path = path::normalize(uri.path()).map_err(|e| ApiError::InvalidRequest(e.reason().into()))?;
-    p.anomalies.blocked(trail.client_ip, trail.clock)?;
     Ok(Admitted { method: sanitized.method_override.unwrap_or_else(|| method.clone()), path, body_len })
 }

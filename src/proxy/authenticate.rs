@@ -45,31 +45,42 @@ impl Authenticated<'_> {
 }
 
 /// The keys as this request will see them, or a refusal when the store has fallen too far
-/// behind to be trusted (a revocation could be missing).
-pub(super) fn view<'p>(p: &'p Proxy, trail: &Trail<'_>) -> Result<KeyView<'p>, ApiError> {
+/// behind to be trusted (a revocation could be missing); `None` when report-only mode passed
+/// that over (no key is judged).
+pub(super) fn view<'p>(p: &'p Proxy, trail: &mut Trail<'_>) -> Result<Option<KeyView<'p>>, ApiError> {
     if let Some(f) = &p.freshness {
         if !f.may_serve(trail.instant) {
-            return Err(ApiError::KeyStoreUnavailable);
+            return trail.excuse(Err(ApiError::KeyStoreUnavailable));
         }
     }
-    Ok(p.keys.view())
+    Ok(Some(p.keys.view()))
 }
 
+/// The key the request stands for; `None` without a view, or when report-only mode passed over
+/// the refusal (the request goes on as if unauthenticated: no identity headers).
 pub(super) async fn authenticate<'v>(
     p: &Proxy,
-    view: &'v KeyView<'_>,
+    view: Option<&'v KeyView<'_>>,
     headers: &HeaderMap,
     trail: &mut Trail<'_>,
-) -> Result<Authenticated<'v>, ApiError> {
-    let who = match identify(p, view, headers, trail).await? {
-        Ok(who) => who,
-        Err((why, known)) => return Err(refuse(p, why, known, trail)),
+) -> Result<Option<Authenticated<'v>>, ApiError> {
+    let Some(view) = view else { return Ok(None) };
+    // The store could not be asked (a lookup outage), or the credential failed: either way
+    // report-only mode goes on without a key.
+    let identified = identify(p, view, headers, trail).await;
+    let who = match trail.excuse(identified)? {
+        None => return Ok(None),
+        Some(Ok(who)) => who,
+        Some(Err((why, known))) => {
+            let refused = refuse(p, why, known, trail);
+            return trail.excuse(Err(refused));
+        }
     };
     let key = who.key();
     trail.key_id = Some(Arc::clone(&key.id));
     trail.auth = if who.by_token() { "token" } else { "key" };
     p.anomalies.authenticated(key, || who.found().rotated_out(), trail.client_ip, trail.clock, trail.rid());
-    Ok(who)
+    Ok(Some(who))
 }
 
 /// The key or token's verdict (`Err` inside: why not, and the store's id of the key when it

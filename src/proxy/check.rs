@@ -1,7 +1,8 @@
 //! The same steps answered to a front proxy that holds the request (Envoy ext_authz, nginx
 //! `auth_request`, Traefik/Caddy forward auth): admit, authenticate, limit, authorize, then
 //! finish, but instead of forwarding, the answer says which headers to set and remove. Every
-//! decision, metric and audit line is the inline proxy's.
+//! decision, metric and audit line is the inline proxy's; in report-only mode a passed-over
+//! refusal is an allow, with the identity headers only for a key that authenticated.
 
 use std::net::IpAddr;
 
@@ -12,6 +13,7 @@ use http::{Extensions, HeaderMap, Method, Response, Uri};
 use super::finish::{self, Trail};
 use super::{admit, authenticate, authorize, limit, upstream, Proxy};
 use crate::error::ApiError;
+use crate::policy::Enforcement;
 use crate::request_id;
 use crate::textfmt::IpText;
 
@@ -73,6 +75,8 @@ impl Proxy {
         let client = (req.client_ip, IpText::new(req.client_ip));
         let mut trail = Trail::start(self, &req.headers, &req.method, client);
         trail.shape = req.shape.as_str();
+        trail.listener = Enforcement::resolve(self.config.enforce, self.config.authz_enforce);
+        trail.enforcement = trail.listener;
         let checked = match self.decide(&mut req, &mut trail).await {
             Ok(c) => c,
             Err(e) => Checked::Answer(finish::refusal(&e, &mut trail)),
@@ -116,7 +120,7 @@ impl Proxy {
     async fn decide<'s>(&'s self, req: &mut CheckRequest, trail: &mut Trail<'s>) -> Result<Checked, ApiError> {
         let before: Vec<HeaderName> = req.headers.keys().cloned().collect();
         // The front proxy's forwarding headers are its own business: trusted like a peer's.
-        let admitted = admit::admit(self, &req.uri, &req.method, &mut req.headers, &Extensions::new(), true, trail)?;
+        let admitted = admit::admit(self, &req.uri, &req.method, &mut req.headers, &Extensions::new(), true)?;
         // keygate cannot rewrite what the front proxy forwards, so the path it authorises must
         // already be the one the upstream will see.
         if admitted.path != req.uri.path() {
@@ -128,23 +132,31 @@ impl Proxy {
         if !self.config.forward_authorization {
             remove.push(header::AUTHORIZATION);
         }
-        if let Some(public) = self.config.routes.public_route(&admitted.method, &admitted.path) {
-            trail.route = &public.pattern;
-            trail.outcome = "PUBLIC";
-            return Ok(Checked::Allow { set: HeaderMap::new(), remove });
-        }
         let route = authorize::route_for(self, &admitted, trail);
-        let view = authenticate::view(self, trail)?;
-        let who = authenticate::authenticate(self, &view, &req.headers, trail).await?;
-        let key = who.key();
-        limit::charge(self, key, trail).await?;
-        match authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)? {
-            authorize::Verdict::EmptyResult(resp) => Ok(Checked::Answer(resp)),
-            authorize::Verdict::Forward => {
-                let mut set = HeaderMap::new();
-                upstream::identity(&mut set, key);
-                Ok(Checked::Allow { set, remove })
-            }
+        let public = self.config.routes.public_route(&admitted.method, &admitted.path);
+        authorize::special_routes(public, false, trail);
+        let blocked = self.anomalies.blocked(trail.client_ip, trail.clock);
+        trail.excuse(blocked)?;
+        let mut set = HeaderMap::new();
+        if public.is_some() {
+            trail.outcome = "PUBLIC";
+            upstream::would_refuse(&mut set, trail);
+            return Ok(Checked::Allow { set, remove });
         }
+        // As the inline proxy's `run`: in report-only mode a passed-over refusal leaves no key.
+        let view = authenticate::view(self, trail)?;
+        let who = authenticate::authenticate(self, view.as_ref(), &req.headers, trail).await?;
+        let key = who.as_ref().map(authenticate::Authenticated::key);
+        limit::charge_excused(self, key, trail).await?;
+        if let Some(authorize::Verdict::EmptyResult(resp)) =
+            authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)?
+        {
+            return Ok(Checked::Answer(resp));
+        }
+        if let Some(key) = key {
+            upstream::identity(&mut set, key);
+        }
+        upstream::would_refuse(&mut set, trail);
+        Ok(Checked::Allow { set, remove })
     }
 }

@@ -22,6 +22,7 @@ use super::{Body, Proxy};
 use crate::anomaly::Now;
 use crate::error::ApiError;
 use crate::metrics::{RequestDone, NO_ROUTE};
+use crate::policy::Enforcement;
 use crate::request_id;
 use crate::textfmt::IpText;
 
@@ -55,6 +56,16 @@ pub(super) struct Trail<'a> {
     pub forwarding: bool,
     /// The listener's drain-deadline flag: why a dropped request ended.
     pub cut: Option<&'a AtomicBool>,
+    /// The listener's enforcement (`enforce`, or `authz.enforce` for a check).
+    pub listener: Enforcement,
+    /// Whether this request's policy refusals are enforced or reported (the route's setting,
+    /// else the listener's), settled when its route is looked up.
+    pub enforcement: Enforcement,
+    /// The first refusal report-only mode passed over: what an enforcing keygate would have
+    /// answered.
+    pub would_refuse: Option<&'static str>,
+    /// The route has a clinic rule: a would-be refusal is always told to the upstream.
+    pub clinic_rule: bool,
     /// Recorded already (by `record`): the drop records nothing.
     recorded: AtomicBool,
 }
@@ -85,12 +96,39 @@ impl<'a> Trail<'a> {
             shape: Shape::Inline.as_str(),
             forwarding: false,
             cut: None,
+            listener: p.config.enforce,
+            enforcement: p.config.enforce,
+            would_refuse: None,
+            clinic_rule: false,
             recorded: AtomicBool::new(false),
         }
     }
 
     pub fn rid(&self) -> &str {
         self.rid.to_str().unwrap_or("")
+    }
+
+    /// A step's result under this request's enforcement: its refusal stands (`Err`), or, in
+    /// report-only mode and when the refusal is the policy's, is noted and passed over
+    /// (`Ok(None)`): the one place a refusal turns into forwarding.
+    pub fn excuse<T>(&mut self, result: Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if self.enforcement.reports() && e.reportable() => {
+                self.would_refuse.get_or_insert(e.code());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the upstream is told of this request's would-be refusal.
+    pub fn tell_upstream(&self) -> bool {
+        crate::policy::tell_upstream(
+            self.would_refuse.is_some(),
+            self.proxy.config.would_refuse_header,
+            self.clinic_rule,
+        )
     }
 }
 
@@ -149,6 +187,9 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         seconds: elapsed,
     };
     p.metrics.request(&done);
+    if let Some(code) = t.would_refuse {
+        p.metrics.would_refuse(code, t.route);
+    }
     if let Some(id) = &t.key_id {
         let now_ms = i64::try_from(t.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         p.usage.record(id, status.as_u16(), now_ms);
@@ -165,5 +206,6 @@ pub(super) fn record(p: &Proxy, t: &Trail<'_>, status: StatusCode) {
         shape: t.shape,
         duration_ms: elapsed * 1000.0,
         upstream_ms: t.upstream_seconds.map(|s| s * 1000.0),
+        would_refuse: t.would_refuse,
     });
 }

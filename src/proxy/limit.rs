@@ -189,3 +189,16 @@ pub(super) async fn charge<'s>(
     }
     Err(refusal(&applied))
 }
+
+/// `charge` for the key the request authenticated as (none: nothing to charge), its refusal
+/// under the request's enforcement: in report-only mode the budget is still spent, so the
+/// counts and the would-be refusals are the ones enforcing would see.
+pub(super) async fn charge_excused<'s>(
+    p: &'s super::Proxy,
+    key: Option<&KeyRecord>,
+    trail: &mut super::finish::Trail<'s>,
+) -> Result<(), ApiError> {
+    let Some(key) = key else { return Ok(()) };
+    let charged = charge(p, key, trail).await;
+    trail.excuse(charged).map(drop)
+}

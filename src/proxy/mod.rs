@@ -1,16 +1,19 @@
 //! The request path, as named steps in the order they run (Pingora's phase chart, as code).
 //!
 //! ```text
-//!  admit ─► public route? ─► JWKS? ─► authenticate ─► limit ─► token exchange? ─► authorize ─► upstream
-//!    │          │ yes          │ yes        │             │           │ yes             │            │
-//!    │          └─► upstream   └─► answer   │             │           └─► answer        ├─ empty     │
-//!    ▼              (no key)                ▼             ▼                             ▼  result    ▼
-//!  ───────────────────────────────────── finish: headers, metrics, usage, audit line ──────────────────
+//!  admit ─► route, blocked? ─► public route? ─► JWKS? ─► authenticate ─► limit ─► token exchange? ─► authorize ─► upstream
+//!    │          │                  │ yes          │ yes        │             │           │ yes             │            │
+//!    │          │                  └─► upstream   └─► answer   │             │           └─► answer        ├─ empty     │
+//!    ▼          ▼                      (no key)                ▼             ▼                             ▼  result    ▼
+//!  ──────────────────────────────────────────── finish: headers, metrics, usage, audit line ─────────────────────────────────
 //! ```
 //!
 //! Every early exit is an `ApiError` (or a finished answer) that goes to the one finishing step,
-//! so each request is counted and logged once. The same steps, without `upstream`, answer a
-//! front proxy's check (`check`). The decisions themselves are pure modules (`path`,
+//! so each request is counted and logged once. In report-only mode (`enforce: false`, the
+//! route's or the listener's, settled with the route) a policy refusal from `blocked?` to
+//! `authorize` does not exit: `Trail::excuse` notes it and the request goes on to `upstream`;
+//! admit's hygiene and keygate's own endpoints are enforced in every mode. The same steps,
+//! without `upstream`, answer a front proxy's check (`check`). The decisions themselves are pure modules (`path`,
 //! `sanitize`, `authn`, `policy`, `ratelimit`, `anomaly`); the steps turn them into answers.
 
 mod admit;
@@ -127,7 +130,9 @@ impl Proxy {
         finish::finish(self, result, trail)
     }
 
-    /// The steps in order; `?` is an early exit to `finish`.
+    /// The steps in order; `?` is an early exit to `finish`. In report-only mode a policy
+    /// refusal is noted by `trail.excuse` and the request goes on without what the step would
+    /// have given it (no key after a failed authentication, so no identity headers).
     async fn run<'s>(
         &'s self,
         req: Request<Incoming>,
@@ -137,10 +142,15 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let peer_trusted = admit::peer(self, &parts.headers, conn, trail);
         let admitted =
-            admit::admit(self, &parts.uri, &parts.method, &mut parts.headers, &parts.extensions, peer_trusted, trail)?;
+            admit::admit(self, &parts.uri, &parts.method, &mut parts.headers, &parts.extensions, peer_trusted)?;
+        let route = authorize::route_for(self, &admitted, trail);
+        let public = self.config.routes.public_route(&admitted.method, &admitted.path);
+        let exchange = token_endpoints::exchange_route(self, &admitted);
+        authorize::special_routes(public, exchange.is_some(), trail);
+        let blocked = self.anomalies.blocked(trail.client_ip, trail.clock);
+        trail.excuse(blocked)?;
 
-        if let Some(public) = self.config.routes.public_route(&admitted.method, &admitted.path) {
-            trail.route = &public.pattern;
+        if public.is_some() {
             trail.outcome = "PUBLIC";
             let (uri, body_len) = (upstream::uri(&admitted.path, parts.uri.query())?, admitted.body_len);
             return upstream::forward(self, parts, (body, body_len), uri, None, conn, trail).await;
@@ -149,22 +159,22 @@ impl Proxy {
             return Ok(resp);
         }
 
-        let route = authorize::route_for(self, &admitted, trail);
         let view = authenticate::view(self, trail)?;
-        let who = authenticate::authenticate(self, &view, &parts.headers, trail).await?;
-        let key = who.key();
-        limit::charge(self, key, trail).await?;
+        let who = authenticate::authenticate(self, view.as_ref(), &parts.headers, trail).await?;
+        let key = who.as_ref().map(authenticate::Authenticated::key);
+        limit::charge_excused(self, key, trail).await?;
 
-        if let Some(endpoint) = token_endpoints::exchange_route(self, &admitted) {
-            return token_endpoints::exchange(endpoint, &who, &admitted, body, trail).await;
+        // Enforced (`special_routes`): a key reached it.
+        if let (Some(endpoint), Some(who)) = (exchange, &who) {
+            return token_endpoints::exchange(endpoint, who, &admitted, body, trail).await;
         }
 
         let query = parts.uri.query();
         match authorize::authorize(self, key, &admitted, route, query, trail)? {
-            authorize::Verdict::EmptyResult(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
-            authorize::Verdict::Forward => {
+            Some(authorize::Verdict::EmptyResult(resp)) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
+            Some(authorize::Verdict::Forward) | None => {
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
-                upstream::forward(self, parts, (body, body_len), uri, Some(key), conn, trail).await
+                upstream::forward(self, parts, (body, body_len), uri, key, conn, trail).await
             }
         }
     }

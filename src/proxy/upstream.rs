@@ -21,6 +21,7 @@ pub static X_ALLOWED_CLINICS: HeaderName = HeaderName::from_static("x-allowed-cl
 pub static X_SCOPES: HeaderName = HeaderName::from_static("x-scopes");
 pub static X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 pub static X_API_KEY_ENV: HeaderName = HeaderName::from_static("x-api-key-environment");
+pub static X_KEYGATE_WOULD_REFUSE: HeaderName = HeaderName::from_static("x-keygate-would-refuse");
 static X_KEYGATE_SIGNATURE: HeaderName = HeaderName::from_static("x-keygate-signature");
 static X_KEYGATE_CONTEXT: HeaderName = HeaderName::from_static("x-keygate-context");
 
@@ -49,6 +50,14 @@ pub(super) fn identity(h: &mut http::HeaderMap, k: &KeyRecord) {
     h.insert(X_SCOPES.clone(), k.profile.headers.scopes.clone());
     h.insert(X_API_KEY_ID.clone(), HeaderValue::from_str(&k.id).expect("key ids are validated at load"));
     h.insert(X_API_KEY_ENV.clone(), k.profile.headers.environment.clone());
+}
+
+/// In report-only mode, the refusal an enforcing keygate would have answered, when the upstream
+/// is to be told (`Trail::tell_upstream`).
+pub(super) fn would_refuse(h: &mut http::HeaderMap, trail: &Trail<'_>) {
+    if let Some(code) = trail.would_refuse.filter(|_| trail.tell_upstream()) {
+        h.insert(X_KEYGATE_WOULD_REFUSE.clone(), HeaderValue::from_static(code));
+    }
 }
 
 pub(super) async fn forward(
@@ -84,8 +93,11 @@ pub(super) async fn forward(
     if let Some(k) = key {
         identity(h, k);
     }
+    would_refuse(h, trail);
     forwarded::apply(h, &conn.hop);
-    if let Some(signing) = &cfg.upstream_context {
+    // A signed context vouches that keygate authorised the request: never for one it would
+    // have refused (report-only mode), which the upstream then sees unsigned.
+    if let Some(signing) = cfg.upstream_context.as_ref().filter(|_| trail.would_refuse.is_none()) {
         sign_context(p, signing, &mut parts.headers, &parts.method, &uri, &trail.rid, trail.now);
     }
     parts.uri = uri;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-const OK: &str = "keygate_config_reloads_total{result=\"ok\"}";
+const OK: &str = RELOADED_OK;
 const FAILED: &str = "keygate_config_reloads_total{result=\"failed\"}";
 /// Every scope: only the route table decides what a request reaches.
 const ALL: &str = "    scopes: [\"*\"]\n";
@@ -23,23 +23,6 @@ fn routes(paths: &[&str]) -> String {
         s.push_str(&format!("  - path: {p}\n    resource: things\n"));
     }
     s
-}
-
-/// The config keygate started with, `extra` replaced by `next`.
-fn swap_in(kg: &Proxy, extra: &str, next: &str) -> String {
-    let text = kg.config_text();
-    assert!(text.ends_with(extra), "the extra settings close the config");
-    format!("{}{next}", &text[..text.len() - extra.len()])
-}
-
-/// Writes `text` as the config, sends SIGHUP, and waits until `series` counts the reload. (The
-/// file poll may get there first and SIGHUP then reload the same text again: a count can run
-/// one ahead, so what must hold after a reload is checked on the state itself.)
-async fn apply(kg: &Proxy, text: &str, series: &str) {
-    let before = kg.metric(series).await;
-    kg.write_config(text);
-    kg.running().reload();
-    eventually(WAIT, async || kg.metric(series).await > before).await;
 }
 
 #[tokio::test]

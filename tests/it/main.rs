@@ -36,6 +36,7 @@ mod relay;
 mod rollout;
 mod route_label;
 mod secret_files;
+mod shadow;
 mod table_scopes;
 mod tls;
 mod tokens;

@@ -272,6 +272,28 @@ pub fn table_yaml(keys: &[&TestKey]) -> String {
     s
 }
 
+// ---------- config reload ----------
+
+/// `keygate_config_reloads_total{result="ok"}`: a reload that applied.
+pub const RELOADED_OK: &str = "keygate_config_reloads_total{result=\"ok\"}";
+
+/// The config keygate started with, `extra` replaced by `next`.
+pub fn swap_in(kg: &Proxy, extra: &str, next: &str) -> String {
+    let text = kg.config_text();
+    assert!(text.ends_with(extra), "the extra settings close the config");
+    format!("{}{next}", &text[..text.len() - extra.len()])
+}
+
+/// Writes `text` as the config, sends SIGHUP, and waits until `series` counts the reload. (The
+/// file poll may get there first and SIGHUP then reload the same text again: a count can run
+/// one ahead, so what must hold after a reload is checked on the state itself.)
+pub async fn apply(kg: &Proxy, text: &str, series: &str) {
+    let before = kg.metric(series).await;
+    kg.write_config(text);
+    kg.running().reload();
+    eventually(Duration::from_secs(10), async || kg.metric(series).await > before).await;
+}
+
 // ---------- keygate ----------
 
 pub struct Proxy {

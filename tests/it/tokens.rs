@@ -400,3 +400,20 @@ async fn the_jwt_context_verifies_with_pyjwt() {
     assert_eq!(claims["clinics"], "*");
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 30);
 }
+
+/// Report-only mode (`enforce: false`) never issues a token to a key that failed, and never
+/// signs the context of a request it would have refused.
+#[tokio::test]
+async fn shadow_mode_enforces_the_exchange_and_signs_only_what_it_would_allow() {
+    let keys = Keys::new();
+    let shadow = format!("{}enforce: false\n", keys.hmac_context());
+    let (up, key, kg) = proxy_for(TestKey::live("k_tok_shadow"), &keys.config(false, &shadow)).await;
+    let ghost = TestKey::live("k_tok_shadow_ghost");
+    exchange(&kg, &ghost, "").await.assert_error(401, "INVALID_API_KEY");
+    assert_eq!(up.count(), 0, "keygate's own endpoint: nothing forwarded");
+
+    kg.get_as(&ghost, INTERACTIONS).await.ok();
+    assert!(up.last().all("x-keygate-signature").is_empty(), "a would-be refusal is not vouched for");
+    kg.get_as(&key, INTERACTIONS).await.ok();
+    assert_eq!(up.last().all("x-keygate-signature").len(), 1, "an allowed request is signed as usual");
+}
