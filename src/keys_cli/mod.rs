@@ -6,7 +6,6 @@ mod admin_client;
 mod import;
 mod print;
 mod secret;
-mod store;
 mod tsv;
 
 use std::net::SocketAddr;
@@ -24,7 +23,7 @@ use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated}
 use crate::keys::scope::KeyType;
 use crate::keys::Environment;
 use crate::store::file::FileStore;
-use store::TableStore;
+use crate::store::writer::TableStore;
 
 /// What the key commands need from the config (or sensible defaults with only `--table`).
 struct KeysContext {
