@@ -93,13 +93,13 @@ pub(super) fn admin_token_file(c: &mut Check, path: Option<&str>) -> Option<Admi
 }
 
 pub(super) fn admin_tokens(c: &mut Check, raw: &[RawAdminToken]) -> Vec<AdminCredential> {
-    let mut out: Vec<AdminCredential> = Vec::new();
+    let mut out = Vec::new();
     for (i, t) in raw.iter().enumerate() {
         let field = format!("admin_tokens[{i}]");
         if t.id.trim().is_empty() || t.id.len() > 64 || t.id.chars().any(|ch| ch.is_control() || ch == ' ') {
             c.0.push(format!("{field}.id: {:?} must be 1 to 64 characters without spaces", t.id));
         }
-        if out.iter().any(|o| o.id == t.id) {
+        if raw[..i].iter().any(|o| o.id == t.id) {
             c.0.push(format!("{field}.id: {:?} is used twice (ids name the token in the key event log)", t.id));
         }
         let hash = hex::decode(t.sha256.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
