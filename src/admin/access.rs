@@ -78,14 +78,10 @@ impl Access<'_> {
     }
 }
 
-/// The hash `admin_tokens[].sha256` holds for `token`.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::token_hash;
     use http::{header, HeaderValue};
 
     fn bearer(v: &str) -> http::HeaderMap {

@@ -11,7 +11,7 @@ mod keys;
 mod request;
 pub mod route;
 
-pub use access::token_hash;
+pub use crate::config::token_hash;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -41,6 +41,12 @@ impl AdminScopes {
     }
 }
 
+/// The hash `admin_tokens[].sha256` holds for `token`.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 /// One configured admin token: its id (logged with every change it makes) and its hash.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminCredential {

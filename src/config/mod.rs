@@ -32,7 +32,7 @@ use crate::sanitize::HeaderPolicy;
 use check::Check;
 use raw::RawConfig;
 
-pub use admin_tokens::{AdminCredential, AdminScopes, AdminToken};
+pub use admin_tokens::{token_hash, AdminCredential, AdminScopes, AdminToken};
 pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use operations::{AdminProbes, PerAddressCap, Readiness, ReadinessCheck};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::pg_store::{config_file, migrate, ready, spawn_pg_proxy, Db, FAST};
+use crate::pg_store::{config_file, keygate, migrate, ready, spawn_pg_proxy, Db, FAST};
 use crate::support::*;
 
 pub const WRITER: &str = "writer-token-0123456789abcdef";
@@ -209,4 +209,46 @@ async fn an_admin_token_is_rotated_by_a_config_reload() {
     kg.write_config(&text);
     eventually(Duration::from_secs(5), async || kg.admin_call(Method::GET, "/admin/keys", Some(fresh), "").await.status == 200).await;
     kg.admin_call(Method::GET, "/admin/keys", Some(READER), "").await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
+}
+
+#[tokio::test]
+async fn the_cli_drives_a_remote_admin_api() {
+    let (_up, kg) = file_proxy().await;
+    let token_file = kg.dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{WRITER}\n")).unwrap();
+    let url = format!("http://{}", kg.admin);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["keys", "--admin-url", &url, "--admin-token-file", token_file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = async |args: Vec<String>| {
+        let out = keygate(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert!(out.ok, "{args:?}: {}", out.stderr);
+        out.stdout
+    };
+    let created: Value = serde_json::from_str(&run(remote(&["create", "--label", "from the cli", "--json"])).await).unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert!(created["secret"].as_str().unwrap().starts_with("dpl_live_"));
+    let listed: Value = serde_json::from_str(&run(remote(&["list", "--label", "cli", "--json"])).await).unwrap();
+    assert_eq!(listed[0]["id"], id);
+    run(remote(&["update", id, "--clinics", "clinic_009"])).await;
+    run(remote(&["revoke", id, "--reason", "test over"])).await;
+    let events = read(&kg, &format!("/admin/keys/{id}/events")).await;
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "updated", "revoked"]);
+
+    std::fs::write(&token_file, READER).unwrap();
+    let refused = keygate(&remote(&["revoke", id]).iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(!refused.ok && refused.stderr.contains("INSUFFICIENT_SCOPE"), "{}", refused.stderr);
+}
+
+#[tokio::test]
+async fn a_minted_admin_token_prints_its_config_entry() {
+    let out = keygate(&["admin-token", "--id", "ops", "--scopes", "keys:read,keys:write"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let token = out.stdout.split_whitespace().find(|w| w.starts_with("kgadm_")).unwrap();
+    assert!(out.stdout.contains(&format!("sha256: {}", keygate::admin::token_hash(token))));
+    assert!(out.stdout.contains("scopes: [keys:read, keys:write]"));
+    assert!(!keygate(&["admin-token", "--id", "ops", "--scopes", "keys:all"]).await.ok);
 }

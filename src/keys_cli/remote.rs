@@ -1,0 +1,129 @@
+//! `keygate keys --admin-url URL …`: the same commands driving a running proxy's admin key API
+//! instead of a local store, for operators without access to the table file or the database.
+//! The lifecycle rules are the server's (the same code the local commands run); this only turns
+//! flags into requests and answers into output. Secrets are printed once, as locally.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use http::Method;
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::admin_client::{call, expect_ok};
+use crate::cli::KeysCommand;
+
+/// Where and as whom: the admin API's URL and the token (from a file, never a flag, so it
+/// stays out of the process list and shell history).
+pub struct Remote {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Remote {
+    pub fn new(url: String, token_file: Option<PathBuf>) -> anyhow::Result<Remote> {
+        let token = match token_file {
+            Some(p) => Some(std::fs::read_to_string(&p).with_context(|| p.display().to_string())?.trim().to_string()),
+            None => None,
+        };
+        Ok(Remote { url, token })
+    }
+
+    fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        expect_ok(call(&self.url, method, path, self.token.as_deref(), body.as_ref())?)
+    }
+}
+
+/// Only the fields given, as the API's JSON body.
+fn fields(pairs: Vec<(&str, Option<Value>)>) -> Value {
+    Value::Object(pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect::<Map<_, _>>())
+}
+
+fn expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<String>) -> anyhow::Result<Option<Value>> {
+    match (in_, at) {
+        (Some(d), _) => {
+            let d = humantime::parse_duration(d).map_err(|e| anyhow::anyhow!("--expires-in {d:?}: {e}"))?;
+            Ok(Some((now + d).format(&Rfc3339)?.into()))
+        }
+        (None, at) => Ok(at.map(Value::from)),
+    }
+}
+
+pub fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let (answer, json_out, secret) = match cmd {
+        KeysCommand::Create { label, env, key_type, scopes, clinics, allow_ip, expires_in, expires_at, rate_limit, json } => {
+            let body = fields(vec![
+                ("label", Some(label.into())),
+                ("environment", env.map(Value::from)),
+                ("type", key_type.map(Value::from)),
+                ("scopes", scopes.map(Value::from)),
+                ("clinics", clinics.map(Value::from)),
+                ("allowed_ips", (!allow_ip.is_empty()).then(|| allow_ip.into())),
+                ("expires_at", expiry(now, expires_in.as_deref(), expires_at)?),
+                ("rate_limit", rate_limit.map(Value::from)),
+            ]);
+            (remote.send(Method::POST, "/admin/keys", Some(body))?, json, true)
+        }
+        KeysCommand::Rotate { id, grace, json } => {
+            (remote.send(Method::POST, &format!("/admin/keys/{id}/rotate"), Some(json!({"grace": grace})))?, json, true)
+        }
+        KeysCommand::Revoke { id, reason, json } => {
+            let body = fields(vec![("reason", reason.map(Value::from))]);
+            (remote.send(Method::POST, &format!("/admin/keys/{id}/revoke"), Some(body))?, json, false)
+        }
+        KeysCommand::Show { id, json, .. } => (remote.send(Method::GET, &format!("/admin/keys/{id}"), None)?, json, false),
+        KeysCommand::List { json, env, label, state } => (list(remote, env, label, state)?, json, false),
+        KeysCommand::Update {
+            id, label, key_type, scopes, clinics, all_clinics, allow_ip, any_ip, expires_in, expires_at, no_expiry, rate_limit, json,
+        } => {
+            let clinics = if all_clinics { Some(Value::Null) } else { clinics.map(Value::from) };
+            let ips = if any_ip { Some(json!([])) } else { (!allow_ip.is_empty()).then(|| allow_ip.into()) };
+            let expires = if no_expiry { Some(Value::Null) } else { expiry(now, expires_in.as_deref(), expires_at)? };
+            let body = fields(vec![
+                ("label", label.map(Value::from)),
+                ("type", key_type.map(Value::from)),
+                ("scopes", scopes.map(Value::from)),
+                ("clinics", clinics),
+                ("allowed_ips", ips),
+                ("expires_at", expires),
+                ("rate_limit", rate_limit.map(Value::from)),
+            ]);
+            (remote.send(Method::PATCH, &format!("/admin/keys/{id}"), Some(body))?, json, false)
+        }
+        KeysCommand::Import { .. } | KeysCommand::Export { .. } | KeysCommand::Secret { .. } => {
+            bail!("import, export and secret work on a local store (--config or --table), not through --admin-url")
+        }
+    };
+    match (json_out, secret) {
+        (false, true) => println!(
+            "Key {}\n\n    {}\n\nStore it now: keygate keeps only its hash and cannot show it again.",
+            answer["id"].as_str().unwrap_or("?"),
+            answer["secret"].as_str().unwrap_or("?")
+        ),
+        _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(())
+}
+
+/// Every page, in the API's id order.
+fn list(remote: &Remote, env: Option<String>, label: Option<String>, state: Option<String>) -> anyhow::Result<Value> {
+    let mut filter = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("environment", env), ("label", label), ("state", state)] {
+        if let Some(v) = v {
+            filter.append_pair(k, &v);
+        }
+    }
+    let filter = filter.finish();
+    let (mut keys, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let after = cursor.as_deref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let page = remote.send(Method::GET, &format!("/admin/keys?limit=1000&{filter}{after}"), None)?;
+        keys.extend(page["keys"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return Ok(Value::Array(keys)),
+        }
+    }
+}
