@@ -8,7 +8,7 @@
 
 mod access;
 mod keys;
-mod request;
+pub mod request;
 pub mod route;
 
 pub use crate::config::token_hash;
