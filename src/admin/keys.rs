@@ -125,7 +125,8 @@ impl Cx<'_> {
         let u = request::update(body, self.now)?;
         self.check_tier(u.rate_limit.as_ref().and_then(|t| t.as_deref()))?;
         let cat = self.config.scope_catalogue();
-        let (outcome, key) = self.modify(|t| Ok((lifecycle::update(t, id, u, &cat, self.now)?, self.key_json(t, id))))?;
+        let (outcome, key) =
+            self.modify(|t| Ok((lifecycle::update(t, id, u, &cat, self.now)?, self.key_json(t, id))))?;
         Ok((StatusCode::OK, json!({"changed": outcome == Updated::Changed, "key": key})))
     }
 
@@ -143,7 +144,8 @@ impl Cx<'_> {
     }
 
     fn revoke(&self, id: &str, reason: Option<String>) -> Result<Answer, ApiError> {
-        let (outcome, key) = self.modify(|t| Ok((lifecycle::revoke(t, id, reason, self.now)?, self.key_json(t, id))))?;
+        let (outcome, key) =
+            self.modify(|t| Ok((lifecycle::revoke(t, id, reason, self.now)?, self.key_json(t, id))))?;
         let (at, already) = match outcome {
             Revoked::Now => (self.now, false),
             Revoked::Already { at, .. } => (at, true),

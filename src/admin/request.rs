@@ -187,7 +187,8 @@ pub fn list(query: Option<&str>) -> Result<ListQuery, ApiError> {
             "state" if STATES.contains(&&*v) => q.state = Some(v.into_owned()),
             "state" => return Err(invalid("state", format!("expected one of {}", STATES.join(", ")))),
             "limit" => {
-                q.limit = v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| invalid("limit", "1 to 1000"))?
+                q.limit =
+                    v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| invalid("limit", "1 to 1000"))?
             }
             "cursor" => q.cursor = Some(v.into_owned()),
             other => return Err(invalid(other, "unknown query parameter")),

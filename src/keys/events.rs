@@ -39,4 +39,3 @@ fn same(a: &RawKey, b: &RawKey) -> bool {
     // RawKey holds no floats or maps: equal JSON is equal keys.
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
-

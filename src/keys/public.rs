@@ -48,4 +48,3 @@ pub fn public_json(k: &RawKey, now: OffsetDateTime) -> serde_json::Value {
         "updated_at": ts(k.updated_at),
     })
 }
-

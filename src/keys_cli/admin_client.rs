@@ -83,6 +83,7 @@ pub fn key_usage(admin: &str, id: &str, token: Option<&AdminToken>) -> anyhow::R
         .trim_end_matches('/')
         .parse()
         .with_context(|| format!("admin address {admin:?} (expected host:port)"))?;
-    let answer = call(&addr.to_string(), http::Method::GET, &format!("/admin/keys/{id}"), token.map(|t| t.as_str()), None)?;
+    let answer =
+        call(&addr.to_string(), http::Method::GET, &format!("/admin/keys/{id}"), token.map(|t| t.as_str()), None)?;
     Ok(expect_ok(answer)?["usage"].clone())
 }

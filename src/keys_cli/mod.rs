@@ -6,6 +6,8 @@ mod admin_client;
 mod import;
 mod print;
 mod remote;
+
+pub use remote::{mint_admin_token, run_remote};
 mod secret;
 mod tsv;
 
@@ -134,27 +136,6 @@ fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
         .find(|(_, e)| *e == env)
         .map(|(p, _)| p.as_str())
         .with_context(|| format!("no key prefix is configured for the {env} environment"))
-}
-
-/// `keygate keys --admin-url …`: the commands through a running proxy's admin key API.
-pub fn run_remote(url: String, token_file: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<()> {
-    if table.is_some() {
-        bail!("give --table (a local key table) or --admin-url (a running proxy), not both");
-    }
-    remote::run(&remote::Remote::new(url, token_file)?, cmd)
-}
-
-/// `keygate admin-token`: a new random token, shown once, and the config entry holding its hash.
-pub fn mint_admin_token(id: &str, scopes: &[String]) -> anyhow::Result<String> {
-    crate::config::AdminScopes::parse(scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let token = format!("kgadm_{}", hex::encode(bytes));
-    Ok(format!(
-        "Admin token (shown once; keygate keeps only its hash):\n\n    {token}\n\nAdd to the config's admin_tokens (a reload applies it):\n\n  - id: {id}\n    sha256: {}\n    scopes: [{}]\n",
-        crate::config::token_hash(&token),
-        scopes.join(", ")
-    ))
 }
 
 pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) -> anyhow::Result<()> {

@@ -35,6 +35,32 @@ impl Remote {
     }
 }
 
+/// `keygate keys --admin-url …`: the commands through a running proxy's admin key API.
+pub fn run_remote(
+    url: String,
+    token_file: Option<PathBuf>,
+    table: Option<PathBuf>,
+    cmd: KeysCommand,
+) -> anyhow::Result<()> {
+    if table.is_some() {
+        bail!("give --table (a local key table) or --admin-url (a running proxy), not both");
+    }
+    run(&Remote::new(url, token_file)?, cmd)
+}
+
+/// `keygate admin-token`: a new random token, shown once, and the config entry holding its hash.
+pub fn mint_admin_token(id: &str, scopes: &[String]) -> anyhow::Result<String> {
+    crate::config::AdminScopes::parse(scopes).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = format!("kgadm_{}", hex::encode(bytes));
+    Ok(format!(
+        "Admin token (shown once; keygate keeps only its hash):\n\n    {token}\n\nAdd to the config's admin_tokens (a reload applies it):\n\n  - id: {id}\n    sha256: {}\n    scopes: [{}]\n",
+        crate::config::token_hash(&token),
+        scopes.join(", ")
+    ))
+}
+
 /// Only the fields given, as the API's JSON body.
 fn fields(pairs: Vec<(&str, Option<Value>)>) -> Value {
     Value::Object(pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect::<Map<_, _>>())
@@ -50,10 +76,52 @@ fn expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<String>) -> anyhow:
     }
 }
 
-pub fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
+/// One call of the API, as a command asks for it.
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    /// `--json`: print the answer as it came.
+    json: bool,
+    /// The answer holds a new secret (create, rotate).
+    secret: bool,
+}
+
+fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
-    let (answer, json_out, secret) = match cmd {
-        KeysCommand::Create { label, env, key_type, scopes, clinics, allow_ip, expires_in, expires_at, rate_limit, json } => {
+    let answer = match cmd {
+        KeysCommand::List { json, env, label, state } => (list(remote, env, label, state)?, json, false),
+        other => {
+            let c = call_for(other, now)?;
+            (remote.send(c.method, &c.path, c.body)?, c.json, c.secret)
+        }
+    };
+    match answer {
+        (answer, false, true) => println!(
+            "Key {}\n\n    {}\n\nStore it now: keygate keeps only its hash and cannot show it again.",
+            answer["id"].as_str().unwrap_or("?"),
+            answer["secret"].as_str().unwrap_or("?")
+        ),
+        (answer, ..) => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(())
+}
+
+fn call_for(cmd: KeysCommand, now: OffsetDateTime) -> anyhow::Result<Call> {
+    let call = |method, path: String, body, json, secret| Ok(Call { method, path, body, json, secret });
+    match cmd {
+        KeysCommand::Create {
+            label,
+            env,
+            key_type,
+            scopes,
+            clinics,
+            allow_ip,
+            expires_in,
+            expires_at,
+            rate_limit,
+            json,
+        } => {
             let body = fields(vec![
                 ("label", Some(label.into())),
                 ("environment", env.map(Value::from)),
@@ -64,19 +132,30 @@ pub fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
                 ("expires_at", expiry(now, expires_in.as_deref(), expires_at)?),
                 ("rate_limit", rate_limit.map(Value::from)),
             ]);
-            (remote.send(Method::POST, "/admin/keys", Some(body))?, json, true)
+            call(Method::POST, "/admin/keys".into(), Some(body), json, true)
         }
         KeysCommand::Rotate { id, grace, json } => {
-            (remote.send(Method::POST, &format!("/admin/keys/{id}/rotate"), Some(json!({"grace": grace})))?, json, true)
+            call(Method::POST, format!("/admin/keys/{id}/rotate"), Some(json!({"grace": grace})), json, true)
         }
         KeysCommand::Revoke { id, reason, json } => {
             let body = fields(vec![("reason", reason.map(Value::from))]);
-            (remote.send(Method::POST, &format!("/admin/keys/{id}/revoke"), Some(body))?, json, false)
+            call(Method::POST, format!("/admin/keys/{id}/revoke"), Some(body), json, false)
         }
-        KeysCommand::Show { id, json, .. } => (remote.send(Method::GET, &format!("/admin/keys/{id}"), None)?, json, false),
-        KeysCommand::List { json, env, label, state } => (list(remote, env, label, state)?, json, false),
+        KeysCommand::Show { id, json, .. } => call(Method::GET, format!("/admin/keys/{id}"), None, json, false),
         KeysCommand::Update {
-            id, label, key_type, scopes, clinics, all_clinics, allow_ip, any_ip, expires_in, expires_at, no_expiry, rate_limit, json,
+            id,
+            label,
+            key_type,
+            scopes,
+            clinics,
+            all_clinics,
+            allow_ip,
+            any_ip,
+            expires_in,
+            expires_at,
+            no_expiry,
+            rate_limit,
+            json,
         } => {
             let clinics = if all_clinics { Some(Value::Null) } else { clinics.map(Value::from) };
             let ips = if any_ip { Some(json!([])) } else { (!allow_ip.is_empty()).then(|| allow_ip.into()) };
@@ -90,21 +169,15 @@ pub fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
                 ("expires_at", expires),
                 ("rate_limit", rate_limit.map(Value::from)),
             ]);
-            (remote.send(Method::PATCH, &format!("/admin/keys/{id}"), Some(body))?, json, false)
+            call(Method::PATCH, format!("/admin/keys/{id}"), Some(body), json, false)
         }
-        KeysCommand::Import { .. } | KeysCommand::Export { .. } | KeysCommand::Secret { .. } => {
+        KeysCommand::List { .. }
+        | KeysCommand::Import { .. }
+        | KeysCommand::Export { .. }
+        | KeysCommand::Secret { .. } => {
             bail!("import, export and secret work on a local store (--config or --table), not through --admin-url")
         }
-    };
-    match (json_out, secret) {
-        (false, true) => println!(
-            "Key {}\n\n    {}\n\nStore it now: keygate keeps only its hash and cannot show it again.",
-            answer["id"].as_str().unwrap_or("?"),
-            answer["secret"].as_str().unwrap_or("?")
-        ),
-        _ => println!("{}", serde_json::to_string_pretty(&answer)?),
     }
-    Ok(())
 }
 
 /// Every page, in the API's id order.

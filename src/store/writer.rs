@@ -6,9 +6,9 @@
 use anyhow::Context;
 
 use crate::config::PgStore;
+use crate::keys::events::Event;
 use crate::keys::file::RawTable;
 use crate::keys::Catalogue;
-use crate::keys::events::Event;
 use crate::store::file::FileStore;
 use crate::store::pgstore;
 
@@ -102,8 +102,7 @@ impl TableStore {
             TableStore::Postgres(pg, scopes) => block_on(async {
                 let mut session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
-                let (out, _written) =
-                    pgstore::write::modify(&mut session.client, &pg.schema, actor, scopes, f).await?;
+                let (out, _written) = pgstore::write::modify(&mut session.client, &pg.schema, actor, scopes, f).await?;
                 Ok(out)
             }),
         }

@@ -68,7 +68,8 @@ async fn until_status(kg: &Proxy, secret: &str, clinic: &str, want: u16) {
 
 /// The whole lifecycle over HTTP, each step checked through the proxy; the same on both stores.
 async fn lifecycle_story(kg: &Proxy, up: &Upstream) {
-    let created = write(kg, Method::POST, "/admin/keys", json!({"label": "customer 1", "clinics": ["clinic_001"]}), 201).await;
+    let created =
+        write(kg, Method::POST, "/admin/keys", json!({"label": "customer 1", "clinics": ["clinic_001"]}), 201).await;
     let (id, secret) = (created["id"].as_str().unwrap().to_string(), created["secret"].as_str().unwrap().to_string());
     assert_eq!(created["key"]["label"], "customer 1");
     assert!(!created.to_string().contains("hash"), "no hash in the answer");
@@ -91,7 +92,8 @@ async fn lifecycle_story(kg: &Proxy, up: &Upstream) {
     until_status(kg, new_secret, "clinic_002", 200).await;
     assert_eq!(status_with(kg, &secret, "clinic_002").await, 200, "the old key works through its grace");
 
-    let revoked = write(kg, Method::POST, &format!("/admin/keys/{new_id}/revoke"), json!({"reason": "leaked"}), 200).await;
+    let revoked =
+        write(kg, Method::POST, &format!("/admin/keys/{new_id}/revoke"), json!({"reason": "leaked"}), 200).await;
     assert_eq!(revoked["already_revoked"], false);
     until_status(kg, new_secret, "clinic_002", 401).await;
     let again = write(kg, Method::POST, &format!("/admin/keys/{new_id}/revoke"), json!({}), 200).await;
@@ -100,8 +102,12 @@ async fn lifecycle_story(kg: &Proxy, up: &Upstream) {
     r.assert_error(409, "CONFLICT");
 
     let events = read(kg, &format!("/admin/keys/{id}/events")).await;
-    let seen: Vec<(&str, &str)> =
-        events["events"].as_array().unwrap().iter().map(|e| (e["event"].as_str().unwrap(), e["actor"].as_str().unwrap())).collect();
+    let seen: Vec<(&str, &str)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
     assert_eq!(seen, [("created", "portal"), ("updated", "portal"), ("rotated", "portal")]);
     let new_events = read(kg, &format!("/admin/keys/{new_id}/events")).await;
     assert_eq!(new_events["events"][1]["reason"], "leaked");
@@ -136,7 +142,9 @@ async fn a_read_token_cannot_write_and_an_unknown_token_is_refused() {
     let body = json!({"label": "x"}).to_string();
     let r = kg.admin_call(Method::POST, "/admin/keys", Some(READER), &body).await;
     assert!(r.assert_error(403, "INSUFFICIENT_SCOPE").contains("keys:write"));
-    kg.admin_call(Method::GET, "/admin/keys", Some("not-a-configured-token"), "").await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    kg.admin_call(Method::GET, "/admin/keys", Some("not-a-configured-token"), "")
+        .await
+        .assert_error(401, "ADMIN_TOKEN_REQUIRED");
     kg.admin_call(Method::GET, "/admin/keys", None, "").await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
     assert_eq!(read(&kg, "/admin/keys").await["keys"], json!([]), "nothing was created");
 }
@@ -146,7 +154,9 @@ async fn writes_need_a_token_even_on_loopback() {
     let up = Upstream::spawn().await;
     let kg = spawn_proxy(up.addr, &[], "").await;
     assert_eq!(kg.admin_call(Method::GET, "/admin/keys", None, "").await.status, 200);
-    kg.admin_call(Method::POST, "/admin/keys", None, r#"{"label":"x"}"#).await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
+    kg.admin_call(Method::POST, "/admin/keys", None, r#"{"label":"x"}"#)
+        .await
+        .assert_error(401, "ADMIN_TOKEN_REQUIRED");
 }
 
 #[tokio::test]
@@ -207,7 +217,10 @@ async fn an_admin_token_is_rotated_by_a_config_reload() {
     let fresh = "fresh-token-0123456789abcdef";
     let text = kg.config_text().replace(&keygate::admin::token_hash(READER), &keygate::admin::token_hash(fresh));
     kg.write_config(&text);
-    eventually(Duration::from_secs(5), async || kg.admin_call(Method::GET, "/admin/keys", Some(fresh), "").await.status == 200).await;
+    eventually(Duration::from_secs(5), async || {
+        kg.admin_call(Method::GET, "/admin/keys", Some(fresh), "").await.status == 200
+    })
+    .await;
     kg.admin_call(Method::GET, "/admin/keys", Some(READER), "").await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
 }
 
@@ -227,7 +240,8 @@ async fn the_cli_drives_a_remote_admin_api() {
         assert!(out.ok, "{args:?}: {}", out.stderr);
         out.stdout
     };
-    let created: Value = serde_json::from_str(&run(remote(&["create", "--label", "from the cli", "--json"])).await).unwrap();
+    let created: Value =
+        serde_json::from_str(&run(remote(&["create", "--label", "from the cli", "--json"])).await).unwrap();
     let id = created["id"].as_str().unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("dpl_live_"));
     let listed: Value = serde_json::from_str(&run(remote(&["list", "--label", "cli", "--json"])).await).unwrap();

@@ -101,7 +101,15 @@ impl Contract {
         self.seen.insert((template.to_string(), m, status));
     }
 
-    async fn call(&mut self, kg: &Proxy, method: Method, template: &str, path: &str, token: Option<&str>, body: &str) -> Resp {
+    async fn call(
+        &mut self,
+        kg: &Proxy,
+        method: Method,
+        template: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Resp {
         let r = kg.admin_call(method.clone(), path, token, body).await;
         self.answered(template, &method, &r);
         r
@@ -170,18 +178,31 @@ async fn every_documented_answer_is_what_the_server_returns() {
     }
 
     let path = format!("/admin/keys/{id}");
-    eventually(std::time::Duration::from_secs(5), async || kg.admin_call(Method::GET, &path, Some(READER), "").await.status == 200).await;
+    eventually(std::time::Duration::from_secs(5), async || {
+        kg.admin_call(Method::GET, &path, Some(READER), "").await.status == 200
+    })
+    .await;
     for token in [Some(READER), None, Some(WRITE_ONLY)] {
         c.call(&kg, Method::GET, one, &path, token, "").await;
     }
     c.call(&kg, Method::GET, one, "/admin/keys/key_nope", Some(READER), "").await;
-    for (token, body) in [(Some(WRITER), r#"{"label":"renamed","clinics":null}"#), (Some(WRITER), r#"{"colour":1}"#), (None, "{}"), (Some(READER), "{}")] {
+    for (token, body) in [
+        (Some(WRITER), r#"{"label":"renamed","clinics":null}"#),
+        (Some(WRITER), r#"{"colour":1}"#),
+        (None, "{}"),
+        (Some(READER), "{}"),
+    ] {
         c.call(&kg, Method::PATCH, one, &path, token, body).await;
     }
     c.call(&kg, Method::PATCH, one, "/admin/keys/key_nope", Some(WRITER), "{}").await;
 
     let events = "/admin/keys/{id}/events";
-    for (p, token) in [(&path, Some(READER)), (&path, None), (&path, Some(WRITE_ONLY)), (&"/admin/keys/key_nope".to_string(), Some(READER))] {
+    for (p, token) in [
+        (&path, Some(READER)),
+        (&path, None),
+        (&path, Some(WRITE_ONLY)),
+        (&"/admin/keys/key_nope".to_string(), Some(READER)),
+    ] {
         c.call(&kg, Method::GET, events, &format!("{p}/events"), token, "").await;
     }
 
@@ -194,7 +215,9 @@ async fn every_documented_answer_is_what_the_server_returns() {
     c.call(&kg, Method::POST, rotate, &format!("{path}/rotate"), Some(WRITER), "").await;
 
     let revoke = "/admin/keys/{id}/revoke";
-    for (token, body) in [(Some(WRITER), r#"{"reason":5}"#), (None, ""), (Some(READER), ""), (Some(WRITER), r#"{"reason":"done"}"#)] {
+    for (token, body) in
+        [(Some(WRITER), r#"{"reason":5}"#), (None, ""), (Some(READER), ""), (Some(WRITER), r#"{"reason":"done"}"#)]
+    {
         c.call(&kg, Method::POST, revoke, &format!("{path}/revoke"), token, body).await;
     }
     c.call(&kg, Method::POST, revoke, "/admin/keys/key_nope/revoke", Some(WRITER), "").await;

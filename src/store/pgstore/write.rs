@@ -92,8 +92,10 @@ pub async fn events(
     schema: &str,
     id: &str,
 ) -> Result<Vec<crate::store::writer::LoggedEvent>, tokio_postgres::Error> {
-    let sql = format!("SELECT key_id, event, reason, actor, (extract(epoch FROM at) * 1000)::bigint
-         FROM {schema}.key_events WHERE key_id = $1 ORDER BY seq");
+    let sql = format!(
+        "SELECT key_id, event, reason, actor, (extract(epoch FROM at) * 1000)::bigint
+         FROM {schema}.key_events WHERE key_id = $1 ORDER BY seq"
+    );
     let rows = c.query(&sql, &[&id]).await?;
     Ok(rows
         .iter()
