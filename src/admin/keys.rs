@@ -92,18 +92,14 @@ impl Cx<'_> {
     }
 
     fn check_tier(&self, tier: Option<&str>) -> Result<(), ApiError> {
-        match tier {
-            Some(name) if !self.config.rate_limits.tiers.is_known(name) => {
-                let known: Vec<&str> = self.config.rate_limits.tiers.iter().map(|t| t.name.as_str()).collect();
-                Err(invalid("rate_limit", format!("{name:?} is not a configured tier ({})", known.join(", "))))
-            }
-            _ => Ok(()),
+        match tier.and_then(|name| Some((name, self.config.rate_limits.tiers.unknown(name)?))) {
+            Some((name, known)) => Err(invalid("rate_limit", format!("{name:?} is not a configured tier ({known})"))),
+            None => Ok(()),
         }
     }
 
     fn prefix(&self, env: Environment) -> Result<String, ApiError> {
-        let prefixes = &self.config.keys.format.prefixes;
-        let found = prefixes.iter().find(|(_, e)| *e == env).map(|(p, _)| p.clone());
+        let found = crate::keys::format::prefix_for(&self.config.keys.format.prefixes, env).map(str::to_string);
         found.ok_or_else(|| invalid("environment", format!("no key prefix is configured for {env}")))
     }
 

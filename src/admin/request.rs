@@ -35,7 +35,9 @@ impl Fields {
         let v: Value = serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON ({e})")))?;
         let Value::Object(map) = v else { return Err(invalid("body", "expected a JSON object")) };
         if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(invalid(k, format!("unknown field (known: {})", known.join(", "))));
+            // The client's own text, echoed: bounded.
+            let k: String = k.chars().take(64).collect();
+            return Err(invalid(&k, format!("unknown field (known: {})", known.join(", "))));
         }
         Ok(Fields(map))
     }
