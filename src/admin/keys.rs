@@ -55,6 +55,7 @@ pub async fn answer(
             Op::Rotate(id) => cx.rotate(&id, request::rotate(&body)?),
             Op::Revoke(id) => cx.revoke(&id, request::revoke(&body)?),
             Op::Events(id) => cx.events(&id),
+            // Answered from the proxy's own view before this is called (`Admin::key`).
             Op::Show(_) => Err(ApiError::NotFound("admin path")),
         }
     };
