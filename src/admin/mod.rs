@@ -117,7 +117,14 @@ impl Handler for Admin {
     async fn call(&self, req: Request<Incoming>, _conn: std::sync::Arc<ConnFacts>) -> Response<Full<Bytes>> {
         if req.uri().path().starts_with("/admin/keys") {
             let headers = req.headers().clone();
-            return self.keys_api(req).await.unwrap_or_else(|e| refused(&headers, &e));
+            let op = route::route(req.method(), req.uri().path());
+            let operation = op.as_ref().map_or("none", route::Op::name);
+            let answer = match op {
+                Ok(op) => self.keys_api(op, req).await,
+                Err(e) => Err(e),
+            };
+            self.metrics.admin_call(operation, answer.as_ref().map_or_else(|e| e.code(), |_| "OK"));
+            return answer.unwrap_or_else(|e| refused(&headers, &e));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return refused(req.headers(), &ApiError::MethodNotAllowed { allow: "GET, HEAD".into() });
@@ -150,9 +157,8 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
 }
 
 impl Admin {
-    /// `/admin/keys…`: route, check the caller's token and scope, read a bounded body, answer.
-    async fn keys_api(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
-        let op = route::route(req.method(), req.uri().path())?;
+    /// `/admin/keys…` once routed: check the caller's token and scope, read a bounded body, answer.
+    async fn keys_api(&self, op: route::Op, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
         let config = Arc::clone(&self.api.live.load().config);
         let tokens = access::Access {
             loopback: self.api.loopback,

@@ -25,6 +25,19 @@ impl Op {
         }
     }
 
+    /// Its name in `keygate_admin_key_api_requests_total` (one of `metrics::ADMIN_OPERATIONS`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::List => "list",
+            Op::Create => "create",
+            Op::Show(_) => "show",
+            Op::Update(_) => "update",
+            Op::Rotate(_) => "rotate",
+            Op::Revoke(_) => "revoke",
+            Op::Events(_) => "events",
+        }
+    }
+
     /// Whether the operation reads a request body.
     pub fn has_body(&self) -> bool {
         self.need() == Need::Write

@@ -7,6 +7,7 @@
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+mod admin;
 mod anomalies;
 mod config;
 mod key_store;
@@ -17,6 +18,7 @@ mod requests;
 #[cfg(test)]
 mod tests;
 
+pub use admin::ADMIN_OPERATIONS;
 pub use key_store::{CacheLookup, KeySeries};
 pub use labels::{RequestDone, METHODS, STATUS_CLASSES};
 pub use limits::{LimitOutcome, LIMIT_OUTCOMES, OTHER_KEYS};
@@ -32,6 +34,7 @@ pub struct Metrics {
     cache: Option<key_store::CacheMetrics>,
     anomalies: anomalies::AnomalyMetrics,
     config: config::ConfigMetrics,
+    admin: admin::AdminMetrics,
 }
 
 impl Metrics {
@@ -61,6 +64,7 @@ impl Metrics {
             cache: (store == KeySeries::PostgresCache).then(|| key_store::CacheMetrics::new(&registry)),
             anomalies: anomalies::AnomalyMetrics::new(&registry),
             config: config::ConfigMetrics::new(&registry),
+            admin: admin::AdminMetrics::new(&registry),
             registry,
         }
     }

@@ -153,6 +153,13 @@ async fn a_read_token_cannot_write_and_an_unknown_token_is_refused() {
         .assert_error(401, "ADMIN_TOKEN_REQUIRED");
     kg.admin_call(Method::GET, "/admin/keys", None, "").await.assert_error(401, "ADMIN_TOKEN_REQUIRED");
     assert_eq!(read(&kg, "/admin/keys").await["keys"], json!([]), "nothing was created");
+    let counted = |code: &str| format!("keygate_admin_key_api_requests_total{{operation=\"list\",code=\"{code}\"}}");
+    assert_eq!(kg.metric(&counted("ADMIN_TOKEN_REQUIRED")).await, 2.0);
+    assert_eq!(kg.metric(&counted("OK")).await, 1.0);
+    assert_eq!(
+        kg.metric("keygate_admin_key_api_requests_total{operation=\"create\",code=\"INSUFFICIENT_SCOPE\"}").await,
+        1.0
+    );
 }
 
 #[tokio::test]
