@@ -30,7 +30,9 @@ RUN mkdir -p src benches examples \
 
 # Real sources. touch: COPY keeps the context's mtimes, which may be older
 # than the stub build above. benches/ and examples/ keep their stubs: only
-# the keygate binary is built.
+# the keygate binary is built. openapi/ holds the admin API's document, which
+# the binary serves (include_str!).
+COPY openapi ./openapi
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin keygate

@@ -63,8 +63,25 @@ pub enum Command {
         /// The key table file (instead of the config's).
         #[arg(long, global = true)]
         table: Option<PathBuf>,
+        /// Drive a running proxy's admin key API (e.g. http://10.0.0.5:9090) instead of a local
+        /// store: create, list, show, update, rotate, revoke.
+        #[arg(long, env = "KEYGATE_ADMIN_URL", global = true)]
+        admin_url: Option<String>,
+        /// A file holding the admin token for --admin-url.
+        #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE", global = true)]
+        admin_token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Mint an admin API token: prints the token once, and the `admin_tokens` entry (its
+    /// SHA-256, never the token) to add to the config.
+    AdminToken {
+        /// The token's id, recorded with every change it makes.
+        #[arg(long)]
+        id: String,
+        /// Comma-separated: keys:read, keys:write.
+        #[arg(long, value_delimiter = ',', default_value = "keys:read")]
+        scopes: Vec<String>,
     },
     /// Print the SHA-256 (hex) of a key read from standard input, for writing a key table by
     /// hand. The key is read from stdin so it never appears in the process list or history.

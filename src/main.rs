@@ -107,8 +107,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys { config, table, command } => {
+        // A config (often from KEYGATE_CONFIG) is not needed: the server applies its own.
+        Command::Keys { config: _, table, admin_url: Some(url), admin_token_file, command } => {
+            keygate::keys_cli::run_remote(url, admin_token_file, table, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { config, table, admin_url: None, admin_token_file: _, command } => {
             keygate::keys_cli::run(config, table, command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AdminToken { id, scopes } => {
+            print!("{}", keygate::keys_cli::mint_admin_token(&id, &scopes)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::HashKey => {

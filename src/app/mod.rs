@@ -175,7 +175,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Ru
         health: Arc::clone(&health),
         keys: store.source,
         usage: Arc::clone(&usage),
-        api: AdminApi::new(config.admin_listen, config.admin_token.clone()),
+        api: AdminApi::new(config.admin_listen, proxy.clone()),
         probes,
     });
     let (stop, stages) = StopHandle::new(Arc::clone(&health));

@@ -2,6 +2,7 @@
 //! turns it into typed values and reports every problem at once, each naming its field.
 //! `keygate check-config` runs exactly this.
 
+mod admin_tokens;
 pub mod alert;
 mod authz;
 mod check;
@@ -31,6 +32,7 @@ use crate::sanitize::HeaderPolicy;
 use check::Check;
 use raw::RawConfig;
 
+pub use admin_tokens::{token_hash, AdminCredential, AdminScopes, AdminToken};
 pub use authz::{Authz, CheckSecret, ClientIpRules, ClientIpSource};
 pub use key_store::{valid_schema, CacheSettings, DbUrl, KeyStore, OnStale, PgStore, SyncMode};
 pub use operations::{AdminProbes, PerAddressCap, Readiness, ReadinessCheck};
@@ -44,6 +46,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<AdminToken>,
+    /// Scoped admin API tokens (`admin_tokens:`), reloadable.
+    pub admin_tokens: Vec<AdminCredential>,
     pub tls: Option<TlsFiles>,
     pub upstream: Upstream,
     pub keys: Keys,
@@ -73,31 +77,6 @@ pub struct Config {
     pub authz_enforce: Option<crate::policy::Enforcement>,
     /// The file and text this config was loaded from (`load`), for reloads; `None` from `parse`.
     pub source: Option<Source>,
-}
-
-/// The admin API token, read from a file at start. Its Debug never shows it.
-#[derive(Clone)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(token)
-    }
-
-    pub fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        !presented.is_empty() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -233,15 +212,8 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
     if listen == admin_listen && listen.port() != 0 {
         c.0.push("admin_listen: must differ from listen".into());
     }
-    let admin_token = raw.admin_token_file.as_ref().and_then(|p| {
-        let read = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"));
-        let token = c.val("admin_token_file", read)?.trim().to_string();
-        if token.len() < 16 {
-            c.0.push("admin_token_file: the token must be at least 16 characters".into());
-            return None;
-        }
-        Some(AdminToken(token))
-    });
+    let admin_token = admin_tokens::admin_token_file(&mut c, raw.admin_token_file.as_deref());
+    let admin_tokens = admin_tokens::admin_tokens(&mut c, &raw.admin_tokens);
     let tls = raw.tls.map(|t| TlsFiles { cert_file: t.cert_file.into(), key_file: t.key_file.into() });
 
     let upstream = upstream(&mut c, &raw.upstream);
@@ -278,6 +250,7 @@ fn build(raw: RawConfig) -> (Config, Vec<String>) {
         listen,
         admin_listen,
         admin_token,
+        admin_tokens,
         tls,
         upstream,
         keys,

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_token_file: Option<String>,
+    #[serde(default)]
+    pub admin_tokens: Vec<super::admin_tokens::RawAdminToken>,
     pub tls: Option<RawTls>,
     pub upstream: RawUpstream,
     pub keys: RawKeys,

@@ -113,6 +113,7 @@ pub const RESTART_ONLY: &[RestartOnly] = &[
 
 /// Every setting a reload applies: each request reads them from the snapshot it started with.
 pub const RELOADABLE: &[&str] = &[
+    "admin_tokens",
     "trusted_proxies",
     "forward_authorization",
     "strip_headers",

@@ -60,7 +60,9 @@ impl ApiError {
             | ApiError::CheckCallerRefused
             | ApiError::AdminTokenRequired
             | ApiError::AdminApiOff
-            | ApiError::NotFound(_) => false,
+            | ApiError::NotFound(_)
+            | ApiError::Conflict(_)
+            | ApiError::AdminScopeMissing(_) => false,
         }
     }
 }
@@ -70,35 +72,7 @@ mod tests {
     use super::*;
 
     fn every_error() -> Vec<ApiError> {
-        vec![
-            ApiError::MissingAuthorization,
-            ApiError::BadAuthorization("x"),
-            ApiError::InvalidRequest("x".into()),
-            ApiError::BadFraming("x"),
-            ApiError::HeadersTooLarge,
-            ApiError::InvalidApiKey,
-            ApiError::EnvironmentMismatch { key: "test", proxy: "live" },
-            ApiError::Revoked,
-            ApiError::Expired,
-            ApiError::IpNotAllowed,
-            ApiError::RouteNotFound,
-            ApiError::MethodNotAllowed { allow: "GET".into() },
-            ApiError::InsufficientScope { required: "a:read".into() },
-            ApiError::ClinicNotAllowed,
-            ApiError::PayloadTooLarge { limit: 1 },
-            ApiError::UpstreamUnavailable,
-            ApiError::UpstreamTimeout,
-            ApiError::RateLimited { retry_after: 1 },
-            ApiError::IpBlocked { retry_after: 1 },
-            ApiError::RateLimiterUnavailable,
-            ApiError::InvalidToken,
-            ApiError::TokenExpired,
-            ApiError::KeyStoreUnavailable,
-            ApiError::CheckCallerRefused,
-            ApiError::AdminTokenRequired,
-            ApiError::AdminApiOff,
-            ApiError::NotFound("key id"),
-        ]
+        crate::error::tests::every_error().into_iter().map(|(e, _, _)| e).collect()
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl Default for KeyFormat {
     }
 }
 
+/// The prefix new keys of `env` get (the first configured for it).
+pub fn prefix_for(prefixes: &[(String, Environment)], env: Environment) -> Option<&str> {
+    prefixes.iter().find(|(_, e)| *e == env).map(|(p, _)| p.as_str())
+}
+
 impl KeyFormat {
     pub fn new(
         mut prefixes: Vec<(String, Environment)>,

@@ -1,11 +1,13 @@
 //! API keys: their format, their hash, and the in-memory table the proxy looks them up in.
 //! Nothing here does network I/O; the file store reads and writes files only.
 
+pub mod events;
 pub mod file;
 pub mod format;
 pub mod generate;
 pub mod hash;
 pub mod lifecycle;
+pub mod public;
 pub mod scope;
 pub mod table;
 

@@ -5,8 +5,10 @@
 mod admin_client;
 mod import;
 mod print;
+mod remote;
+
+pub use remote::{mint_admin_token, run_remote};
 mod secret;
-mod store;
 mod tsv;
 
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated}
 use crate::keys::scope::KeyType;
 use crate::keys::Environment;
 use crate::store::file::FileStore;
-use store::TableStore;
+use crate::store::writer::TableStore;
 
 /// What the key commands need from the config (or sensible defaults with only `--table`).
 struct KeysContext {
@@ -45,9 +47,8 @@ impl KeysContext {
     /// A key naming a tier the proxy does not have would silently get the default one.
     fn check_tier(&self, tier: Option<&str>) -> anyhow::Result<()> {
         if let (Some(name), Some(tiers)) = (tier, &self.tiers) {
-            if !tiers.is_known(name) {
-                let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
-                bail!("--rate-limit {name:?} is not a tier in the config's rate_limits.tiers ({})", known.join(", "));
+            if let Some(known) = tiers.unknown(name) {
+                bail!("--rate-limit {name:?} is not a tier in the config's rate_limits.tiers ({known})");
             }
         }
         Ok(())
@@ -129,10 +130,7 @@ fn parse_expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<&str>) -> any
 }
 
 fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
-    ctx.prefixes
-        .iter()
-        .find(|(_, e)| *e == env)
-        .map(|(p, _)| p.as_str())
+    crate::keys::format::prefix_for(&ctx.prefixes, env)
         .with_context(|| format!("no key prefix is configured for the {env} environment"))
 }
 

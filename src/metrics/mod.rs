@@ -7,6 +7,7 @@
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+mod admin;
 mod anomalies;
 mod config;
 mod key_store;
@@ -18,6 +19,7 @@ mod shadow;
 #[cfg(test)]
 mod tests;
 
+pub use admin::ADMIN_OPERATIONS;
 pub use key_store::{CacheLookup, KeySeries};
 pub use labels::{RequestDone, METHODS, STATUS_CLASSES};
 pub use limits::{LimitOutcome, LIMIT_OUTCOMES, OTHER_KEYS};
@@ -34,6 +36,7 @@ pub struct Metrics {
     anomalies: anomalies::AnomalyMetrics,
     config: config::ConfigMetrics,
     shadow: shadow::ShadowMetrics,
+    admin: admin::AdminMetrics,
 }
 
 impl Metrics {
@@ -64,6 +67,7 @@ impl Metrics {
             anomalies: anomalies::AnomalyMetrics::new(&registry),
             config: config::ConfigMetrics::new(&registry),
             shadow: shadow::ShadowMetrics::new(&registry),
+            admin: admin::AdminMetrics::new(&registry),
             registry,
         }
     }

@@ -8,7 +8,8 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 40] = [
+const EXPECTED: [&str; 41] = [
+    "keygate_admin_key_api_requests_total",
     "keygate_alerts_total",
     "keygate_anomalies_total",
     "keygate_blocked_client_ips",
@@ -90,6 +91,7 @@ fn exercise(m: &Metrics) {
     m.usage_flushed(true);
     m.usage_pending(3);
     m.config_reloaded(OffsetDateTime::UNIX_EPOCH, 1);
+    m.admin_call("create", "OK");
     m.config_reload_failed();
     m.would_refuse("INSUFFICIENT_SCOPE", "/v1/things");
 }

@@ -45,6 +45,13 @@ impl Tiers {
         self.list.iter().any(|t| t.name == name)
     }
 
+    /// When `name` is not a tier here, the known ones, for the refusal (a key naming an
+    /// unknown tier would silently get the default one).
+    pub fn unknown(&self, name: &str) -> Option<String> {
+        let known = || self.list.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+        (!self.is_known(name)).then(known)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Tier> {
         self.list.iter()
     }

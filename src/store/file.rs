@@ -1,7 +1,8 @@
 //! Writing the key table file safely: one writer at a time (an exclusive lock on a sibling
 //! `.lock` file), and every write is write-temp → fsync → rename → fsync-dir, so the proxy and
 //! other readers only ever see the old file or the new one. A crash leaves at most a stray
-//! temp file, which nothing reads.
+//! temp file, which nothing reads. Every change is appended, under the same lock, to the key
+//! event log beside the table (`<table>.events.jsonl`), which nothing rewrites.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::keys::file::{self, RawTable, Shape, TableError};
 use crate::keys::Catalogue;
+use crate::store::writer::LoggedEvent;
 
 pub struct FileStore {
     path: PathBuf,
@@ -60,6 +62,23 @@ impl FileStore {
         Ok(raw)
     }
 
+    /// The key event log's path: beside the table, so it moves with it.
+    pub fn events_path(&self) -> PathBuf {
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keys".into());
+        self.path.with_file_name(format!("{name}.events.jsonl"))
+    }
+
+    /// Every logged event, oldest first (none before the first change).
+    pub fn events(&self) -> anyhow::Result<Vec<LoggedEvent>> {
+        let text = match fs::read_to_string(self.events_path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(anyhow::Error::new(e).context(self.events_path().display().to_string())),
+        };
+        // A line cut short by a crash mid-append is skipped rather than hiding the rest.
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    }
+
     /// The shape to write: the file's own, or for a new file its extension's (`.jsonl`).
     fn shape(&self) -> Shape {
         match fs::read_to_string(&self.path) {
@@ -73,6 +92,25 @@ impl FileStore {
 }
 
 impl Locked<'_> {
+    /// Appends to the event log: opened append-only, one line per event, synced before the
+    /// lock is released.
+    pub fn append_events(&self, events: &[LoggedEvent]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for e in events {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
+        }
+        let path = self.store.events_path();
+        let mut o = OpenOptions::new();
+        o.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(&path).map_err(|e| anyhow::Error::new(e).context(path.display().to_string()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    }
+
     pub fn read(&self) -> Result<RawTable, TableError> {
         self.store.read()
     }

@@ -11,3 +11,4 @@ pub mod redis_limits;
 pub mod reload;
 pub mod source;
 pub mod table_file;
+pub mod writer;

@@ -43,6 +43,9 @@ const DECISION_MODULES: &[&str] = &[
     "request_id.rs",
     "authz/request.rs",
     "authz/outcome.rs",
+    "admin/access.rs",
+    "admin/request.rs",
+    "admin/route.rs",
 ];
 
 const IO: &[&str] = &["tokio::", "hyper::", "hyper_util::", "prometheus::", "std::fs", "std::thread", "std::net::Tcp"];

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod admin_api;
+mod admin_openapi;
 mod alerts;
 mod anomaly;
 mod architecture;

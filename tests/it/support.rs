@@ -440,6 +440,11 @@ impl Proxy {
         send(client, &format!("http://{}{}", self.admin, path), Method::GET, headers, Bytes::new()).await
     }
 
+    /// One admin API call: `token` as the bearer (if any), `body` as JSON.
+    pub async fn admin_call(&self, method: Method, path: &str, token: Option<&str>, body: &str) -> Resp {
+        admin_call(self.admin, method, path, token, body).await
+    }
+
     /// Sends raw bytes (for requests a well-behaved client library would not produce) and
     /// returns the raw response text.
     pub async fn raw(&self, request: &str) -> String {
@@ -527,6 +532,17 @@ where
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Resp { status: parts.status, headers: parts.headers, body }
+}
+
+/// One admin API call to the admin listener at `admin` (for tasks that cannot borrow a `Proxy`).
+pub async fn admin_call(admin: SocketAddr, method: Method, path: &str, token: Option<&str>, body: &str) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    send(client, &format!("http://{admin}{path}"), method, &headers, Bytes::from(body.to_string())).await
 }
 
 /// Moves a manual clock on until its wall time reads `at` (which must not be behind it).

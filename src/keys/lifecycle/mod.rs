@@ -28,6 +28,8 @@ pub enum LifecycleError {
     Revoked(String),
     #[error("key {0:?} was already rotated to {1:?}; rotate that one")]
     AlreadyRotated(String, String),
+    #[error("key {0:?} has already expired; create a new key")]
+    Expired(String),
 }
 
 /// The public id of a key: derived from the secret through a domain-separated hash, so it is
@@ -189,7 +191,7 @@ pub fn rotate(
         return Err(LifecycleError::AlreadyRotated(id.to_string(), next.clone()));
     }
     if old.expires_at.is_some_and(|e| e <= now) {
-        return Err(LifecycleError::Invalid(format!("key {id:?} has already expired; create a new key")));
+        return Err(LifecycleError::Expired(id.to_string()));
     }
     let secret = generate(prefix);
     let new_id = key_id(&secret);

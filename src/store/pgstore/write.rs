@@ -6,11 +6,10 @@
 //! The lock also orders change versions by commit: a replica that has seen version N has seen
 //! every change numbered below N.
 
-use std::collections::HashMap;
-
 use tokio_postgres::{Client, GenericClient};
 
 use super::rows;
+pub use crate::keys::events::{changes, Event};
 use crate::keys::file::{self, RawKey, RawTable};
 use crate::keys::Catalogue;
 
@@ -20,13 +19,6 @@ pub struct Written {
     /// The change version, when something changed.
     pub version: Option<i64>,
     pub events: Vec<Event>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub key_id: String,
-    pub kind: &'static str,
-    pub reason: Option<String>,
 }
 
 /// The whole table, as a reader outside any write sees it.
@@ -94,31 +86,28 @@ pub async fn modify<T>(
     Ok((out, Written { version: Some(version), events }))
 }
 
-/// The audit events that turn `before` into `after`: new keys are created; a key that gained a
-/// revocation is revoked, one that gained a successor rotated; any other change is an update.
-pub fn changes(before: &RawTable, after: &RawTable) -> Vec<Event> {
-    let old: HashMap<&str, &RawKey> = before.keys.iter().map(|k| (k.id.as_str(), k)).collect();
-    let mut out = Vec::new();
-    for k in &after.keys {
-        let event = match old.get(k.id.as_str()) {
-            None => Some(("created", k.rotated_from.as_ref().map(|f| format!("rotated from {f}")))),
-            Some(o) if o.revoked_at.is_none() && k.revoked_at.is_some() => Some(("revoked", k.revoke_reason.clone())),
-            Some(o) if o.rotated_to.is_none() && k.rotated_to.is_some() => {
-                Some(("rotated", k.rotated_to.as_ref().map(|t| format!("rotated to {t}"))))
-            }
-            Some(o) if !same(o, k) => Some(("updated", None)),
-            Some(_) => None,
-        };
-        if let Some((kind, reason)) = event {
-            out.push(Event { key_id: k.id.clone(), kind, reason });
-        }
-    }
-    out
-}
-
-fn same(a: &RawKey, b: &RawKey) -> bool {
-    // RawKey holds no floats or maps: equal JSON is equal keys.
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+/// One key's events, oldest first.
+pub async fn events(
+    c: &impl GenericClient,
+    schema: &str,
+    id: &str,
+) -> Result<Vec<crate::store::writer::LoggedEvent>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT key_id, event, reason, actor, (extract(epoch FROM at) * 1000)::bigint
+         FROM {schema}.key_events WHERE key_id = $1 ORDER BY seq"
+    );
+    let rows = c.query(&sql, &[&id]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::store::writer::LoggedEvent {
+            key_id: r.get(0),
+            event: r.get(1),
+            reason: r.get(2),
+            actor: r.get(3),
+            at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.get::<_, i64>(4)) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        })
+        .collect())
 }
 
 /// Who is making a change, for the audit trail.

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+mod admin;
 mod config;
 mod headers;
 mod jwt;

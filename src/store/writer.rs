@@ -1,14 +1,27 @@
-//! The store the key commands work on: the table file (locked, atomic replace) or PostgreSQL
-//! (one locked transaction per change, with audit events). Both run the same closure over the
-//! whole raw table, so every command behaves the same whichever store the config names.
+//! Where key changes are written, for the key CLI and the admin API alike: the table file
+//! (locked, atomic replace, events appended to its log) or PostgreSQL (one locked transaction
+//! per change, with its events). Both run the same closure over the whole raw table, so every
+//! change behaves the same whichever store the config names and whoever asks for it.
 
 use anyhow::Context;
 
 use crate::config::PgStore;
+use crate::keys::events::Event;
 use crate::keys::file::RawTable;
 use crate::keys::Catalogue;
 use crate::store::file::FileStore;
 use crate::store::pgstore;
+
+/// One entry of the key event log, as both stores answer it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub key_id: String,
+    pub event: String,
+    pub reason: Option<String>,
+    pub actor: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+}
 
 pub enum TableStore {
     File(FileStore),
@@ -63,26 +76,54 @@ impl TableStore {
     }
 
     /// Runs `f` on the current table with every other writer held off, and stores what it
-    /// changed; nothing is stored when `f` fails.
+    /// changed; nothing is stored when `f` fails. The change is logged as the OS user's.
     pub fn modify<T>(&self, f: impl FnOnce(&mut RawTable) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        self.modify_as(&pgstore::write::actor(), f)
+    }
+
+    /// `modify`, with each event logged as `actor`'s (an admin token's id, an OS user).
+    pub fn modify_as<T>(&self, actor: &str, f: impl FnOnce(&mut RawTable) -> anyhow::Result<T>) -> anyhow::Result<T> {
         match self {
             TableStore::File(store) => {
                 let lock = store.lock()?;
-                let mut t = lock.read()?;
+                let before = lock.read()?;
+                let mut t = RawTable { keys: before.keys.clone() };
                 let out = f(&mut t)?;
-                lock.write(&t)?;
+                let events = crate::keys::events::changes(&before, &t);
+                // Nothing changed, nothing written: a refused or idempotent call leaves the
+                // file (and every proxy's reload) alone.
+                if !events.is_empty() {
+                    lock.write(&t)?;
+                    let now = time::OffsetDateTime::now_utc();
+                    lock.append_events(&events.iter().map(|e| logged(e, actor, now)).collect::<Vec<_>>())?;
+                }
                 Ok(out)
             }
             TableStore::Postgres(pg, scopes) => block_on(async {
                 let mut session = pgstore::connect(pg).await?;
                 pgstore::migrate::check(&session.client, &pg.schema).await?;
-                let (out, _written) =
-                    pgstore::write::modify(&mut session.client, &pg.schema, &pgstore::write::actor(), scopes, f)
-                        .await?;
+                let (out, _written) = pgstore::write::modify(&mut session.client, &pg.schema, actor, scopes, f).await?;
                 Ok(out)
             }),
         }
     }
+
+    /// The event log of one key, oldest first.
+    pub fn events(&self, id: &str) -> anyhow::Result<Vec<LoggedEvent>> {
+        match self {
+            TableStore::File(store) => Ok(store.events()?.into_iter().filter(|e| e.key_id == id).collect()),
+            TableStore::Postgres(pg, _) => block_on(async {
+                let session = pgstore::connect(pg).await?;
+                pgstore::migrate::check(&session.client, &pg.schema).await?;
+                pgstore::bounded(pg.timeout, "key events", pgstore::write::events(&session.client, &pg.schema, id))
+                    .await
+            }),
+        }
+    }
+}
+
+fn logged(e: &Event, actor: &str, at: time::OffsetDateTime) -> LoggedEvent {
+    LoggedEvent { key_id: e.key_id.clone(), event: e.kind.into(), reason: e.reason.clone(), actor: actor.into(), at }
 }
 
 /// The CLI is synchronous; a PostgreSQL command runs on a runtime of its own.

@@ -1,8 +1,17 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 //! `/readyz` (a key table is loaded, the store is fresh, the upstream passes its check and the
 //! proxy is not shutting down; JSON with the reasons when not), the app's own probes passed
-//! through (`admin_probes`), and the read-only operator API `GET /admin/keys/{id}`. Kept off the proxy port so it can be bound to loopback
-//! or a pod-internal address; the operator API needs a token unless bound to loopback.
+//! through (`admin_probes`), the key API under `/admin/keys` (create, list, show, update,
+//! rotate, revoke, events; `access` says who may, `route` what, `keys` does it) and its OpenAPI
+//! document at `/admin/openapi.yaml`. Kept off the proxy port so it can be bound to loopback or a
+//! pod-internal address.
+
+mod access;
+mod keys;
+pub mod request;
+pub mod route;
+
+pub use crate::config::token_hash;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,10 +21,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::config::AdminToken;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::proxy::ConnFacts;
+use crate::proxy::{ConnFacts, Live};
 use crate::readiness::{ProbePassThrough, UpstreamReadiness};
 use crate::server::Handler;
 use crate::store::freshness::Freshness;
@@ -69,35 +77,25 @@ pub struct Admin {
     pub probes: Option<ProbePassThrough>,
 }
 
-/// Who may use `/admin/*`: anyone who can reach a loopback listener, a token holder
-/// otherwise; with neither, the API is off.
+/// Who may use `/admin/keys`: the tokens of the config in force (so a reload rotates them),
+/// and whether the listener is loopback (see `access::Access::check`).
 pub struct AdminApi {
     loopback: bool,
-    token: Option<AdminToken>,
+    live: Live,
 }
 
 impl AdminApi {
-    pub fn new(listen: std::net::SocketAddr, token: Option<AdminToken>) -> AdminApi {
-        AdminApi { loopback: listen.ip().is_loopback(), token }
-    }
-
-    /// Why this request may not use the API, if it may not. The token is read with the proxy's
-    /// own bearer parser (scheme case-insensitive, one header) and compared in constant time.
-    fn refusal(&self, headers: &http::HeaderMap) -> Option<ApiError> {
-        match &self.token {
-            Some(token) => match crate::authn::bearer_token(headers) {
-                Ok(presented) if token.matches(presented.expose()) => None,
-                _ => Some(ApiError::AdminTokenRequired),
-            },
-            None if self.loopback => None,
-            None => Some(ApiError::AdminApiOff),
-        }
+    pub fn new(listen: std::net::SocketAddr, live: Live) -> AdminApi {
+        AdminApi { loopback: listen.ip().is_loopback(), live }
     }
 }
 
+/// The admin API's contract, served as written (and checked against the server by a test).
+pub const OPENAPI: &str = include_str!("../../openapi/admin.yaml");
+
 /// An admin refusal in the standard error body, as the proxy's refusals are.
-fn refused(req: &Request<Incoming>, e: &ApiError) -> Response<Full<Bytes>> {
-    let (parts, body) = e.standalone(req.headers(), 128).into_parts();
+fn refused(headers: &http::HeaderMap, e: &ApiError) -> Response<Full<Bytes>> {
+    let (parts, body) = e.standalone(headers, 128).into_parts();
     Response::from_parts(parts, Full::new(body))
 }
 
@@ -117,8 +115,19 @@ impl Handler for Admin {
     type Body = Full<Bytes>;
 
     async fn call(&self, req: Request<Incoming>, _conn: std::sync::Arc<ConnFacts>) -> Response<Full<Bytes>> {
+        if req.uri().path().starts_with("/admin/keys") {
+            let headers = req.headers().clone();
+            let op = route::route(req.method(), req.uri().path());
+            let operation = op.as_ref().map_or("none", route::Op::name);
+            let answer = match op {
+                Ok(op) => self.keys_api(op, req).await,
+                Err(e) => Err(e),
+            };
+            self.metrics.admin_call(operation, answer.as_ref().map_or_else(|e| e.code(), |_| "OK"));
+            return answer.unwrap_or_else(|e| refused(&headers, &e));
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return refused(&req, &ApiError::MethodNotAllowed { allow: "GET, HEAD".into() });
+            return refused(req.headers(), &ApiError::MethodNotAllowed { allow: "GET, HEAD".into() });
         }
         match req.uri().path() {
             "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()),
@@ -128,14 +137,8 @@ impl Handler for Admin {
                 let probes = self.probes.as_ref().expect("checked in the guard");
                 probes.answer(p).await.map(Full::new)
             }
-            p if p.starts_with("/admin/keys/") => {
-                let answer = match self.api.refusal(req.headers()) {
-                    None => self.key(&p["/admin/keys/".len()..]).await,
-                    Some(e) => Err(e),
-                };
-                answer.unwrap_or_else(|e| refused(&req, &e))
-            }
-            _ => refused(&req, &ApiError::NotFound("admin path")),
+            "/admin/openapi.yaml" => text(StatusCode::OK, "application/yaml", OPENAPI),
+            _ => refused(req.headers(), &ApiError::NotFound("admin path")),
         }
     }
 }
@@ -154,6 +157,24 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
 }
 
 impl Admin {
+    /// `/admin/keys…` once routed: check the caller's token and scope, read a bounded body, answer.
+    async fn keys_api(&self, op: route::Op, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let config = Arc::clone(&self.api.live.load().config);
+        let tokens = access::Access {
+            loopback: self.api.loopback,
+            legacy: config.admin_token.as_ref(),
+            tokens: &config.admin_tokens,
+        };
+        let caller = tokens.check(req.headers(), op.need())?;
+        if let route::Op::Show(id) = &op {
+            return self.key(id).await;
+        }
+        let query = req.uri().query().map(str::to_string);
+        let body = if op.has_body() { read_body(req.into_body()).await? } else { Bytes::new() };
+        let (status, v) = keys::answer(config, op, caller, body, query).await?;
+        Ok(json(status, &v))
+    }
+
     /// Metadata as the proxy sees it (no hash), its state now, and its usage since start.
     async fn key(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
         let view = self.keys.view();
@@ -184,37 +205,16 @@ impl Admin {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn api(listen: &str, token: Option<&str>) -> AdminApi {
-        AdminApi::new(listen.parse().unwrap(), token.map(|t| AdminToken::new(t.into())))
-    }
-
-    fn bearer(v: &str) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn loopback_without_a_token_is_open() {
-        assert_eq!(api("127.0.0.1:9091", None).refusal(&http::HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn elsewhere_without_a_token_the_api_is_off() {
-        assert_eq!(api("0.0.0.0:9091", None).refusal(&bearer("Bearer x")), Some(ApiError::AdminApiOff));
-    }
-
-    #[test]
-    fn with_a_token_only_that_token_opens_it_wherever_it_listens() {
-        let a = api("127.0.0.1:9091", Some("t0ken"));
-        assert_eq!(a.refusal(&http::HeaderMap::new()), Some(ApiError::AdminTokenRequired));
-        assert_eq!(a.refusal(&bearer("Bearer t0ke")), Some(ApiError::AdminTokenRequired));
-        assert_eq!(a.refusal(&bearer("Basic t0ken")), Some(ApiError::AdminTokenRequired));
-        assert_eq!(a.refusal(&bearer("Bearer t0ken")), None);
-        assert_eq!(a.refusal(&bearer("BEARER t0ken")), None);
+/// The whole body, up to `request::MAX_BODY`, within a deadline (a slow client cannot hold a
+/// writer waiting).
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, request::MAX_BODY);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit: request::MAX_BODY as u64 })
+        }
+        Ok(Err(_)) | Err(_) => Err(request::invalid("body", "could not be read")),
     }
 }
