@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::pg_store::{config_file, keygate, migrate, ready, spawn_pg_proxy, Db, FAST};
+use crate::pg_store::{config_file, migrate, ready, spawn_pg_proxy, Db, FAST};
 use crate::support::*;
 
 pub const WRITER: &str = "writer-token-0123456789abcdef";
@@ -264,7 +264,7 @@ async fn the_cli_drives_a_remote_admin_api() {
         all.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let run = async |args: Vec<String>| {
-        let out = keygate(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let out = run_keygate(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
         assert!(out.ok, "{args:?}: {}", out.stderr);
         out.stdout
     };
@@ -281,16 +281,16 @@ async fn the_cli_drives_a_remote_admin_api() {
     assert_eq!(kinds, ["created", "updated", "revoked"]);
 
     std::fs::write(&token_file, READER).unwrap();
-    let refused = keygate(&remote(&["revoke", id]).iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let refused = run_keygate(&remote(&["revoke", id]).iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(!refused.ok && refused.stderr.contains("INSUFFICIENT_SCOPE"), "{}", refused.stderr);
 }
 
 #[tokio::test]
 async fn a_minted_admin_token_prints_its_config_entry() {
-    let out = keygate(&["admin-token", "--id", "ops", "--scopes", "keys:read,keys:write"]).await;
+    let out = run_keygate(&["admin-token", "--id", "ops", "--scopes", "keys:read,keys:write"]).await;
     assert!(out.ok, "{}", out.stderr);
     let token = out.stdout.split_whitespace().find(|w| w.starts_with("kgadm_")).unwrap();
     assert!(out.stdout.contains(&format!("sha256: {}", keygate::admin::token_hash(token))));
     assert!(out.stdout.contains("scopes: [keys:read, keys:write]"));
-    assert!(!keygate(&["admin-token", "--id", "ops", "--scopes", "keys:all"]).await.ok);
+    assert!(!run_keygate(&["admin-token", "--id", "ops", "--scopes", "keys:all"]).await.ok);
 }
