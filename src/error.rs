@@ -48,6 +48,14 @@ pub enum ApiError {
     IpBlocked {
         retry_after: u64,
     },
+    /// The key's credits do not cover the route's cost; `retry_after` is the next refill, if any.
+    CreditsExhausted {
+        retry_after: Option<u64>,
+    },
+    /// The key's calendar quota (UTC day or month) is used up until it resets.
+    QuotaExceeded {
+        retry_after: u64,
+    },
     /// Shared limiter unreachable and configured to fail closed.
     RateLimiterUnavailable,
     /// A bearer JWT that is malformed, badly signed, of an unknown kid, for another audience...
@@ -103,7 +111,9 @@ impl ApiError {
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::CreditsExhausted { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::CheckCallerRefused | ApiError::AdminApiOff => StatusCode::FORBIDDEN,
             ApiError::IpBlocked { .. } => StatusCode::FORBIDDEN,
         }
@@ -128,6 +138,8 @@ impl ApiError {
             ApiError::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            ApiError::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
+            ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::TokenExpired => "TOKEN_EXPIRED",
@@ -162,6 +174,13 @@ impl ApiError {
             ApiError::UpstreamTimeout => "The upstream service did not answer in time".into(),
             ApiError::RateLimited { retry_after } => {
                 format!("Rate limit exceeded. Retry after {retry_after} second{}", plural(*retry_after))
+            }
+            ApiError::CreditsExhausted { retry_after: None } => "API key has no credits left".into(),
+            ApiError::CreditsExhausted { retry_after: Some(s) } => {
+                format!("API key has no credits left. They are refilled in {s} second{}", plural(*s))
+            }
+            ApiError::QuotaExceeded { retry_after } => {
+                format!("API key quota exceeded. It resets in {retry_after} second{}", plural(*retry_after))
             }
             ApiError::IpBlocked { retry_after } => format!(
                 "Requests from this address are blocked after repeated invalid API keys. Retry after {retry_after} second{}",
@@ -205,6 +224,8 @@ impl ApiError {
             | ApiError::UpstreamUnavailable
             | ApiError::UpstreamTimeout
             | ApiError::RateLimited { .. }
+            | ApiError::CreditsExhausted { .. }
+            | ApiError::QuotaExceeded { .. }
             | ApiError::IpBlocked { .. }
             | ApiError::RateLimiterUnavailable
             | ApiError::KeyStoreUnavailable
@@ -233,7 +254,11 @@ impl ApiError {
         if let ApiError::BadFraming(_) = self {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
+        if let ApiError::RateLimited { retry_after }
+        | ApiError::IpBlocked { retry_after }
+        | ApiError::QuotaExceeded { retry_after }
+        | ApiError::CreditsExhausted { retry_after: Some(retry_after) } = self
+        {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable = self {
@@ -308,91 +333,4 @@ impl From<Denied> for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pins every code to its status: a change here is a change of the public contract.
-    #[test]
-    fn every_code_has_its_documented_status() {
-        let cases: Vec<(ApiError, u16, &str)> = vec![
-            (ApiError::MissingAuthorization, 401, "UNAUTHORIZED"),
-            (ApiError::BadAuthorization("x"), 401, "UNAUTHORIZED"),
-            (ApiError::InvalidRequest("x".into()), 400, "INVALID_REQUEST"),
-            (ApiError::BadFraming("x"), 400, "INVALID_REQUEST"),
-            (ApiError::HeadersTooLarge, 431, "REQUEST_HEADERS_TOO_LARGE"),
-            (ApiError::InvalidApiKey, 401, "INVALID_API_KEY"),
-            (ApiError::EnvironmentMismatch { key: "test", proxy: "live" }, 401, "API_KEY_ENVIRONMENT_MISMATCH"),
-            (ApiError::Revoked, 401, "API_KEY_REVOKED"),
-            (ApiError::Expired, 401, "API_KEY_EXPIRED"),
-            (ApiError::IpNotAllowed, 403, "IP_NOT_ALLOWED"),
-            (ApiError::RouteNotFound, 404, "ROUTE_NOT_FOUND"),
-            (ApiError::MethodNotAllowed { allow: "GET".into() }, 405, "METHOD_NOT_ALLOWED"),
-            (ApiError::InsufficientScope { required: "a:read".into() }, 403, "INSUFFICIENT_SCOPE"),
-            (ApiError::ClinicNotAllowed, 403, "CLINIC_NOT_ALLOWED"),
-            (ApiError::PayloadTooLarge { limit: 1 }, 413, "PAYLOAD_TOO_LARGE"),
-            (ApiError::UpstreamUnavailable, 502, "UPSTREAM_UNAVAILABLE"),
-            (ApiError::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT"),
-            (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
-            (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
-            (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
-            (ApiError::InvalidToken, 401, "INVALID_TOKEN"),
-            (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
-            (ApiError::KeyStoreUnavailable, 503, "KEY_STORE_UNAVAILABLE"),
-            (ApiError::CheckCallerRefused, 403, "CHECK_CALLER_REFUSED"),
-            (ApiError::AdminTokenRequired, 401, "ADMIN_TOKEN_REQUIRED"),
-            (ApiError::AdminApiOff, 403, "ADMIN_API_OFF"),
-            (ApiError::NotFound("key id"), 404, "NOT_FOUND"),
-        ];
-        for (e, status, code) in cases {
-            assert_eq!(e.status().as_u16(), status, "{code}");
-            assert_eq!(e.code(), code);
-        }
-    }
-
-    #[test]
-    fn body_is_the_documented_shape() {
-        let r = ApiError::MissingAuthorization.to_response("req-1", "2026-01-01T00:00:00Z");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"keygate\"");
-        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({
-                "success": false,
-                "error": {"code": "UNAUTHORIZED", "message": "Missing Authorization header. Expected: Bearer <api_key>"},
-                "request_id": "req-1",
-                "timestamp": "2026-01-01T00:00:00Z"
-            })
-        );
-    }
-
-    #[test]
-    fn refusals_for_a_while_say_how_long_in_retry_after() {
-        let r = ApiError::RateLimited { retry_after: 3 }.to_response("r", "t");
-        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
-        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
-        assert_eq!(v["error"]["message"], "Rate limit exceeded. Retry after 3 seconds");
-        let r = ApiError::IpBlocked { retry_after: 60 }.to_response("r", "t");
-        assert_eq!(r.headers()[header::RETRY_AFTER], "60");
-        assert_eq!(ApiError::RateLimiterUnavailable.to_response("r", "t").headers()[header::RETRY_AFTER], "1");
-    }
-
-    #[test]
-    fn a_framing_refusal_closes_the_connection() {
-        let r = ApiError::BadFraming("x").to_response("r", "t");
-        assert_eq!(r.headers()[header::CONNECTION], "close");
-        assert!(ApiError::InvalidRequest("x".into()).to_response("r", "t").headers().get(header::CONNECTION).is_none());
-    }
-
-    #[test]
-    fn expired_and_invalid_messages_match_the_reference() {
-        assert_eq!(ApiError::InvalidApiKey.message(), "Invalid API key");
-        assert_eq!(ApiError::Expired.message(), "API key has expired");
-    }
-
-    #[test]
-    fn environment_mismatch_names_both() {
-        let m = ApiError::EnvironmentMismatch { key: "test", proxy: "live" }.message();
-        assert!(m.contains("test") && m.contains("live"), "{m}");
-    }
-}
+mod tests;

@@ -18,6 +18,7 @@ fn spec(pattern: &str, resource: &str, clinic: Option<ClinicSource>) -> RouteSpe
         clinic,
         foreign_clinic: ForeignClinic::EmptyResult,
         empty_body: Bytes::from_static(EMPTY_BODY.as_bytes()),
+        cost: 1,
     }
 }
 

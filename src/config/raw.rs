@@ -103,6 +103,8 @@ pub struct RawTier {
     /// `100/s`, `6000/m`, `5/10s`.
     pub rate: String,
     pub burst: Option<u32>,
+    /// Calendar quotas per UTC day and month for every key on the tier.
+    pub quota: Option<crate::keys::credits::RawQuota>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +290,8 @@ pub struct RawRoute {
     pub clinic: Option<RawClinic>,
     pub on_foreign_clinic: Option<OnForeignClinic>,
     pub empty_body: Option<String>,
+    /// Credits (and quota units) a forwarded request spends; 1 when absent.
+    pub cost: Option<u64>,
 }
 
 /// Where a route finds the clinic id: exactly one of the two.

@@ -35,7 +35,13 @@ pub(super) struct LimitMetrics {
     redis_errors: IntCounterVec,
     redis_fallback: IntCounterVec,
     redis_circuit_open: IntGauge,
+    quota_decisions: IntCounterVec,
 }
+
+/// Every outcome label of `keygate_quota_decisions_total`.
+pub const QUOTA_OUTCOMES: [&str; 4] = ["allowed", "credits_exhausted", "quota_exceeded", "unavailable"];
+/// Every store label of `keygate_quota_decisions_total`: who decided.
+pub const QUOTA_STORES: [&str; 3] = ["local", "redis", "fallback"];
 
 impl LimitMetrics {
     pub(super) fn new(registry: &Registry, max_key_labels: usize) -> LimitMetrics {
@@ -84,8 +90,32 @@ impl LimitMetrics {
                 )
                 .unwrap(),
             ),
+            quota_decisions: quota_decisions(registry),
         }
     }
+}
+
+fn quota_decisions(registry: &Registry) -> IntCounterVec {
+    let v = register(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "keygate_quota_decisions_total",
+                "Credit and calendar-quota decisions for forwarded requests of keys that have them, by outcome \
+                 (allowed, credits_exhausted, quota_exceeded: answered 429, unavailable: Redis unreachable and \
+                 failing closed) and store (local, redis, fallback = this replica's counters while Redis is \
+                 unreachable and failing open).",
+            ),
+            &["outcome", "store"],
+        )
+        .unwrap(),
+    );
+    for o in QUOTA_OUTCOMES {
+        for s in QUOTA_STORES {
+            v.with_label_values(&[o, s]);
+        }
+    }
+    v
 }
 
 impl Metrics {
@@ -112,6 +142,11 @@ impl Metrics {
 
     pub fn redis_error(&self, kind: &str) {
         self.limits.redis_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// One credits/quota decision: `outcome` from `QUOTA_OUTCOMES`, `store` from `QUOTA_STORES`.
+    pub fn quota_decision(&self, outcome: &'static str, store: &'static str) {
+        self.limits.quota_decisions.with_label_values(&[outcome, store]).inc();
     }
 
     pub fn redis_fallback(&self, policy: &str) {

@@ -30,6 +30,8 @@ pub struct RouteSpec {
     pub clinic: Option<ClinicSource>,
     pub foreign_clinic: ForeignClinic,
     pub empty_body: Bytes,
+    /// What a forwarded request spends of its key's credits and calendar quotas.
+    pub cost: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ fn route(pattern: &str, resource: &str, clinic: Option<ClinicSource>, foreign: F
         clinic,
         foreign_clinic: foreign,
         empty_body: Bytes::from_static(b"{}"),
+        cost: 1,
     }
 }
 

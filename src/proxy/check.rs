@@ -10,7 +10,7 @@ use http::header::{self, HeaderName};
 use http::{Extensions, HeaderMap, Method, Response, Uri};
 
 use super::finish::{self, Trail};
-use super::{admit, authenticate, authorize, limit, upstream, Proxy};
+use super::{admit, authenticate, authorize, credits, limit, upstream, Proxy};
 use crate::error::ApiError;
 use crate::request_id;
 use crate::textfmt::IpText;
@@ -138,9 +138,11 @@ impl Proxy {
         let who = authenticate::authenticate(self, &view, &req.headers, trail).await?;
         let key = who.key();
         limit::charge(self, key, trail).await?;
+        let cost = route.route().map_or(1, |r| r.spec.cost);
         match authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)? {
             authorize::Verdict::EmptyResult(resp) => Ok(Checked::Answer(resp)),
             authorize::Verdict::Forward => {
+                credits::spend(self, key, cost, trail).await?;
                 let mut set = HeaderMap::new();
                 upstream::identity(&mut set, key);
                 Ok(Checked::Allow { set, remove })

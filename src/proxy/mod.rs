@@ -18,6 +18,7 @@ pub mod anomalies;
 mod authenticate;
 mod authorize;
 pub mod check;
+mod credits;
 mod finish;
 pub mod forwarded;
 pub mod limit;
@@ -160,9 +161,11 @@ impl Proxy {
         }
 
         let query = parts.uri.query();
+        let cost = route.route().map_or(1, |r| r.spec.cost);
         match authorize::authorize(self, key, &admitted, route, query, trail)? {
             authorize::Verdict::EmptyResult(resp) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
             authorize::Verdict::Forward => {
+                credits::spend(self, key, cost, trail).await?;
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
                 upstream::forward(self, parts, (body, body_len), uri, Some(key), conn, trail).await
             }

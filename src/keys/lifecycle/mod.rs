@@ -133,6 +133,8 @@ fn entry(secret: &str, spec: KeySpec, environment: Environment, now: OffsetDateT
         rotated_from: None,
         rotated_to: None,
         updated_at: None,
+        credits: None,
+        quota: None,
     }
 }
 
