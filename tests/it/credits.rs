@@ -1,0 +1,238 @@
+//! Credits and calendar quotas end to end: a key's balance spent at its route's cost, refused
+//! with 429 and the remaining/reset headers before the upstream sees the request; day quotas and
+//! refills turning over at their UTC instant on a manual clock; and the fleet's shared counter
+//! in the real Redis, which two replicas under concurrent load never over-spend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::redis_limit::live_redis;
+use crate::support::*;
+
+const INTERACTIONS: &str = "/api/v1/clinics/clinic_001/interactions";
+const REPORTS: &str = "/api/v1/clinics/clinic_001/reports";
+
+/// The interactions route at cost 1, and a "reports" route at cost 5.
+const COSTED_ROUTES: &str = "routes:
+  - path: /api/v1/clinics/{clinic_id}/interactions
+    resource: interactions
+    clinic: {path_param: clinic_id}
+  - path: /api/v1/clinics/{clinic_id}/reports
+    resource: interactions
+    clinic: {path_param: clinic_id}
+    cost: 5
+";
+
+fn header(r: &Resp, name: &str) -> Option<String> {
+    r.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+/// The next `HH:MM:SS` UTC after the clock's wall time.
+fn next_at(clock: &Clock, hh: u8, mm: u8) -> OffsetDateTime {
+    let now = clock.wall();
+    let at = now.replace_time(time::Time::from_hms(hh, mm, 0).unwrap());
+    if at > now {
+        at
+    } else {
+        at + time::Duration::days(1)
+    }
+}
+
+fn redis_cfg(url: &str, prefix: &str, on_error: &str, limits_on: bool) -> String {
+    format!(
+        "rate_limits:\n  enabled: {limits_on}\n  backend: redis\n  tiers:\n    default: {{rate: 100000/s, burst: 100000}}\n  redis:\n    url: {url}\n    key_prefix: \"{prefix}\"\n    timeout: 500ms\n    retry_after_failure: 300ms\n    on_error: {on_error}\n"
+    )
+}
+
+fn prefix(test: &str) -> String {
+    format!("keygate-it:{}:credits:{test}:", uuid::Uuid::now_v7())
+}
+
+#[tokio::test]
+async fn spent_credits_are_refused_with_429_and_the_upstream_never_sees_the_request() {
+    let key = TestKey::live("k_credits_local").with("    credits: {balance: 3}\n");
+    let (up, key, kg) = proxy_for(key, "").await;
+    for left in [2, 1, 0] {
+        let r = kg.get_as(&key, INTERACTIONS).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(header(&r, "x-credits-remaining"), Some(left.to_string()));
+        assert_eq!(header(&r, "x-credits-reset"), None, "no refill configured");
+    }
+    let r = kg.get_as(&key, INTERACTIONS).await;
+    r.assert_error(429, "CREDITS_EXHAUSTED");
+    assert_eq!(header(&r, "x-credits-remaining").as_deref(), Some("0"));
+    assert_eq!(header(&r, "retry-after"), None, "nothing refills this key");
+    assert_eq!(up.count(), 3, "the refused request did not reach the upstream");
+    let m = |o: &str| format!("keygate_quota_decisions_total{{outcome=\"{o}\",store=\"local\"}}");
+    assert_eq!(kg.metric(&m("allowed")).await, 3.0);
+    assert_eq!(kg.metric(&m("credits_exhausted")).await, 1.0);
+
+    let plain = TestKey::live("k_no_credits");
+    let (_up, plain, kg) = proxy_for(plain, "").await;
+    let r = kg.get_as(&plain, INTERACTIONS).await;
+    assert_eq!(header(&r, "x-credits-remaining"), None, "keys without credits are not charged");
+    assert_eq!(kg.metric("keygate_quota_decisions_total").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_route_spends_its_cost_and_a_refused_one_spends_nothing() {
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_credits_cost").with("    credits: {balance: 7}\n");
+    let kg = spawn_proxy(up.addr, &[&key], COSTED_ROUTES).await;
+    let r = kg.get_as(&key, REPORTS).await;
+    assert_eq!((r.status.as_u16(), header(&r, "x-credits-remaining").as_deref()), (200, Some("2")));
+    kg.get_as(&key, REPORTS).await.assert_error(429, "CREDITS_EXHAUSTED");
+    let denied = kg.get("/api/v1/clinics/clinic_001/nowhere", &[("authorization", &key.bearer())]).await;
+    assert_eq!(denied.status, 404, "a refused request is not charged");
+    let r = kg.get_as(&key, INTERACTIONS).await;
+    assert_eq!((r.status.as_u16(), header(&r, "x-credits-remaining").as_deref()), (200, Some("1")));
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn a_day_quota_rolls_over_at_midnight_utc_for_a_key_and_for_its_tier() {
+    let clock = Clock::manual();
+    advance_to(&clock, next_at(&clock, 23, 0));
+    let up = Upstream::spawn().await;
+    let own = TestKey::live("k_quota_day").with("    quota: {day: 2}\n");
+    let tiered = TestKey::live("k_quota_tier").with("    rate_limit: metered\n");
+    let cfg = "rate_limits:\n  tiers:\n    default: {rate: 100/s}\n    metered: {rate: 100/s, quota: {day: 1, month: 1000}}\n";
+    let kg = spawn_proxy_at(&clock, up.addr, &[&own, &tiered], cfg).await;
+    for left in ["1", "0"] {
+        let r = kg.get_as(&own, INTERACTIONS).await;
+        assert_eq!((r.status.as_u16(), header(&r, "x-quota-remaining").as_deref()), (200, Some(left)));
+    }
+    assert_eq!(kg.get_as(&tiered, INTERACTIONS).await.status, 200);
+    let midnight = next_at(&clock, 0, 0);
+    advance_to(&clock, midnight - time::Duration::nanoseconds(1));
+    for key in [&own, &tiered] {
+        let r = kg.get_as(key, INTERACTIONS).await;
+        r.assert_error(429, "QUOTA_EXCEEDED");
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("1"), "the day ends in under a second");
+        assert_eq!(header(&r, "x-quota-remaining").as_deref(), Some("0"));
+    }
+    clock.advance(Duration::from_nanos(1));
+    let r = kg.get_as(&own, INTERACTIONS).await;
+    assert_eq!((r.status.as_u16(), header(&r, "x-quota-remaining").as_deref()), (200, Some("1")));
+    assert_eq!(header(&r, "x-quota-reset").as_deref(), Some("86400"));
+    assert_eq!(kg.get_as(&tiered, INTERACTIONS).await.status, 200, "the tier's day quota rolled over too");
+    assert_eq!(up.count(), 5);
+}
+
+#[tokio::test]
+async fn two_replicas_never_spend_more_than_the_credits_under_concurrent_load() {
+    let url = live_redis().await;
+    let up = Upstream::spawn().await;
+    let credits = 200;
+    let key = TestKey::live("k_credits_fleet").with(&format!("    credits: {{balance: {credits}}}\n"));
+    let cfg = redis_cfg(&url, &prefix("fleet"), "fail_closed", true);
+    let replicas =
+        [Arc::new(spawn_proxy(up.addr, &[&key], &cfg).await), Arc::new(spawn_proxy(up.addr, &[&key], &cfg).await)];
+    let (clients, each) = (32, 20);
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (kg, bearer) = (Arc::clone(&replicas[c % 2]), key.bearer());
+        tasks.spawn(async move {
+            let mut allowed = 0;
+            for _ in 0..each {
+                let r = kg.get(INTERACTIONS, &[("authorization", &bearer)]).await;
+                match r.status.as_u16() {
+                    200 => allowed += 1,
+                    429 => assert_eq!(r.json()["error"]["code"], "CREDITS_EXHAUSTED"),
+                    other => panic!("unexpected {other}: {}", r.text()),
+                }
+            }
+            allowed
+        });
+    }
+    let allowed: usize = tasks.join_all().await.into_iter().sum();
+    let took = started.elapsed();
+    eprintln!(
+        "credits accuracy: {} requests from {clients} clients over 2 replicas, {allowed} allowed of {credits} credits ({:?})",
+        clients * each,
+        took
+    );
+    assert_eq!(allowed, credits, "exactly the credits: never more (Unkey's test accepts 1.2x), never fewer");
+    assert_eq!(up.count(), credits);
+    let allowed_by = "keygate_quota_decisions_total{outcome=\"allowed\",store=\"redis\"}";
+    let sum = replicas[0].metric(allowed_by).await + replicas[1].metric(allowed_by).await;
+    assert_eq!(sum, credits as f64);
+}
+
+#[tokio::test]
+async fn a_refill_comes_at_its_utc_time_for_the_whole_fleet() {
+    let url = live_redis().await;
+    let clock = Clock::manual();
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_credits_refill")
+        .with("    credits: {balance: 2, refill: {amount: 5, interval: daily, at: \"06:00\"}}\n");
+    let cfg = redis_cfg(&url, &prefix("refill"), "fail_closed", false);
+    let kg1 = spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await;
+    let kg2 = spawn_proxy_at(&clock, up.addr, &[&key], &cfg).await;
+    let six = next_at(&clock, 6, 0);
+    assert_eq!(kg1.get_as(&key, INTERACTIONS).await.status, 200);
+    assert_eq!(kg2.get_as(&key, INTERACTIONS).await.status, 200);
+    advance_to(&clock, six - time::Duration::nanoseconds(1));
+    let r = kg1.get_as(&key, INTERACTIONS).await;
+    r.assert_error(429, "CREDITS_EXHAUSTED");
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("1"));
+    assert_eq!(header(&r, "x-credits-reset").as_deref(), Some("1"));
+    clock.advance(Duration::from_nanos(1));
+    let r = kg2.get_as(&key, INTERACTIONS).await;
+    assert_eq!((r.status.as_u16(), header(&r, "x-credits-remaining").as_deref()), (200, Some("4")));
+    assert_eq!(header(&r, "x-credits-reset").as_deref(), Some("86400"));
+    let r = kg1.get_as(&key, INTERACTIONS).await;
+    assert_eq!(header(&r, "x-credits-remaining").as_deref(), Some("3"), "refilled once, for both replicas");
+}
+
+#[tokio::test]
+async fn a_top_up_is_applied_once_however_many_replicas_load_it() {
+    let url = live_redis().await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_credits_topup").with("    credits: {balance: 1}\n");
+    let cfg = redis_cfg(&url, &prefix("topup"), "fail_closed", false);
+    let kg1 = spawn_proxy(up.addr, &[&key], &cfg).await;
+    let kg2 = spawn_proxy(up.addr, &[&key], &cfg).await;
+    assert_eq!(kg1.get_as(&key, INTERACTIONS).await.status, 200);
+    kg2.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+
+    // What `keygate keys credits topup k_credits_topup 5` writes: the top-up total, raised.
+    let topped = TestKey { extra: "    credits: {balance: 1, topped_up: 5}\n".into(), ..key };
+    let reloaded = "keygate_key_table_reloads_total{result=\"ok\"}";
+    let before = [kg1.metric(reloaded).await, kg2.metric(reloaded).await];
+    for kg in [&kg1, &kg2] {
+        kg.write_keys(&table_yaml(&[&topped]));
+    }
+    for (kg, before) in [(&kg1, before[0]), (&kg2, before[1])] {
+        eventually(Duration::from_secs(5), async || kg.metric(reloaded).await > before).await;
+    }
+    let mut allowed = 0;
+    for i in 0..12 {
+        let kg = if i % 2 == 0 { &kg1 } else { &kg2 };
+        allowed += usize::from(kg.get_as(&topped, INTERACTIONS).await.status == 200);
+    }
+    assert_eq!(allowed, 5, "the top-up of 5 was added once, not once per replica");
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_503_or_open_to_this_replicas_counters() {
+    let dead = format!("redis://{}", dead_addr().await);
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_credits_down").with("    credits: {balance: 2}\n");
+    let closed = spawn_proxy(up.addr, &[&key], &redis_cfg(&dead, "p:", "fail_closed", false)).await;
+    closed.get_as(&key, INTERACTIONS).await.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(closed.metric("keygate_quota_decisions_total{outcome=\"unavailable\"}").await, 1.0);
+    assert_eq!(closed.metric("keygate_rate_limit_redis_fallback_total{policy=\"fail_closed\"}").await, 1.0);
+    assert_eq!(up.count(), 0);
+
+    let open = spawn_proxy(up.addr, &[&key], &redis_cfg(&dead, "p:", "fail_open", false)).await;
+    for _ in 0..2 {
+        assert_eq!(open.get_as(&key, INTERACTIONS).await.status, 200);
+    }
+    open.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+    assert_eq!(open.metric("keygate_quota_decisions_total{store=\"fallback\"}").await, 3.0);
+    assert_eq!(open.metric("keygate_rate_limit_redis_fallback_total{policy=\"fail_open\"}").await, 3.0);
+}
