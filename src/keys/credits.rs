@@ -3,6 +3,9 @@
 //! PostgreSQL's `credits` / `quota` columns.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::file::{RawKey, RawTable};
 
 use crate::ratelimit::credits::period::{format_time_of_day, parse_time_of_day};
 use crate::ratelimit::credits::{Calendar, CreditPlan, Interval, Refill};
@@ -102,6 +105,62 @@ impl RawQuota {
     }
 }
 
+/// `keys credits set`: the balance now (and the refill, when given: `Some(None)` removes it).
+/// The revision rises past the last one and past the clock (Unix seconds), so even after credits
+/// were removed and set again every counter starts over.
+pub fn set(
+    t: &mut RawTable,
+    id: &str,
+    balance: u64,
+    refill: Option<Option<RawRefill>>,
+    now: OffsetDateTime,
+) -> Result<RawCredits, String> {
+    let k = find(t, id)?;
+    let old = k.credits.take();
+    let revision = old.as_ref().map_or(0, |c| c.revision + 1).max(u64::try_from(now.unix_timestamp()).unwrap_or(0));
+    let refill = refill.unwrap_or_else(|| old.and_then(|c| c.refill));
+    let credits = RawCredits { balance, revision, topped_up: 0, refill };
+    credits.plan()?;
+    k.credits = Some(credits.clone());
+    k.updated_at = Some(now);
+    Ok(credits)
+}
+
+/// `keys credits topup`: adds `amount` to the top-up total, which every counter adds once.
+pub fn topup(t: &mut RawTable, id: &str, amount: u64, now: OffsetDateTime) -> Result<RawCredits, String> {
+    let k = find(t, id)?;
+    let Some(c) = k.credits.as_mut() else {
+        return Err(format!("{id} has no credits to top up: give it a balance with `keys credits set`"));
+    };
+    c.topped_up =
+        c.topped_up.checked_add(amount).filter(|n| *n <= MAX_AMOUNT).ok_or("the top-up total would pass 2^50")?;
+    let out = c.clone();
+    k.updated_at = Some(now);
+    Ok(out)
+}
+
+/// `keys credits quota`: the key's own day and month quotas (`Some(None)` removes one).
+pub fn set_quota(
+    t: &mut RawTable,
+    id: &str,
+    day: Option<Option<u64>>,
+    month: Option<Option<u64>>,
+    now: OffsetDateTime,
+) -> Result<Option<RawQuota>, String> {
+    let k = find(t, id)?;
+    let mut q = k.quota.unwrap_or_default();
+    q.day = day.unwrap_or(q.day);
+    q.month = month.unwrap_or(q.month);
+    q.calendar()?;
+    k.quota = (q != RawQuota::default()).then_some(q);
+    k.updated_at = Some(now);
+    Ok(k.quota)
+}
+
+fn find<'t>(t: &'t mut RawTable, id: &str) -> Result<&'t mut RawKey, String> {
+    t.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| format!("no key with id {id:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +178,37 @@ mod tests {
         assert!(serde_json::from_str::<RawCredits>(r#"{"balance":1,"extra":1}"#).is_err(), "unknown fields refused");
         assert!(RawCredits { balance: u64::MAX, revision: 0, topped_up: 0, refill: None }.plan().is_err());
         assert!(RawQuota { day: Some(0), month: None }.calendar().is_err());
+    }
+
+    fn table() -> RawTable {
+        let k = r#"{"id":"k1","hash":"00","environment":"live"}"#;
+        RawTable { keys: vec![serde_json::from_str(k).unwrap()] }
+    }
+
+    #[test]
+    fn set_raises_the_revision_past_the_clock_and_clears_top_ups() {
+        let mut t = table();
+        let now = OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        assert!(topup(&mut t, "k1", 5, now).unwrap_err().contains("no credits"));
+        assert_eq!(set(&mut t, "k1", 10, None, now).unwrap().revision, 1_000);
+        assert_eq!(topup(&mut t, "k1", 5, now).unwrap().topped_up, 5);
+        assert_eq!(topup(&mut t, "k1", 2, now).unwrap().topped_up, 7, "a total: each counter adds what it lacks");
+        let again = set(&mut t, "k1", 3, None, now).unwrap();
+        assert_eq!((again.revision, again.topped_up, again.balance), (1_001, 0, 3));
+        assert!(set(&mut t, "nope", 1, None, now).is_err());
+    }
+
+    #[test]
+    fn a_quota_is_set_field_by_field_and_removed_when_empty() {
+        let mut t = table();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(
+            set_quota(&mut t, "k1", Some(Some(5)), None, now).unwrap(),
+            Some(RawQuota { day: Some(5), month: None })
+        );
+        let both = set_quota(&mut t, "k1", None, Some(Some(50)), now).unwrap();
+        assert_eq!(both, Some(RawQuota { day: Some(5), month: Some(50) }));
+        assert_eq!(set_quota(&mut t, "k1", Some(None), Some(None), now).unwrap(), None);
+        assert!(set_quota(&mut t, "k1", Some(Some(0)), None, now).is_err());
     }
 }

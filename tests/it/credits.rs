@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::keys_cli::keys_with;
 use crate::redis_limit::live_redis;
 use crate::support::*;
 
@@ -44,6 +45,16 @@ fn redis_cfg(url: &str, prefix: &str, on_error: &str, limits_on: bool) -> String
     format!(
         "rate_limits:\n  enabled: {limits_on}\n  backend: redis\n  tiers:\n    default: {{rate: 100000/s, burst: 100000}}\n  redis:\n    url: {url}\n    key_prefix: \"{prefix}\"\n    timeout: 500ms\n    retry_after_failure: 300ms\n    on_error: {on_error}\n"
     )
+}
+
+/// Writes `table` as every replica's key table and waits until each has loaded it.
+async fn reload_with(replicas: &[&Proxy], table: &str) {
+    let loaded = "keygate_key_table_reloads_total{result=\"ok\"}";
+    for kg in replicas {
+        let before = kg.metric(loaded).await;
+        kg.write_keys(table);
+        eventually(Duration::from_secs(5), async || kg.metric(loaded).await > before).await;
+    }
 }
 
 fn prefix(test: &str) -> String {
@@ -201,14 +212,7 @@ async fn a_top_up_is_applied_once_however_many_replicas_load_it() {
 
     // What `keygate keys credits topup k_credits_topup 5` writes: the top-up total, raised.
     let topped = TestKey { extra: "    credits: {balance: 1, topped_up: 5}\n".into(), ..key };
-    let reloaded = "keygate_key_table_reloads_total{result=\"ok\"}";
-    let before = [kg1.metric(reloaded).await, kg2.metric(reloaded).await];
-    for kg in [&kg1, &kg2] {
-        kg.write_keys(&table_yaml(&[&topped]));
-    }
-    for (kg, before) in [(&kg1, before[0]), (&kg2, before[1])] {
-        eventually(Duration::from_secs(5), async || kg.metric(reloaded).await > before).await;
-    }
+    reload_with(&[&kg1, &kg2], &table_yaml(&[&topped])).await;
     let mut allowed = 0;
     for i in 0..12 {
         let kg = if i % 2 == 0 { &kg1 } else { &kg2 };
@@ -235,4 +239,44 @@ async fn redis_down_fails_closed_with_503_or_open_to_this_replicas_counters() {
     open.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
     assert_eq!(open.metric("keygate_quota_decisions_total{store=\"fallback\"}").await, 3.0);
     assert_eq!(open.metric("keygate_rate_limit_redis_fallback_total{policy=\"fail_open\"}").await, 3.0);
+}
+
+#[tokio::test]
+async fn the_cli_sets_tops_up_and_shows_credits_with_the_live_remaining() {
+    let url = live_redis().await;
+    let up = Upstream::spawn().await;
+    let key = TestKey::live("k_credits_cli");
+    let cfg = redis_cfg(&url, &prefix("cli"), "fail_closed", false);
+    let (kg1, kg2) = (spawn_proxy(up.addr, &[&key], &cfg).await, spawn_proxy(up.addr, &[&key], &cfg).await);
+    let cli = async |args: &[&str]| {
+        let out = keys_with("--config", &kg1.config_path, args).await;
+        assert!(out.ok, "{args:?}: {}", out.stderr);
+        let table = std::fs::read_to_string(&kg1.keys_path).unwrap();
+        reload_with(&[&kg1, &kg2], &table).await;
+        out.stdout
+    };
+    cli(&["credits", "set", "k_credits_cli", "2", "--refill", "10", "--refill-every", "monthly"]).await;
+    let spent = [kg1.get_as(&key, INTERACTIONS).await, kg2.get_as(&key, INTERACTIONS).await];
+    assert!(spent.iter().all(|r| r.status == 200));
+    kg1.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+
+    let out = cli(&["credits", "topup", "k_credits_cli", "3", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["credits"]["topped_up"], 3);
+    let mut allowed = 0;
+    for i in 0..8 {
+        let kg = if i % 2 == 0 { &kg1 } else { &kg2 };
+        allowed += usize::from(kg.get_as(&key, INTERACTIONS).await.status == 200);
+    }
+    assert_eq!(allowed, 3, "the CLI's top-up, applied once across both replicas");
+
+    cli(&["credits", "quota", "k_credits_cli", "--day", "100"]).await;
+    let out = keys_with("--config", &kg1.config_path, &["credits", "show", "k_credits_cli", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+    assert_eq!(v["credits"]["balance"], 2);
+    assert_eq!(v["credits"]["refill"]["interval"], "monthly");
+    assert_eq!(v["quota"]["effective"]["day"], 100);
+    assert_eq!(v["live"]["remaining"], 0, "{v}");
+    assert_eq!(v["live"]["source"], "redis");
+    assert_eq!(v["live"]["day_used"], 5, "today's use counts towards a quota set later in the day");
 }
