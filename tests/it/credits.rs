@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::keys_cli::keys_with;
+use crate::pg_store;
 use crate::redis_limit::live_redis;
 use crate::support::*;
 
@@ -241,37 +241,55 @@ async fn redis_down_fails_closed_with_503_or_open_to_this_replicas_counters() {
     assert_eq!(open.metric("keygate_rate_limit_redis_fallback_total{policy=\"fail_open\"}").await, 3.0);
 }
 
-#[tokio::test]
-async fn the_cli_sets_tops_up_and_shows_credits_with_the_live_remaining() {
-    let url = live_redis().await;
-    let up = Upstream::spawn().await;
-    let key = TestKey::live("k_credits_cli");
-    let cfg = redis_cfg(&url, &prefix("cli"), "fail_closed", false);
-    let (kg1, kg2) = (spawn_proxy(up.addr, &[&key], &cfg).await, spawn_proxy(up.addr, &[&key], &cfg).await);
-    let cli = async |args: &[&str]| {
-        let out = keys_with("--config", &kg1.config_path, args).await;
-        assert!(out.ok, "{args:?}: {}", out.stderr);
-        let table = std::fs::read_to_string(&kg1.keys_path).unwrap();
-        reload_with(&[&kg1, &kg2], &table).await;
-        out.stdout
-    };
-    cli(&["credits", "set", "k_credits_cli", "2", "--refill", "10", "--refill-every", "monthly"]).await;
-    let spent = [kg1.get_as(&key, INTERACTIONS).await, kg2.get_as(&key, INTERACTIONS).await];
-    assert!(spent.iter().all(|r| r.status == 200));
-    kg1.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+/// Runs a `keygate keys --config …` command and waits until every replica has synced the change.
+async fn synced(replicas: &[&Proxy], args: &[&str]) -> String {
+    let version = "keygate_key_store_version";
+    // Every replica at the same version first, so "past it" below means "has this change".
+    let mut before = 0.0;
+    eventually(Duration::from_secs(5), async || {
+        before = replicas[0].metric(version).await;
+        for kg in &replicas[1..] {
+            if kg.metric(version).await != before {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let out = pg_store::keys(&replicas[0].config_path, args).await;
+    assert!(out.ok, "{args:?}: {}", out.stderr);
+    for kg in replicas {
+        eventually(Duration::from_secs(5), async || kg.metric(version).await > before).await;
+    }
+    out.stdout
+}
 
-    let out = cli(&["credits", "topup", "k_credits_cli", "3", "--json"]).await;
+#[tokio::test]
+async fn the_cli_sets_tops_up_and_shows_credits_on_postgresql_with_the_live_remaining() {
+    let (url, db) = (live_redis().await, pg_store::Db::new().await);
+    let (up, dir) = (Upstream::spawn().await, tempfile::tempdir().unwrap());
+    let store = db.store_yaml(&db.url, pg_store::FAST) + &redis_cfg(&url, &prefix("cli"), "fail_closed", false);
+    pg_store::migrate(&pg_store::config_file(dir.path(), "kg1.yaml", up.addr, &store)).await;
+    let kg1 = pg_store::spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
+    let kg2 = pg_store::spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
+    let (id, secret) = pg_store::create(&kg1.config_path, &["--label", "metered"]).await;
+    let bearer = format!("Bearer {secret}");
+    let get = async |kg: &Proxy| kg.get(INTERACTIONS, &[("authorization", &bearer)]).await;
+    synced(&[&kg1, &kg2], &["credits", "set", &id, "2", "--refill", "10", "--refill-every", "monthly"]).await;
+    assert_eq!((get(&kg1).await.status.as_u16(), get(&kg2).await.status.as_u16()), (200, 200));
+    get(&kg1).await.assert_error(429, "CREDITS_EXHAUSTED");
+
+    let out = synced(&[&kg1, &kg2], &["credits", "topup", &id, "3", "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["credits"]["topped_up"], 3);
     let mut allowed = 0;
     for i in 0..8 {
-        let kg = if i % 2 == 0 { &kg1 } else { &kg2 };
-        allowed += usize::from(kg.get_as(&key, INTERACTIONS).await.status == 200);
+        allowed += usize::from(get(if i % 2 == 0 { &kg1 } else { &kg2 }).await.status == 200);
     }
     assert_eq!(allowed, 3, "the CLI's top-up, applied once across both replicas");
 
-    cli(&["credits", "quota", "k_credits_cli", "--day", "100"]).await;
-    let out = keys_with("--config", &kg1.config_path, &["credits", "show", "k_credits_cli", "--json"]).await;
+    synced(&[&kg1, &kg2], &["credits", "quota", &id, "--day", "100"]).await;
+    let out = pg_store::keys(&kg1.config_path, &["credits", "show", &id, "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
     assert_eq!(v["credits"]["balance"], 2);
     assert_eq!(v["credits"]["refill"]["interval"], "monthly");

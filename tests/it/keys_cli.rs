@@ -5,21 +5,16 @@ use std::time::Duration;
 
 use crate::support::*;
 
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
 }
 
 /// Runs `keygate keys --table TABLE ARGS…` off the async threads (the proxy runs on them).
 async fn keys(table: &Path, args: &[&str]) -> Out {
-    keys_with("--table", table, args).await
-}
-
-/// `keygate keys FLAG FILE ARGS…`, the flag being `--table` or `--config`.
-pub async fn keys_with(flag: &str, file: &Path, args: &[&str]) -> Out {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
-    cmd.arg("keys").arg(flag).arg(file).args(args);
+    cmd.arg("keys").arg("--table").arg(table).args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     Out {
         ok: out.status.success(),

@@ -25,7 +25,7 @@ mod fuzz;
 mod hostile;
 mod hygiene;
 mod inject;
-pub mod keys_cli;
+mod keys_cli;
 mod lifecycle;
 mod metrics;
 mod pg_cache;
