@@ -298,3 +298,45 @@ async fn the_cli_sets_tops_up_and_shows_credits_on_postgresql_with_the_live_rema
     assert_eq!(v["live"]["source"], "redis");
     assert_eq!(v["live"]["day_used"], 5, "today's use counts towards a quota set later in the day");
 }
+
+/// The Lua script is `credits::decide` in Lua: the same 3000 steps (charges of several costs,
+/// top-ups, sets, stale replicas, days and refills passing) give the same verdicts and counters.
+#[tokio::test]
+async fn the_redis_script_decides_exactly_as_the_local_counter() {
+    use keygate::ratelimit::credits::{decide, Calendar, Charge, Counter, CreditPlan, Interval, Refill};
+    let url = live_redis().await;
+    let redis = keygate::store::redis_limits::RedisLimiter::new(
+        crate::redis_limit::settings(&url, "credits-script"),
+        Clock::system(),
+        None,
+    )
+    .unwrap();
+    let refill = Some(Refill { amount: 9, interval: Interval::Daily, at_secs: 6 * 3600 });
+    let mut plan = CreditPlan { balance: 20, revision: 1, topped_up: 0, refill };
+    let (mut stale, mut local, mut now) = (plan, Counter::default(), 1_780_000_000_i64);
+    let calendar = Calendar { day: Some(30), month: Some(200) };
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for step in 0..3000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // The choice from the low bits, the amounts from independent high bits.
+        let n = seed >> 32;
+        match seed % 10 {
+            0 => (stale, plan.topped_up) = (plan, plan.topped_up + n % 5),
+            1 if n % 7 == 0 => {
+                (stale, plan) =
+                    (plan, CreditPlan { balance: n % 30, revision: plan.revision + 1, topped_up: 0, ..plan })
+            }
+            2 => now += i64::try_from(n % 600).unwrap() * 60,
+            _ => {
+                let asked = if (n >> 8) % 3 == 0 { &stale } else { &plan };
+                let args = Charge { plan: Some(asked), calendar, cost: n % 4, now }.args();
+                let verdict = decide(&mut local, &args);
+                let shared = redis.charge_credits("k", &args).await.unwrap();
+                assert_eq!(shared, (verdict, local), "step {step}: {args:?}");
+            }
+        }
+    }
+    assert_eq!(redis.read_credits("k").await.unwrap(), Some(local));
+}

@@ -115,9 +115,11 @@ pub fn decide(c: &mut Counter, a: &Args) -> Verdict {
             Some(r) if r > a.revision => {} // a replica that has not seen the latest `set` yet
             Some(r) if r == a.revision => {
                 if a.period > c.period {
+                    // Top-ups so far are forfeited with the rest; the total never goes back, so
+                    // a replica that has not seen the last one cannot add it again after.
                     c.period = a.period;
                     c.remaining = a.refill_amount;
-                    c.topped_up = a.topped_up;
+                    c.topped_up = c.topped_up.max(a.topped_up);
                 }
                 add_topups(c, a);
             }

@@ -107,3 +107,16 @@ fn a_key_quota_overrides_its_tier_field_by_field() {
     assert_eq!(key.over(tier), Calendar { day: Some(5), month: Some(1000) });
     assert!(Calendar::default().is_none());
 }
+
+#[test]
+fn a_refill_forfeits_top_ups_even_when_a_stale_replica_triggers_it() {
+    let refill = Refill { amount: 10, interval: Interval::Daily, at_secs: 0 };
+    let stale = CreditPlan { refill: Some(refill), ..plan(1) };
+    let fresh = CreditPlan { topped_up: 5, ..stale };
+    let mut c = Counter::default();
+    assert_eq!(charge(&mut c, Some(&fresh), Calendar::default(), 1, unix(NOON)).credits_remaining, Some(5));
+    let tomorrow = unix(NOON) + 86_400;
+    assert_eq!(charge(&mut c, Some(&stale), Calendar::default(), 1, tomorrow).credits_remaining, Some(9));
+    let o = charge(&mut c, Some(&fresh), Calendar::default(), 1, tomorrow);
+    assert_eq!(o.credits_remaining, Some(8), "yesterday's top-up is not added again");
+}

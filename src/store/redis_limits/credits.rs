@@ -30,7 +30,7 @@ if credits then
   if v < rev then
     v, p, r, t = rev, a[6], a[5], 0
   elseif v == rev and a[6] > p then
-    p, r, t = a[6], a[7], a[8]
+    p, r, t = a[6], a[7], math.max(t, a[8])
   end
   if v == rev and a[8] > t then
     r, t = r + a[8] - t, a[8]

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 mod config;
+mod credits;
 mod headers;
 mod jwt;
 mod keys;
