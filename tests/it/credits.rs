@@ -324,13 +324,13 @@ async fn the_redis_script_decides_exactly_as_the_local_counter() {
         let n = seed >> 32;
         match seed % 10 {
             0 => (stale, plan.topped_up) = (plan, plan.topped_up + n % 5),
-            1 if n % 7 == 0 => {
+            1 if n.is_multiple_of(7) => {
                 (stale, plan) =
                     (plan, CreditPlan { balance: n % 30, revision: plan.revision + 1, topped_up: 0, ..plan })
             }
             2 => now += i64::try_from(n % 600).unwrap() * 60,
             _ => {
-                let asked = if (n >> 8) % 3 == 0 { &stale } else { &plan };
+                let asked = if (n >> 8).is_multiple_of(3) { &stale } else { &plan };
                 let args = Charge { plan: Some(asked), calendar, cost: n % 4, now }.args();
                 let verdict = decide(&mut local, &args);
                 let shared = redis.charge_credits("k", &args).await.unwrap();
