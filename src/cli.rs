@@ -303,33 +303,45 @@ pub enum CreditsCommand {
         /// Remove the refill.
         #[arg(long)]
         no_refill: bool,
+        /// Machine-readable output: the key's credits as stored.
         #[arg(long)]
         json: bool,
     },
     /// Add to the balance; every replica adds it exactly once.
     Topup {
+        /// The key's id (key_…).
         id: String,
+        /// How much to add, in cost units.
         amount: u64,
+        /// Machine-readable output: the key's credits as stored.
         #[arg(long)]
         json: bool,
     },
     /// The key's own quotas per UTC day and month (over its tier's).
     Quota {
+        /// The key's id (key_…).
         id: String,
+        /// At most this many cost units per UTC day (resets 00:00 UTC).
         #[arg(long, conflicts_with = "no_day")]
         day: Option<u64>,
+        /// At most this many cost units per UTC month (resets on the 1st, 00:00 UTC).
         #[arg(long, conflicts_with = "no_month")]
         month: Option<u64>,
+        /// Remove the key's own day quota (its tier's applies).
         #[arg(long)]
         no_day: bool,
+        /// Remove the key's own month quota (its tier's applies).
         #[arg(long)]
         no_month: bool,
+        /// Machine-readable output: the key's own quota as stored.
         #[arg(long)]
         json: bool,
     },
     /// The configured credits and quotas, and the live counter when Redis holds it.
     Show {
+        /// The key's id (key_…).
         id: String,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
