@@ -35,7 +35,26 @@ pub(super) struct LimitMetrics {
     redis_errors: IntCounterVec,
     redis_fallback: IntCounterVec,
     redis_circuit_open: IntGauge,
-    quota_decisions: IntCounterVec,
+    /// Every (outcome, store) child resolved once: metered requests hash no labels.
+    quota_decisions: [[IntCounter; QUOTA_STORES.len()]; QUOTA_OUTCOMES.len()],
+}
+
+/// A credits/quota decision, in `QUOTA_OUTCOMES` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaOutcome {
+    Allowed,
+    CreditsExhausted,
+    QuotaExceeded,
+    Unavailable,
+}
+
+/// Who decided, in `QUOTA_STORES` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaStore {
+    Local,
+    Redis,
+    /// This replica's counters while Redis is unreachable (failing open).
+    Fallback,
 }
 
 /// Every outcome label of `keygate_quota_decisions_total`.
@@ -95,7 +114,7 @@ impl LimitMetrics {
     }
 }
 
-fn quota_decisions(registry: &Registry) -> IntCounterVec {
+fn quota_decisions(registry: &Registry) -> [[IntCounter; QUOTA_STORES.len()]; QUOTA_OUTCOMES.len()] {
     let v = register(
         registry,
         IntCounterVec::new(
@@ -110,12 +129,7 @@ fn quota_decisions(registry: &Registry) -> IntCounterVec {
         )
         .unwrap(),
     );
-    for o in QUOTA_OUTCOMES {
-        for s in QUOTA_STORES {
-            v.with_label_values(&[o, s]);
-        }
-    }
-    v
+    QUOTA_OUTCOMES.map(|o| QUOTA_STORES.map(|s| v.with_label_values(&[o, s])))
 }
 
 impl Metrics {
@@ -144,9 +158,9 @@ impl Metrics {
         self.limits.redis_errors.with_label_values(&[kind]).inc();
     }
 
-    /// One credits/quota decision: `outcome` from `QUOTA_OUTCOMES`, `store` from `QUOTA_STORES`.
-    pub fn quota_decision(&self, outcome: &'static str, store: &'static str) {
-        self.limits.quota_decisions.with_label_values(&[outcome, store]).inc();
+    /// One credits/quota decision: `outcome` indexes `QUOTA_OUTCOMES`, `store` `QUOTA_STORES`.
+    pub fn quota_decision(&self, outcome: QuotaOutcome, store: QuotaStore) {
+        self.limits.quota_decisions[outcome as usize][store as usize].inc();
     }
 
     pub fn redis_fallback(&self, policy: &str) {

@@ -72,7 +72,7 @@ fn exercise(m: &Metrics) {
     m.ip_rate_limit(true);
     m.redis_error("timeout");
     m.redis_fallback("fail_open");
-    m.quota_decision("allowed", "local");
+    m.quota_decision(QuotaOutcome::Allowed, QuotaStore::Local);
     m.anomaly("invalid_key_burst");
     m.blocked_ips(2);
     m.alert("sent");

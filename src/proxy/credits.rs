@@ -13,6 +13,7 @@ use super::Proxy;
 use crate::config::OnRedisError;
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
+use crate::metrics::{QuotaOutcome, QuotaStore};
 use crate::ratelimit::credits::{Calendar, Charge, Outcome, Verdict};
 
 static CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
@@ -47,15 +48,15 @@ impl Limiter {
     /// Charges `charge` to the key's counter: the fleet's in Redis, else this replica's.
     pub(super) async fn charge_credits(&self, id: &Arc<str>, charge: &Charge<'_>) -> Result<Outcome, ApiError> {
         let (outcome, store) = match &self.shared {
-            None => (self.credits.charge(id, charge), "local"),
+            None => (self.credits.charge(id, charge), QuotaStore::Local),
             Some((redis, on_error)) => match redis.charge_credits(id, &charge.args()).await {
-                Ok((verdict, counter)) => (Outcome::of(verdict, &counter, charge), "redis"),
+                Ok((verdict, counter)) => (Outcome::of(verdict, &counter, charge), QuotaStore::Redis),
                 Err(_) => {
                     self.metrics.redis_fallback(on_error.as_str());
                     match on_error {
-                        OnRedisError::FailOpen => (self.credits.charge(id, charge), "fallback"),
+                        OnRedisError::FailOpen => (self.credits.charge(id, charge), QuotaStore::Fallback),
                         OnRedisError::FailClosed => {
-                            self.metrics.quota_decision("unavailable", "redis");
+                            self.metrics.quota_decision(QuotaOutcome::Unavailable, QuotaStore::Redis);
                             return Err(ApiError::RateLimiterUnavailable);
                         }
                     }
@@ -63,9 +64,9 @@ impl Limiter {
             },
         };
         let label = match outcome.verdict {
-            Verdict::Allowed => "allowed",
-            Verdict::CreditsExhausted => "credits_exhausted",
-            Verdict::QuotaExceeded => "quota_exceeded",
+            Verdict::Allowed => QuotaOutcome::Allowed,
+            Verdict::CreditsExhausted => QuotaOutcome::CreditsExhausted,
+            Verdict::QuotaExceeded => QuotaOutcome::QuotaExceeded,
         };
         self.metrics.quota_decision(label, store);
         Ok(outcome)
