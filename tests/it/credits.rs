@@ -241,7 +241,8 @@ async fn redis_down_fails_closed_with_503_or_open_to_this_replicas_counters() {
     assert_eq!(open.metric("keygate_rate_limit_redis_fallback_total{policy=\"fail_open\"}").await, 3.0);
 }
 
-/// Runs a `keygate keys --config …` command and waits until every replica has synced the change.
+/// Runs a `keygate keys --config …` command and waits until every replica has synced the change
+/// (every change of the test goes through here, so "past the version before" means "has it").
 async fn synced(replicas: &[&Proxy], args: &[&str]) -> String {
     let version = "keygate_key_store_version";
     // Every replica at the same version first, so "past it" below means "has this change".
@@ -272,7 +273,9 @@ async fn the_cli_sets_tops_up_and_shows_credits_on_postgresql_with_the_live_rema
     pg_store::migrate(&pg_store::config_file(dir.path(), "kg1.yaml", up.addr, &store)).await;
     let kg1 = pg_store::spawn_pg_proxy(dir.path(), "kg1.yaml", up.addr, &store).await;
     let kg2 = pg_store::spawn_pg_proxy(dir.path(), "kg2.yaml", up.addr, &store).await;
-    let (id, secret) = pg_store::create(&kg1.config_path, &["--label", "metered"]).await;
+    let created: serde_json::Value =
+        serde_json::from_str(&synced(&[&kg1, &kg2], &["create", "--json", "--label", "metered"]).await).unwrap();
+    let (id, secret) = (created["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap());
     let bearer = format!("Bearer {secret}");
     let get = async |kg: &Proxy| kg.get(INTERACTIONS, &[("authorization", &bearer)]).await;
     synced(&[&kg1, &kg2], &["credits", "set", &id, "2", "--refill", "10", "--refill-every", "monthly"]).await;
