@@ -73,10 +73,13 @@ pub struct Access {
 }
 
 /// A key's own volume limits; its tier's calendar quotas apply to it as well.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct UsageLimits {
     pub credits: Option<CreditPlan>,
     pub quota: Calendar,
+    /// The key id whose counter this key spends (a rotated key keeps its predecessor's, so a
+    /// rotation neither refills the balance nor restarts the day); its own id when `None`.
+    pub counter: Option<Arc<str>>,
 }
 
 /// The per-access header values, precomputed.

@@ -106,7 +106,8 @@ fn show(ctx: &KeysContext, id: &str, json: bool, now: OffsetDateTime) -> anyhow:
     let live = match &ctx.redis {
         None => serde_json::json!({"unavailable": "the local backend keeps counters in each proxy's memory"}),
         Some(_) if charge.plan.is_none() && charge.calendar.is_none() => serde_json::Value::Null,
-        Some(r) => match live_counter(r, id) {
+        // A rotated key's counter is its first predecessor's.
+        Some(r) => match live_counter(r, k.usage_counter.as_deref().unwrap_or(id)) {
             Ok(counter) => {
                 // Moved to now as the next request would move it, spending nothing.
                 let mut c = counter.unwrap_or_default();

@@ -33,7 +33,8 @@ pub(super) async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Tra
         return Ok(());
     }
     let charge = Charge { plan, calendar, cost, now: trail.now.unix_timestamp() };
-    let outcome = p.limiter.charge_credits(&key.id, &charge).await?;
+    let counter = limits.and_then(|l| l.counter.as_ref()).unwrap_or(&key.id);
+    let outcome = p.limiter.charge_credits(counter, &charge).await?;
     trail.credits = Some(outcome);
     match outcome.verdict {
         Verdict::Allowed => Ok(()),

@@ -88,6 +88,20 @@ async fn spent_credits_are_refused_with_429_and_the_upstream_never_sees_the_requ
 }
 
 #[tokio::test]
+async fn a_rotated_key_spends_its_predecessors_credits_not_a_fresh_balance() {
+    let up = Upstream::spawn().await;
+    let old = TestKey::live("k_credits_old").with("    credits: {balance: 3}\n");
+    let new = TestKey::live("k_credits_new").with("    credits: {balance: 3}\n    usage_counter: k_credits_old\n");
+    let kg = spawn_proxy(up.addr, &[&old, &new], "").await;
+    assert_eq!(kg.get_as(&old, INTERACTIONS).await.status, 200);
+    assert_eq!(kg.get_as(&old, INTERACTIONS).await.status, 200);
+    let r = kg.get_as(&new, INTERACTIONS).await;
+    assert_eq!((r.status.as_u16(), header(&r, "x-credits-remaining").as_deref()), (200, Some("0")));
+    kg.get_as(&new, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+    kg.get_as(&old, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+}
+
+#[tokio::test]
 async fn a_route_spends_its_cost_and_a_refused_one_spends_nothing() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_credits_cost").with("    credits: {balance: 7}\n");

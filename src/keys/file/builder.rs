@@ -163,7 +163,7 @@ impl Builder {
         sig.push('|');
         sig.push_str(k.rate_limit.as_deref().unwrap_or(""));
         if k.credits.is_some() || k.quota.is_some() {
-            let _ = write!(sig, "|{:?}|{:?}", k.credits, k.quota);
+            let _ = write!(sig, "|{:?}|{:?}|{:?}", k.credits, k.quota, k.usage_counter);
         }
         if let Some(p) = self.profiles.get(sig.as_str()) {
             return Some(Arc::clone(p));
@@ -212,7 +212,10 @@ fn usage_limits(k: &RawKey, errs: &mut Vec<String>) -> Option<UsageLimits> {
     }
     let credits = k.credits.as_ref().and_then(|c| c.plan().map_err(|e| errs.push(e)).ok());
     let quota = k.quota.map(|q| q.calendar().map_err(|e| errs.push(e)).unwrap_or_default()).unwrap_or_default();
-    Some(UsageLimits { credits, quota })
+    if let Some(c) = k.usage_counter.as_deref().filter(|c| !valid_id(c)) {
+        errs.push(format!("usage_counter {c:?} must be a key id (1-64 characters of [A-Za-z0-9_-])"));
+    }
+    Some(UsageLimits { credits, quota, counter: k.usage_counter.as_deref().map(Arc::from) })
 }
 
 fn valid_id(id: &str) -> bool {

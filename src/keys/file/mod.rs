@@ -65,6 +65,10 @@ pub struct RawKey {
     /// Calendar quotas of this key, over its tier's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<RawQuota>,
+    /// The key whose credit and quota counter this one spends: set by `keys rotate` on the
+    /// successor of a key with credits or a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_counter: Option<String>,
 }
 
 /// Why a table was refused. Every problem is listed, each naming the entry it is in.
