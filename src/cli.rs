@@ -265,6 +265,12 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A key's credits and calendar quotas: set, top up, show (with the live remaining from
+    /// Redis when the config has a Redis backend).
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
 }
 
 #[cfg(test)]
@@ -292,4 +298,68 @@ mod tests {
         walk(&super::Cli::command(), "keygate", &mut missing);
         assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCommand {
+    /// Set the balance now (every replica's counter starts over at it; top-ups are cleared).
+    Set {
+        /// The key's id (key_…).
+        id: String,
+        /// The balance, in cost units (a route costs 1 unless its `cost:` says otherwise).
+        balance: u64,
+        /// Refill the balance to this amount every --refill-every.
+        #[arg(long, requires = "refill_every", conflicts_with = "no_refill")]
+        refill: Option<u64>,
+        /// daily or monthly (on the 1st).
+        #[arg(long, value_name = "INTERVAL")]
+        refill_every: Option<String>,
+        /// The refill's time of day, HH:MM UTC (default 00:00).
+        #[arg(long, value_name = "HH:MM", requires = "refill")]
+        refill_at: Option<String>,
+        /// Remove the refill.
+        #[arg(long)]
+        no_refill: bool,
+        /// Machine-readable output: the key's credits as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add to the balance; every replica adds it exactly once.
+    Topup {
+        /// The key's id (key_…).
+        id: String,
+        /// How much to add, in cost units.
+        amount: u64,
+        /// Machine-readable output: the key's credits as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The key's own quotas per UTC day and month (over its tier's).
+    Quota {
+        /// The key's id (key_…).
+        id: String,
+        /// At most this many cost units per UTC day (resets 00:00 UTC).
+        #[arg(long, conflicts_with = "no_day")]
+        day: Option<u64>,
+        /// At most this many cost units per UTC month (resets on the 1st, 00:00 UTC).
+        #[arg(long, conflicts_with = "no_month")]
+        month: Option<u64>,
+        /// Remove the key's own day quota (its tier's applies).
+        #[arg(long)]
+        no_day: bool,
+        /// Remove the key's own month quota (its tier's applies).
+        #[arg(long)]
+        no_month: bool,
+        /// Machine-readable output: the key's own quota as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configured credits and quotas, and the live counter when Redis holds it.
+    Show {
+        /// The key's id (key_…).
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }

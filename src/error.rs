@@ -50,6 +50,14 @@ pub enum ApiError {
     IpBlocked {
         retry_after: u64,
     },
+    /// The key's credits do not cover the route's cost; `retry_after` is the next refill, if any.
+    CreditsExhausted {
+        retry_after: Option<u64>,
+    },
+    /// The key's calendar quota (UTC day or month) is used up until it resets.
+    QuotaExceeded {
+        retry_after: u64,
+    },
     /// Shared limiter unreachable and configured to fail closed.
     RateLimiterUnavailable,
     /// A bearer JWT that is malformed, badly signed, of an unknown kid, for another audience...
@@ -109,7 +117,9 @@ impl ApiError {
             ApiError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::CreditsExhausted { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::CheckCallerRefused | ApiError::AdminApiOff | ApiError::AdminScopeMissing(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -137,6 +147,8 @@ impl ApiError {
             ApiError::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ApiError::RateLimiterUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
+            ApiError::CreditsExhausted { .. } => "CREDITS_EXHAUSTED",
+            ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             ApiError::IpBlocked { .. } => "IP_BLOCKED",
             ApiError::InvalidToken => "INVALID_TOKEN",
             ApiError::TokenExpired => "TOKEN_EXPIRED",
@@ -173,6 +185,13 @@ impl ApiError {
             ApiError::UpstreamTimeout => "The upstream service did not answer in time".into(),
             ApiError::RateLimited { retry_after } => {
                 format!("Rate limit exceeded. Retry after {retry_after} second{}", plural(*retry_after))
+            }
+            ApiError::CreditsExhausted { retry_after: None } => "API key has no credits left".into(),
+            ApiError::CreditsExhausted { retry_after: Some(s) } => {
+                format!("API key has no credits left. They are refilled in {s} second{}", plural(*s))
+            }
+            ApiError::QuotaExceeded { retry_after } => {
+                format!("API key quota exceeded. It resets in {retry_after} second{}", plural(*retry_after))
             }
             ApiError::IpBlocked { retry_after } => format!(
                 "Requests from this address are blocked after repeated invalid API keys. Retry after {retry_after} second{}",
@@ -219,6 +238,8 @@ impl ApiError {
             | ApiError::UpstreamUnavailable
             | ApiError::UpstreamTimeout
             | ApiError::RateLimited { .. }
+            | ApiError::CreditsExhausted { .. }
+            | ApiError::QuotaExceeded { .. }
             | ApiError::IpBlocked { .. }
             | ApiError::RateLimiterUnavailable
             | ApiError::KeyStoreUnavailable
@@ -249,7 +270,11 @@ impl ApiError {
         if let ApiError::BadFraming(_) = self {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let ApiError::RateLimited { retry_after } | ApiError::IpBlocked { retry_after } = self {
+        if let ApiError::RateLimited { retry_after }
+        | ApiError::IpBlocked { retry_after }
+        | ApiError::QuotaExceeded { retry_after }
+        | ApiError::CreditsExhausted { retry_after: Some(retry_after) } = self
+        {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let ApiError::RateLimiterUnavailable | ApiError::KeyStoreUnavailable = self {

@@ -19,6 +19,7 @@ fn spec(pattern: &str, resource: &str, clinic: Option<ClinicSource>) -> RouteSpe
         foreign_clinic: ForeignClinic::EmptyResult,
         empty_body: Bytes::from_static(EMPTY_BODY.as_bytes()),
         enforce: None,
+        cost: 1,
     }
 }
 

@@ -118,6 +118,7 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
         None => list.push(Tier {
             name: "default".into(),
             quota: Quota::new(100, Duration::from_secs(1), 200).expect("valid default"),
+            calendar: Default::default(),
         }),
         Some(map) => {
             for (name, t) in map {
@@ -125,7 +126,9 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
                     c.0.push(format!("rate_limits.tiers.{name}: tier names are 1-64 characters of [a-z0-9_-]"));
                 }
                 if let Some(q) = quota(c, &format!("rate_limits.tiers.{name}"), t) {
-                    list.push(Tier { name: name.clone(), quota: q });
+                    let calendar = t.quota.map_or(Ok(Default::default()), |q| q.calendar());
+                    let calendar = c.val(&format!("rate_limits.tiers.{name}.quota"), calendar).unwrap_or_default();
+                    list.push(Tier { name: name.clone(), quota: q, calendar });
                 }
             }
         }
@@ -134,7 +137,11 @@ pub(super) fn rate_limits(c: &mut Check, r: &RawRateLimits) -> RateLimits {
     let tiers = Tiers::new(list, &default).unwrap_or_else(|| {
         c.0.push(format!("rate_limits.default_tier: {default:?} is not one of rate_limits.tiers"));
         Tiers::new(
-            vec![Tier { name: default.clone(), quota: Quota::new(1, Duration::from_secs(1), 1).unwrap() }],
+            vec![Tier {
+                name: default.clone(),
+                quota: Quota::new(1, Duration::from_secs(1), 1).unwrap(),
+                calendar: Default::default(),
+            }],
             &default,
         )
         .expect("one tier")

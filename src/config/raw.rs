@@ -110,6 +110,8 @@ pub struct RawTier {
     /// `100/s`, `6000/m`, `5/10s`.
     pub rate: String,
     pub burst: Option<u32>,
+    /// Calendar quotas per UTC day and month for every key on the tier.
+    pub quota: Option<crate::keys::credits::RawQuota>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +299,8 @@ pub struct RawRoute {
     pub empty_body: Option<String>,
     /// `false`: this route's refusals are reported, not enforced (overrides the top-level one).
     pub enforce: Option<bool>,
+    /// Credits (and quota units) a forwarded request spends; 1 when absent.
+    pub cost: Option<u64>,
 }
 
 /// Where a route finds the clinic id: exactly one of the two.

@@ -34,6 +34,10 @@ pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteS
     if serde_json::from_str::<serde_json::Value>(&empty_body).is_err() {
         c.0.push(format!("{at}.empty_body: must be valid JSON"));
     }
+    let cost = r.cost.unwrap_or(1);
+    if cost > crate::keys::credits::MAX_AMOUNT {
+        c.0.push(format!("{at}.cost: must be at most 2^50"));
+    }
     let clinic = match r.clinic.as_ref().map(|cl| (&cl.path_param, &cl.query_param)) {
         None => None,
         Some((Some(p), None)) => Some(ClinicSource::PathParam(p.clone())),
@@ -51,6 +55,7 @@ pub(super) fn route(c: &mut Check, i: usize, r: &raw::RawRoute) -> Option<RouteS
         foreign_clinic,
         empty_body: Bytes::from(empty_body),
         enforce: r.enforce.map(Enforcement::from_flag),
+        cost,
     })
 }
 

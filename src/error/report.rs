@@ -8,7 +8,7 @@ use super::ApiError;
 /// Every code `keygate_would_refuse_total` can carry: the reportable refusals', and
 /// `EMPTY_RESULT` (a foreign clinic's request a route answers empty, forwarded in report-only
 /// mode).
-pub const REPORTABLE_CODES: [&str; 17] = [
+pub const REPORTABLE_CODES: [&str; 19] = [
     "UNAUTHORIZED",
     "INVALID_API_KEY",
     "API_KEY_ENVIRONMENT_MISMATCH",
@@ -23,6 +23,8 @@ pub const REPORTABLE_CODES: [&str; 17] = [
     "CLINIC_NOT_ALLOWED",
     "EMPTY_RESULT",
     "RATE_LIMIT_EXCEEDED",
+    "CREDITS_EXHAUSTED",
+    "QUOTA_EXCEEDED",
     "IP_BLOCKED",
     "SERVICE_UNAVAILABLE",
     "KEY_STORE_UNAVAILABLE",
@@ -48,6 +50,8 @@ impl ApiError {
             | ApiError::InsufficientScope { .. }
             | ApiError::ClinicNotAllowed
             | ApiError::RateLimited { .. }
+            | ApiError::CreditsExhausted { .. }
+            | ApiError::QuotaExceeded { .. }
             | ApiError::IpBlocked { .. }
             | ApiError::RateLimiterUnavailable
             | ApiError::KeyStoreUnavailable => true,

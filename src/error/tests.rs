@@ -21,6 +21,8 @@ pub(super) fn every_error() -> Vec<(ApiError, u16, &'static str)> {
         (ApiError::UpstreamUnavailable, 502, "UPSTREAM_UNAVAILABLE"),
         (ApiError::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT"),
         (ApiError::RateLimited { retry_after: 1 }, 429, "RATE_LIMIT_EXCEEDED"),
+        (ApiError::CreditsExhausted { retry_after: None }, 429, "CREDITS_EXHAUSTED"),
+        (ApiError::QuotaExceeded { retry_after: 1 }, 429, "QUOTA_EXCEEDED"),
         (ApiError::IpBlocked { retry_after: 1 }, 403, "IP_BLOCKED"),
         (ApiError::RateLimiterUnavailable, 503, "SERVICE_UNAVAILABLE"),
         (ApiError::InvalidToken, 401, "INVALID_TOKEN"),
@@ -89,4 +91,18 @@ fn expired_and_invalid_messages_match_the_reference() {
 fn environment_mismatch_names_both() {
     let m = ApiError::EnvironmentMismatch { key: "test", proxy: "live" }.message();
     assert!(m.contains("test") && m.contains("live"), "{m}");
+}
+
+#[test]
+fn credits_and_quota_refusals_say_when_to_come_back() {
+    let r = ApiError::QuotaExceeded { retry_after: 3600 }.to_response("r", "t");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "3600");
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["error"]["code"], "QUOTA_EXCEEDED");
+    assert_eq!(v["error"]["message"], "API key quota exceeded. It resets in 3600 seconds");
+    let r = ApiError::CreditsExhausted { retry_after: Some(60) }.to_response("r", "t");
+    assert_eq!(r.headers()[header::RETRY_AFTER], "60");
+    let r = ApiError::CreditsExhausted { retry_after: None }.to_response("r", "t");
+    assert!(r.headers().get(header::RETRY_AFTER).is_none(), "no refill: nothing to wait for");
 }

@@ -1,6 +1,7 @@
 //! API keys: their format, their hash, and the in-memory table the proxy looks them up in.
 //! Nothing here does network I/O; the file store reads and writes files only.
 
+pub mod credits;
 pub mod events;
 pub mod file;
 pub mod format;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use http::HeaderValue;
 use ipnet::IpNet;
 use time::OffsetDateTime;
+
+use crate::ratelimit::credits::{Calendar, CreditPlan};
 
 pub use format::KeyFormat;
 pub use hash::KeyHash;
@@ -67,6 +70,18 @@ pub struct Access {
     pub scopes: ScopeSet,
     pub allowed_ips: Vec<IpNet>,
     pub rate_limit_tier: Option<String>,
+    /// Credits and calendar quotas (`credits:`, `quota:`); most keys have neither.
+    pub limits: Option<UsageLimits>,
+}
+
+/// A key's own volume limits; its tier's calendar quotas apply to it as well.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct UsageLimits {
+    pub credits: Option<CreditPlan>,
+    pub quota: Calendar,
+    /// The key id whose counter this key spends (a rotated key keeps its predecessor's, so a
+    /// rotation neither refills the balance nor restarts the day); its own id when `None`.
+    pub counter: Option<Arc<str>>,
 }
 
 /// The per-access header values, precomputed.
@@ -148,6 +163,10 @@ impl KeyRecord {
 
     pub fn rate_limit_tier(&self) -> Option<&str> {
         self.profile.access.rate_limit_tier.as_deref()
+    }
+
+    pub fn usage_limits(&self) -> Option<&UsageLimits> {
+        self.profile.access.limits.as_ref()
     }
 
     pub fn times(&self) -> KeyTimes {

@@ -46,5 +46,7 @@ pub fn public_json(k: &RawKey, now: OffsetDateTime) -> serde_json::Value {
         "rotated_from": k.rotated_from,
         "rotated_to": k.rotated_to,
         "updated_at": ts(k.updated_at),
+        "credits": k.credits,
+        "quota": k.quota,
     })
 }

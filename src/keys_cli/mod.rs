@@ -3,6 +3,7 @@
 //! A secret is printed once, by `create` and `rotate`, and never stored.
 
 mod admin_client;
+mod credits;
 mod import;
 mod print;
 mod remote;
@@ -41,6 +42,8 @@ struct KeysContext {
     table_scopes: Catalogue,
     /// The configured rate-limit tiers (none known without a config).
     tiers: Option<crate::ratelimit::Tiers>,
+    /// Where the fleet's live credit counters are (a Redis backend), for `credits show`.
+    redis: Option<crate::config::RedisBackend>,
 }
 
 impl KeysContext {
@@ -76,6 +79,7 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
             admin: None,
             admin_token: None,
             tiers: None,
+            redis: None,
         });
     };
     let catalogue = cfg.scope_catalogue();
@@ -94,6 +98,10 @@ fn context(config: Option<PathBuf>, table: Option<PathBuf>) -> anyhow::Result<Ke
         admin: Some(admin_listen),
         admin_token,
         tiers: Some(rate_limits.tiers),
+        redis: match rate_limits.backend {
+            crate::config::LimitBackend::Redis(r) => Some(r),
+            crate::config::LimitBackend::Local => None,
+        },
     })
 }
 
@@ -216,6 +224,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
         }
         KeysCommand::List { json, env, label, state } => list(&ctx, json, env, label, state, now),
         KeysCommand::Show { id, json, admin } => show(&ctx, &id, json, admin, now),
+        KeysCommand::Credits { command } => credits::run(&ctx, command, now),
     }
 }
 

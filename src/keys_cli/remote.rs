@@ -174,8 +174,11 @@ fn call_for(cmd: KeysCommand, now: OffsetDateTime) -> anyhow::Result<Call> {
         KeysCommand::List { .. }
         | KeysCommand::Import { .. }
         | KeysCommand::Export { .. }
-        | KeysCommand::Secret { .. } => {
-            bail!("import, export and secret work on a local store (--config or --table), not through --admin-url")
+        | KeysCommand::Secret { .. }
+        | KeysCommand::Credits { .. } => {
+            bail!(
+                "import, export, secret and credits work on a local store (--config or --table), not through --admin-url"
+            )
         }
     }
 }

@@ -35,7 +35,32 @@ pub(super) struct LimitMetrics {
     redis_errors: IntCounterVec,
     redis_fallback: IntCounterVec,
     redis_circuit_open: IntGauge,
+    /// Every (outcome, store) child resolved once: metered requests hash no labels.
+    quota_decisions: [[IntCounter; QUOTA_STORES.len()]; QUOTA_OUTCOMES.len()],
 }
+
+/// A credits/quota decision, in `QUOTA_OUTCOMES` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaOutcome {
+    Allowed,
+    CreditsExhausted,
+    QuotaExceeded,
+    Unavailable,
+}
+
+/// Who decided, in `QUOTA_STORES` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaStore {
+    Local,
+    Redis,
+    /// This replica's counters while Redis is unreachable (failing open).
+    Fallback,
+}
+
+/// Every outcome label of `keygate_quota_decisions_total`.
+pub const QUOTA_OUTCOMES: [&str; 4] = ["allowed", "credits_exhausted", "quota_exceeded", "unavailable"];
+/// Every store label of `keygate_quota_decisions_total`: who decided.
+pub const QUOTA_STORES: [&str; 3] = ["local", "redis", "fallback"];
 
 impl LimitMetrics {
     pub(super) fn new(registry: &Registry, max_key_labels: usize) -> LimitMetrics {
@@ -84,8 +109,27 @@ impl LimitMetrics {
                 )
                 .unwrap(),
             ),
+            quota_decisions: quota_decisions(registry),
         }
     }
+}
+
+fn quota_decisions(registry: &Registry) -> [[IntCounter; QUOTA_STORES.len()]; QUOTA_OUTCOMES.len()] {
+    let v = register(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "keygate_quota_decisions_total",
+                "Credit and calendar-quota decisions for forwarded requests of keys that have them, by outcome \
+                 (allowed, credits_exhausted, quota_exceeded: answered 429, unavailable: Redis unreachable and \
+                 failing closed) and store (local, redis, fallback = this replica's counters while Redis is \
+                 unreachable and failing open).",
+            ),
+            &["outcome", "store"],
+        )
+        .unwrap(),
+    );
+    QUOTA_OUTCOMES.map(|o| QUOTA_STORES.map(|s| v.with_label_values(&[o, s])))
 }
 
 impl Metrics {
@@ -112,6 +156,11 @@ impl Metrics {
 
     pub fn redis_error(&self, kind: &str) {
         self.limits.redis_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// One credits/quota decision: `outcome` indexes `QUOTA_OUTCOMES`, `store` `QUOTA_STORES`.
+    pub fn quota_decision(&self, outcome: QuotaOutcome, store: QuotaStore) {
+        self.limits.quota_decisions[outcome as usize][store as usize].inc();
     }
 
     pub fn redis_fallback(&self, policy: &str) {

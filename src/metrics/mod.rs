@@ -22,7 +22,7 @@ mod tests;
 pub use admin::ADMIN_OPERATIONS;
 pub use key_store::{CacheLookup, KeySeries};
 pub use labels::{RequestDone, METHODS, STATUS_CLASSES};
-pub use limits::{LimitOutcome, LIMIT_OUTCOMES, OTHER_KEYS};
+pub use limits::{LimitOutcome, QuotaOutcome, QuotaStore, LIMIT_OUTCOMES, OTHER_KEYS};
 pub use requests::{InFlight, NO_ROUTE};
 
 pub struct Metrics {

@@ -8,7 +8,7 @@ use crate::keys::KeyTable;
 
 /// Every series keygate exports. A series added or renamed must be added here too, which keeps
 /// the alerting rules and dashboards in step with the code.
-const EXPECTED: [&str; 41] = [
+const EXPECTED: [&str; 42] = [
     "keygate_admin_key_api_requests_total",
     "keygate_alerts_total",
     "keygate_anomalies_total",
@@ -37,6 +37,7 @@ const EXPECTED: [&str; 41] = [
     "keygate_key_table_last_reload_success_timestamp_seconds",
     "keygate_key_table_reloads_total",
     "keygate_open_connections",
+    "keygate_quota_decisions_total",
     "keygate_rate_limit_decisions_total",
     "keygate_rate_limit_redis_circuit_open",
     "keygate_rate_limit_redis_errors_total",
@@ -73,6 +74,7 @@ fn exercise(m: &Metrics) {
     m.ip_rate_limit(true);
     m.redis_error("timeout");
     m.redis_fallback("fail_open");
+    m.quota_decision(QuotaOutcome::Allowed, QuotaStore::Local);
     m.anomaly("invalid_key_burst");
     m.blocked_ips(2);
     m.alert("sent");
@@ -128,6 +130,7 @@ fn pre_registered_series_show_zero_before_any_event() {
         "keygate_upstream_errors_total{kind=\"protocol\"} 0",
         "keygate_key_table_reloads_total{result=\"failed\"} 0",
         "keygate_rate_limit_redis_fallback_total{policy=\"fail_closed\"} 0",
+        "keygate_quota_decisions_total{outcome=\"credits_exhausted\",store=\"redis\"} 0",
         "keygate_anomalies_total{kind=\"invalid_key_burst\"} 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");

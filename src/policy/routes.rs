@@ -32,6 +32,8 @@ pub struct RouteSpec {
     pub empty_body: Bytes,
     /// `enforce:` on the route; `None` follows the listener's.
     pub enforce: Option<super::Enforcement>,
+    /// What a forwarded request spends of its key's credits and calendar quotas.
+    pub cost: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ fn route(pattern: &str, resource: &str, clinic: Option<ClinicSource>, foreign: F
         foreign_clinic: foreign,
         empty_body: Bytes::from_static(b"{}"),
         enforce: None,
+        cost: 1,
     }
 }
 

@@ -11,7 +11,7 @@ use http::header::{self, HeaderName};
 use http::{Extensions, HeaderMap, Method, Response, Uri};
 
 use super::finish::{self, Trail};
-use super::{admit, authenticate, authorize, limit, upstream, Proxy};
+use super::{admit, authenticate, authorize, credits, limit, upstream, Proxy};
 use crate::error::ApiError;
 use crate::policy::Enforcement;
 use crate::request_id;
@@ -148,12 +148,15 @@ impl Proxy {
         let who = authenticate::authenticate(self, view.as_ref(), &req.headers, trail).await?;
         let key = who.as_ref().map(authenticate::Authenticated::key);
         limit::charge_excused(self, key, trail).await?;
+        let cost = route.route().map_or(1, |r| r.spec.cost);
         if let Some(authorize::Verdict::EmptyResult(resp)) =
             authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)?
         {
             return Ok(Checked::Answer(resp));
         }
         if let Some(key) = key {
+            let spent = credits::spend(self, key, cost, trail).await;
+            trail.excuse(spent)?;
             upstream::identity(&mut set, key);
         }
         upstream::would_refuse(&mut set, trail);

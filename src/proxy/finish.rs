@@ -41,6 +41,8 @@ pub(super) struct Trail<'a> {
     pub clock: Now,
     /// The key's rate-limit decision, for the response headers.
     pub limit: Option<Applied<'a>>,
+    /// The key's credits and quotas after this request, for the response headers.
+    pub credits: Option<crate::ratelimit::credits::Outcome>,
     pub route: &'a str,
     pub key_id: Option<Arc<str>>,
     pub client_ip: IpAddr,
@@ -86,6 +88,7 @@ impl<'a> Trail<'a> {
             now,
             clock: Now { mono, unix: now.unix_timestamp() },
             limit: None,
+            credits: None,
             route: NO_ROUTE,
             key_id: None,
             client_ip: client.0,
@@ -154,6 +157,9 @@ pub(super) fn answer_headers(p: &Proxy, trail: &Trail<'_>, h: &mut HeaderMap) {
     h.insert(request_id::HEADER.clone(), trail.rid.clone());
     if let Some(applied) = &trail.limit {
         p.limiter.headers(h, applied);
+    }
+    if let Some(o) = &trail.credits {
+        super::credits::headers(h, o);
     }
 }
 

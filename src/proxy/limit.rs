@@ -13,6 +13,8 @@ use crate::config::{LimitBackend, LimitHeaders, OnRedisError, RateLimits};
 use crate::error::ApiError;
 use crate::keys::KeyRecord;
 use crate::metrics::{LimitOutcome, Metrics};
+use crate::ratelimit::credits::local::LocalCredits;
+use crate::ratelimit::credits::Calendar;
 use crate::ratelimit::{LocalLimits, Tier, Verdict};
 use crate::store::redis_limits::{RedisLimiter, RedisSettings};
 
@@ -27,8 +29,13 @@ pub struct Limiter {
     cfg: RateLimits,
     local: LocalLimits,
     /// The fleet's shared budget, and what to do when it cannot be reached (restart-only).
-    shared: Option<(Arc<RedisLimiter>, OnRedisError)>,
-    metrics: Arc<Metrics>,
+    pub(super) shared: Option<(Arc<RedisLimiter>, OnRedisError)>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Credit and quota counters kept here (the local backend, or failing open): shared by
+    /// every reloaded limiter, so a reload never gives a key its balance back.
+    pub(super) credits: Arc<LocalCredits>,
+    /// Whether any tier has calendar quotas: when none has, keys without their own skip them.
+    tier_calendars: bool,
     /// `RateLimit-Policy` per tier, built once.
     policies: Vec<HeaderValue>,
 }
@@ -60,7 +67,15 @@ impl Limiter {
             }
         };
         let local = LocalLimits::new(10_000_000, 100_000);
-        Ok(Limiter { policies: policies(cfg), local: configured(&local, cfg), cfg: cfg.clone(), shared, metrics })
+        Ok(Limiter {
+            policies: policies(cfg),
+            local: configured(&local, cfg),
+            cfg: cfg.clone(),
+            shared,
+            metrics,
+            credits: Arc::default(),
+            tier_calendars: tier_calendars(cfg),
+        })
     }
 
     /// This limiter under reloaded tiers (the backend is restart-only and stays): a key's
@@ -73,7 +88,17 @@ impl Limiter {
             cfg: cfg.clone(),
             shared: self.shared.clone(),
             metrics: Arc::clone(&self.metrics),
+            credits: Arc::clone(&self.credits),
+            tier_calendars: tier_calendars(cfg),
         }
+    }
+
+    /// The calendar quotas of the key's tier (none when no tier has any).
+    pub fn tier_calendar(&self, key: &KeyRecord) -> Calendar {
+        if !self.tier_calendars {
+            return Calendar::default();
+        }
+        self.cfg.tiers.resolve(key.rate_limit_tier()).calendar
     }
 
     pub fn enabled(&self) -> bool {
@@ -164,6 +189,10 @@ fn policies(cfg: &RateLimits) -> Vec<HeaderValue> {
             HeaderValue::from_str(&v).expect("tier names are validated as [a-z0-9_-]")
         })
         .collect()
+}
+
+fn tier_calendars(cfg: &RateLimits) -> bool {
+    cfg.tiers.iter().any(|t| !t.calendar.is_none())
 }
 
 fn configured(local: &LocalLimits, cfg: &RateLimits) -> LocalLimits {

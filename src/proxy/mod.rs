@@ -21,6 +21,7 @@ pub mod anomalies;
 mod authenticate;
 mod authorize;
 pub mod check;
+mod credits;
 mod finish;
 pub mod forwarded;
 pub mod limit;
@@ -170,9 +171,14 @@ impl Proxy {
         }
 
         let query = parts.uri.query();
+        let cost = route.route().map_or(1, |r| r.spec.cost);
         match authorize::authorize(self, key, &admitted, route, query, trail)? {
             Some(authorize::Verdict::EmptyResult(resp)) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
             Some(authorize::Verdict::Forward) | None => {
+                if let Some(key) = key {
+                    let spent = credits::spend(self, key, cost, trail).await;
+                    trail.excuse(spent)?;
+                }
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
                 upstream::forward(self, parts, (body, body_len), uri, key, conn, trail).await
             }

@@ -136,6 +136,8 @@ impl Tokens {
             scopes: ScopeSet::new(scopes),
             allowed_ips: parent.allowed_ips().to_vec(),
             rate_limit_tier: parent.rate_limit_tier().map(String::from),
+            // A token spends its parent's credits (the counter is kept per key id).
+            limits: parent.profile.access.limits.clone(),
         };
         let headers = AccessHeaders {
             scopes: HeaderValue::from_str(&access.scopes.header_value()).expect("scopes are validated"),

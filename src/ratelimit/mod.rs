@@ -5,6 +5,7 @@
 //! one number per key (its theoretical arrival time, TAT); the stores only keep that number.
 
 pub mod by_quota;
+pub mod credits;
 pub mod gcra;
 pub mod local;
 
@@ -20,6 +21,8 @@ pub use local::LocalLimiter;
 pub struct Tier {
     pub name: String,
     pub quota: Quota,
+    /// Calendar quotas of every key on this tier (a key's own override them).
+    pub calendar: credits::Calendar,
 }
 
 /// The configured tiers; a key naming no tier, or one that is not configured, gets the default.
@@ -115,7 +118,11 @@ mod tests {
     use std::time::Duration;
 
     fn tier(name: &str, burst: u32) -> Tier {
-        Tier { name: name.into(), quota: Quota::new(1, Duration::from_secs(1), burst).unwrap() }
+        Tier {
+            name: name.into(),
+            quota: Quota::new(1, Duration::from_secs(1), burst).unwrap(),
+            calendar: Default::default(),
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod check;
 mod check_config;
 mod config_reload;
 mod connections;
+mod credits;
 mod demo;
 mod fleet_limit;
 mod fuzz;

@@ -40,7 +40,7 @@ pub async fn live_redis() -> String {
 }
 
 /// A fresh key prefix per call: no test ever sees another's buckets.
-fn settings(url: &str, test: &str) -> RedisSettings {
+pub fn settings(url: &str, test: &str) -> RedisSettings {
     RedisSettings {
         url: url.to_string(),
         key_prefix: format!("keygate-test:{}:{test}:", uuid::Uuid::now_v7()),

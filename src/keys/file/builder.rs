@@ -11,7 +11,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::RawKey;
 use crate::keys::scope::Catalogue;
-use crate::keys::{Access, AccessHeaders, KeyHash, KeyRecord, KeyTable, KeyTimes, Profile, Scope, ScopeSet};
+use crate::keys::{
+    Access, AccessHeaders, KeyHash, KeyRecord, KeyTable, KeyTimes, Profile, Scope, ScopeSet, UsageLimits,
+};
 
 /// Where an entry came from, for error messages; lines are formatted only if there is an error.
 pub(super) enum At {
@@ -160,6 +162,9 @@ impl Builder {
         }
         sig.push('|');
         sig.push_str(k.rate_limit.as_deref().unwrap_or(""));
+        if k.credits.is_some() || k.quota.is_some() {
+            let _ = write!(sig, "|{:?}|{:?}|{:?}", k.credits, k.quota, k.usage_counter);
+        }
         if let Some(p) = self.profiles.get(sig.as_str()) {
             return Some(Arc::clone(p));
         }
@@ -179,6 +184,7 @@ impl Builder {
             (None, None) => ScopeSet::default_read().iter().cloned().collect(),
             (Some(_), Some(_)) => return None,
         };
+        let limits = usage_limits(k, errs);
         if !errs.is_empty() {
             return None;
         }
@@ -187,6 +193,7 @@ impl Builder {
             scopes: ScopeSet::new(scopes),
             allowed_ips: k.allowed_ips.clone(),
             rate_limit_tier: k.rate_limit.clone(),
+            limits,
         };
         let headers = AccessHeaders {
             scopes: header(&access.scopes.header_value()),
@@ -196,6 +203,19 @@ impl Builder {
         self.profiles.insert(self.scratch.clone(), Arc::clone(&p));
         Some(p)
     }
+}
+
+/// The entry's credits and quotas, validated; `None` when it has neither.
+fn usage_limits(k: &RawKey, errs: &mut Vec<String>) -> Option<UsageLimits> {
+    if k.credits.is_none() && k.quota.is_none() {
+        return None;
+    }
+    let credits = k.credits.as_ref().and_then(|c| c.plan().map_err(|e| errs.push(e)).ok());
+    let quota = k.quota.map(|q| q.calendar().map_err(|e| errs.push(e)).unwrap_or_default()).unwrap_or_default();
+    if let Some(c) = k.usage_counter.as_deref().filter(|c| !valid_id(c)) {
+        errs.push(format!("usage_counter {c:?} must be a key id (1-64 characters of [A-Za-z0-9_-])"));
+    }
+    Some(UsageLimits { credits, quota, counter: k.usage_counter.as_deref().map(Arc::from) })
 }
 
 fn valid_id(id: &str) -> bool {

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::credits::{RawCredits, RawQuota};
 use super::scope::{Catalogue, KeyType};
 use super::{Environment, KeyTable};
 
@@ -58,6 +59,16 @@ pub struct RawKey {
     pub rotated_to: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<OffsetDateTime>,
+    /// A credit balance spent by forwarded requests at their route's cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<RawCredits>,
+    /// Calendar quotas of this key, over its tier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<RawQuota>,
+    /// The key whose credit and quota counter this one spends: set by `keys rotate` on the
+    /// successor of a key with credits or a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_counter: Option<String>,
 }
 
 /// Why a table was refused. Every problem is listed, each naming the entry it is in.

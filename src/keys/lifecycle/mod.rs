@@ -144,6 +144,9 @@ fn entry(secret: &str, spec: KeySpec, environment: Environment, now: OffsetDateT
         rotated_from: None,
         rotated_to: None,
         updated_at: None,
+        credits: None,
+        quota: None,
+        usage_counter: None,
     }
 }
 
@@ -214,6 +217,9 @@ pub fn rotate(
         rotated_from: Some(id.to_string()),
         rotated_to: None,
         updated_at: None,
+        // The successor spends the same credits and quotas, however many rotations later.
+        usage_counter: (old.credits.is_some() || old.quota.is_some())
+            .then(|| old.usage_counter.clone().unwrap_or_else(|| id.to_string())),
         ..old.clone()
     };
     t.keys.push(new);

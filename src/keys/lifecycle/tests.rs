@@ -90,6 +90,21 @@ fn rotate_links_both_copies_access_and_sets_the_grace_expiry() {
 }
 
 #[test]
+fn a_rotated_metered_key_keeps_spending_the_first_keys_counter() {
+    let mut t = RawTable::default();
+    let first = new_key(&mut t, spec("metered")).unwrap();
+    t.keys[0].credits = Some(crate::keys::credits::RawCredits { balance: 5, revision: 0, topped_up: 0, refill: None });
+    let second = rotate(&mut t, &first.id, Duration::ZERO, "dpl_live_", NOW).unwrap();
+    let third = rotate(&mut t, &second.id, Duration::ZERO, "dpl_live_", NOW).unwrap();
+    assert_eq!(t.keys[1].usage_counter.as_deref(), Some(first.id.as_str()));
+    assert_eq!(t.keys[2].id, third.id);
+    assert_eq!(t.keys[2].usage_counter.as_deref(), Some(first.id.as_str()), "the chain's first key, not the last");
+    let plain = new_key(&mut t, spec("plain")).unwrap();
+    rotate(&mut t, &plain.id, Duration::ZERO, "dpl_live_", NOW).unwrap();
+    assert_eq!(t.keys[4].usage_counter, None, "no credits or quota: nothing to keep");
+}
+
+#[test]
 fn update_validates_before_changing_anything() {
     let mut t = RawTable::default();
     let c = new_key(&mut t, spec("x")).unwrap();

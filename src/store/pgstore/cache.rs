@@ -148,6 +148,7 @@ impl KeyCache {
                 scopes: p.access.scopes.clone(),
                 allowed_ips: p.access.allowed_ips.clone(),
                 rate_limit_tier: p.access.rate_limit_tier.clone(),
+                limits: p.access.limits.clone(),
             };
             return Arc::clone(&self.profiles.entry(access).or_insert(p));
         }

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "keys and key_events", include_str!("migrations/0001_keys.sql")),
     (2, "key_usage", include_str!("migrations/0002_key_usage.sql")),
+    (3, "key credits and quotas", include_str!("migrations/0003_key_credits.sql")),
 ];
 
 /// The newest schema version this binary knows.

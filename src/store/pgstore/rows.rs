@@ -13,7 +13,8 @@ fn json_expr() -> &'static str {
         'scopes', scopes, 'clinics', clinics, 'allowed_ips', allowed_ips, 'rate_limit', rate_limit,
         'created_at', created_at, 'expires_at', expires_at, 'not_before', not_before,
         'revoked_at', revoked_at, 'revoke_reason', revoke_reason, 'rotated_from', rotated_from,
-        'rotated_to', rotated_to, 'updated_at', updated_at))::text"
+        'rotated_to', rotated_to, 'updated_at', updated_at, 'credits', credits, 'quota', quota,
+        'usage_counter', usage_counter))::text"
 }
 
 /// `SELECT version, <key json>` over the keys whose version is above `$1`. Unordered on
@@ -46,12 +47,12 @@ pub async fn upsert(c: &impl GenericClient, schema: &str, keys: &[&RawKey], vers
     }
     let docs = serde_json::Value::Array(docs).to_string();
     let cols = "id, hash, label, environment, key_type, scopes, clinics, allowed_ips, rate_limit, created_at, \
-                expires_at, not_before, revoked_at, revoke_reason, rotated_from, rotated_to, updated_at";
+                expires_at, not_before, revoked_at, revoke_reason, rotated_from, rotated_to, updated_at, credits, quota, usage_counter";
     let sql = format!(
         "INSERT INTO {schema}.keys ({cols}, version)
          SELECT id, hash, coalesce(label, ''), environment, key_type, scopes, clinics,
                 coalesce(allowed_ips, '{{}}'), rate_limit, created_at, expires_at, not_before, revoked_at,
-                revoke_reason, rotated_from, rotated_to, updated_at, $2
+                revoke_reason, rotated_from, rotated_to, updated_at, credits, quota, usage_counter, $2
          FROM json_populate_recordset(NULL::{schema}.keys, $1::text::json)
          ON CONFLICT (id) DO UPDATE SET
              hash = EXCLUDED.hash, label = EXCLUDED.label, environment = EXCLUDED.environment,
@@ -60,7 +61,8 @@ pub async fn upsert(c: &impl GenericClient, schema: &str, keys: &[&RawKey], vers
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at,
              not_before = EXCLUDED.not_before, revoked_at = EXCLUDED.revoked_at,
              revoke_reason = EXCLUDED.revoke_reason, rotated_from = EXCLUDED.rotated_from,
-             rotated_to = EXCLUDED.rotated_to, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version"
+             rotated_to = EXCLUDED.rotated_to, updated_at = EXCLUDED.updated_at, credits = EXCLUDED.credits,
+             quota = EXCLUDED.quota, usage_counter = EXCLUDED.usage_counter, version = EXCLUDED.version"
     );
     Ok(c.execute(&sql, &[&docs, &version]).await?)
 }

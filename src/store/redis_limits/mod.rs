@@ -14,9 +14,11 @@ use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::ratelimit::credits::{Args, Counter, Verdict as CreditVerdict};
 use crate::ratelimit::{Quota, Verdict};
 
 mod breaker;
+mod credits;
 mod script;
 
 use breaker::{Admit, Breaker};
@@ -96,6 +98,7 @@ struct Inner {
     /// socket to a Redis that may be struggling.
     connecting: tokio::sync::Mutex<()>,
     script: Script,
+    credits_script: Script,
     key_prefix: String,
     timeout: Duration,
     breaker: Breaker,
@@ -126,6 +129,7 @@ impl RedisLimiter {
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             script: Script::new(GCRA_LUA),
+            credits_script: Script::new(credits::CREDITS_LUA),
             key_prefix: settings.key_prefix,
             timeout: settings.timeout,
             breaker: Breaker::new(settings.retry_after_failure, settings.timeout),
@@ -145,31 +149,35 @@ impl RedisLimiter {
     /// configured timeout; while the circuit is open, returns `KnownDown` without any I/O.
     pub async fn check(&self, subject: &str, quota: &Quota) -> Result<Verdict, RedisLimitError> {
         let inner = &*self.inner;
-        let admit = inner.breaker.admit(inner.now());
-        if admit == Admit::Reject {
-            return Err(RedisLimitError::KnownDown);
-        }
-        let deadline = tokio::time::Instant::now() + inner.timeout;
-        let mut connecting = false;
-        let conn = match tokio::time::timeout_at(deadline, inner.connection(admit, &mut connecting)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(settled)) => return Err(settled),
-            // Only the caller that was connecting books the timeout; those queued behind it did no I/O.
-            Err(_) if connecting => return Err(inner.settle(None, RedisLimitError::Timeout)),
-            Err(_) => return Err(RedisLimitError::KnownDown),
-        };
+        let (conn, deadline) = inner.admitted().await?;
         let (t_us, tau_us) = script_quota(quota);
         let key = [inner.key_prefix.as_str(), subject].concat();
-        let mut multiplexed = (*conn).clone();
-        let mut invocation = inner.script.key(key);
-        invocation.arg(t_us).arg(tau_us);
-        let reply = match tokio::time::timeout_at(deadline, invocation.invoke_async::<Value>(&mut multiplexed)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => return Err(inner.settle(Some(&conn), classify(&e))),
-            Err(_) => return Err(inner.settle(Some(&conn), RedisLimitError::Timeout)),
-        };
-        inner.reachable();
+        let reply = inner.invoke(&inner.script, key, &[t_us, tau_us], (conn, deadline)).await?;
         verdict_from_reply(&reply, quota).ok_or_else(|| inner.settle(None, RedisLimitError::Response))
+    }
+
+    /// Charges one request to a key's credits and calendar quotas, fleet-wide: one script call
+    /// that moves the key's counter and decides atomically (`credits::decide` in Lua). Bounded
+    /// and broken like `check`.
+    pub async fn charge_credits(
+        &self,
+        subject: &str,
+        args: &Args,
+    ) -> Result<(CreditVerdict, Counter), RedisLimitError> {
+        let inner = &*self.inner;
+        let (conn, deadline) = inner.admitted().await?;
+        let key = [inner.key_prefix.as_str(), "credits:", subject].concat();
+        let reply = inner.invoke(&inner.credits_script, key, &credits::script_args(args), (conn, deadline)).await?;
+        credits::from_reply(&reply).ok_or_else(|| inner.settle(None, RedisLimitError::Response))
+    }
+
+    /// A key's live counter, without charging it (for `keys credits show`).
+    pub async fn read_credits(&self, subject: &str) -> Result<Option<Counter>, RedisLimitError> {
+        let inner = &*self.inner;
+        let (conn, deadline) = inner.admitted().await?;
+        let key = [inner.key_prefix.as_str(), "credits:", subject].concat();
+        let reply = inner.invoke(&inner.credits_script, key, &credits::read_args(), (conn, deadline)).await?;
+        Ok(credits::from_reply(&reply).map(|(_, c)| c).filter(|c| c.revision.is_some() || c.day > 0))
     }
 
     /// False from a failure until a probe succeeds. True before the first connection is made.
@@ -184,7 +192,48 @@ impl fmt::Debug for RedisLimiter {
     }
 }
 
+type Deadline = tokio::time::Instant;
+
 impl Inner {
+    /// A connection for one call and the call's deadline, unless the circuit is open.
+    async fn admitted(&self) -> Result<(Arc<MultiplexedConnection>, Deadline), RedisLimitError> {
+        let admit = self.breaker.admit(self.now());
+        if admit == Admit::Reject {
+            return Err(RedisLimitError::KnownDown);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut connecting = false;
+        match tokio::time::timeout_at(deadline, self.connection(admit, &mut connecting)).await {
+            Ok(Ok(conn)) => Ok((conn, deadline)),
+            Ok(Err(settled)) => Err(settled),
+            // Only the caller that was connecting books the timeout; those queued behind it did no I/O.
+            Err(_) if connecting => Err(self.settle(None, RedisLimitError::Timeout)),
+            Err(_) => Err(RedisLimitError::KnownDown),
+        }
+    }
+
+    /// One script call on `conn` by the deadline; a failure is booked on the breaker.
+    async fn invoke(
+        &self,
+        script: &Script,
+        key: String,
+        args: &[u64],
+        (conn, deadline): (Arc<MultiplexedConnection>, Deadline),
+    ) -> Result<Value, RedisLimitError> {
+        let mut multiplexed = (*conn).clone();
+        let mut invocation = script.key(key);
+        for a in args {
+            invocation.arg(*a);
+        }
+        let reply = match tokio::time::timeout_at(deadline, invocation.invoke_async::<Value>(&mut multiplexed)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(self.settle(Some(&conn), classify(&e))),
+            Err(_) => return Err(self.settle(Some(&conn), RedisLimitError::Timeout)),
+        };
+        self.reachable();
+        Ok(reply)
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.clock.now().saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod admin;
 mod config;
+mod credits;
 mod headers;
 mod jwt;
 mod keys;
