@@ -105,6 +105,24 @@ async fn a_rate_limited_request_is_forwarded_and_still_charged() {
 }
 
 #[tokio::test]
+async fn an_exhausted_key_is_forwarded_and_reported_and_enforcing_again_refuses_it() {
+    let key = reader("k_sh_credits").with("    credits: {balance: 1}\n");
+    let (up, key, kg) = proxy_for(key, SHADOW).await;
+    for _ in 0..2 {
+        kg.get_as(&key, INTERACTIONS).await.ok();
+    }
+    assert_eq!(up.count(), 2, "the request past the balance reached the upstream too");
+    assert_eq!(up.last().one("x-api-key-id"), "k_sh_credits", "identified: the key authenticated");
+    assert_eq!(kg.metric(&would_refuse("CREDITS_EXHAUSTED", INTERACTIONS_ROUTE)).await, 1.0);
+    let exhausted = "keygate_quota_decisions_total{outcome=\"credits_exhausted\"}";
+    assert_eq!(kg.metric(exhausted).await, 1.0, "decided as when enforcing");
+
+    apply(&kg, &swap_in(&kg, SHADOW, "enforce: true\n"), RELOADED_OK).await;
+    kg.get_as(&key, INTERACTIONS).await.assert_error(429, "CREDITS_EXHAUSTED");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
 async fn a_clinic_rule_forwards_with_the_keys_real_clinics_and_always_says_so() {
     let routes = "routes:\n  - path: /v1/clinics/{clinic_id}/notes\n    resource: interactions\n    clinic: {path_param: clinic_id}\n    on_foreign_clinic: deny\n";
     let (up, key, kg) = proxy_for(reader("k_sh_clinic"), SHADOW).await;
