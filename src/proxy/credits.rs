@@ -34,7 +34,9 @@ pub(super) async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Tra
     }
     let charge = Charge { plan, calendar, cost, now: trail.now.unix_timestamp() };
     let counter = limits.and_then(|l| l.counter.as_ref()).unwrap_or(&key.id);
-    let outcome = p.limiter.charge_credits(counter, &charge).await?;
+    // Boxed: the Redis call's future is ~2 KB, and inline it would be moved with every request's
+    // future, metered or not.
+    let outcome = Box::pin(p.limiter.charge_credits(counter, &charge)).await?;
     trail.credits = Some(outcome);
     match outcome.verdict {
         Verdict::Allowed => Ok(()),

@@ -154,7 +154,9 @@ impl Proxy {
         if public.is_some() {
             trail.outcome = "PUBLIC";
             let (uri, body_len) = (upstream::uri(&admitted.path, parts.uri.query())?, admitted.body_len);
-            return upstream::forward(self, parts, (body, body_len), uri, None, conn, trail).await;
+            // Boxed (here and below): inline, its ~2 KB would be copied each time the request's
+            // future moves (into hyper's slot, between steps); one allocation costs less.
+            return Box::pin(upstream::forward(self, parts, (body, body_len), uri, None, conn, trail)).await;
         }
         if let Some(resp) = token_endpoints::jwks(self, &admitted, trail) {
             return Ok(resp);
@@ -180,7 +182,7 @@ impl Proxy {
                     trail.excuse(spent)?;
                 }
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
-                upstream::forward(self, parts, (body, body_len), uri, key, conn, trail).await
+                Box::pin(upstream::forward(self, parts, (body, body_len), uri, key, conn, trail)).await
             }
         }
     }
