@@ -99,38 +99,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key. Prints the key exactly once; only its hash is stored.
-    Create {
-        /// What the key is for (shown in `list`, logs use the id).
-        #[arg(long)]
-        label: String,
-        /// live or test (default: the config's environment, else live).
-        #[arg(long)]
-        env: Option<String>,
-        /// read_only, write or full (presets over scopes).
-        #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
-        key_type: Option<String>,
-        /// Comma-separated scopes, e.g. interactions:read,metrics:read (default: all read scopes).
-        #[arg(long, value_delimiter = ',')]
-        scopes: Option<Vec<String>>,
-        /// Comma-separated clinic ids the key is restricted to (default: every clinic).
-        #[arg(long, value_delimiter = ',')]
-        clinics: Option<Vec<String>>,
-        /// Allowed client network (CIDR or IP); repeat for several (default: any address).
-        #[arg(long = "allow-ip", value_name = "CIDR")]
-        allow_ip: Vec<String>,
-        /// Lifetime, e.g. 90d, 12h.
-        #[arg(long, conflicts_with = "expires_at")]
-        expires_in: Option<String>,
-        /// Expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
-        #[arg(long)]
-        expires_at: Option<String>,
-        /// Rate-limit tier name.
-        #[arg(long)]
-        rate_limit: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Create(CreateArgs),
     /// List keys (never secrets).
     List {
         /// Machine-readable output.
@@ -225,52 +194,91 @@ pub enum KeysCommand {
     },
     /// Change a key's label, scopes, clinics, IPs, expiry or tier. A change to what the key
     /// already has changes nothing (updated_at included).
-    Update {
-        /// The key's id (key_…).
-        id: String,
-        /// New label.
-        #[arg(long)]
-        label: Option<String>,
-        /// read_only, write or full (replaces the scopes).
-        #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
-        key_type: Option<String>,
-        /// Comma-separated scopes (replaces the type).
-        #[arg(long, value_delimiter = ',')]
-        scopes: Option<Vec<String>>,
-        /// Comma-separated clinic ids the key is restricted to.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all_clinics")]
-        clinics: Option<Vec<String>>,
-        /// Lift the clinic restriction.
-        #[arg(long)]
-        all_clinics: bool,
-        /// Replace the allowed networks (repeat for several).
-        #[arg(long = "allow-ip", value_name = "CIDR", conflicts_with = "any_ip")]
-        allow_ip: Vec<String>,
-        /// Lift the IP restriction.
-        #[arg(long)]
-        any_ip: bool,
-        /// New lifetime from now, e.g. 90d, 12h.
-        #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
-        expires_in: Option<String>,
-        /// New expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
-        #[arg(long, conflicts_with = "no_expiry")]
-        expires_at: Option<String>,
-        /// Remove the expiry.
-        #[arg(long)]
-        no_expiry: bool,
-        /// Rate-limit tier name.
-        #[arg(long)]
-        rate_limit: Option<String>,
-        /// Machine-readable output: the key as `show --json` prints it, and whether it changed.
-        #[arg(long)]
-        json: bool,
-    },
+    Update(UpdateArgs),
     /// A key's credits and calendar quotas: set, top up, show (with the live remaining from
     /// Redis when the config has a Redis backend).
     Credits {
         #[command(subcommand)]
         command: CreditsCommand,
     },
+}
+
+// The flags of `keys create` and `keys update`, one struct each so the local store and the
+// remote admin API read them through the same conversion (keys_cli's `spec` and `change`).
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// What the key is for (shown in `list`, logs use the id).
+    #[arg(long)]
+    pub label: String,
+    /// live or test (default: the config's environment, else live).
+    #[arg(long)]
+    pub env: Option<String>,
+    /// read_only, write or full (presets over scopes).
+    #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
+    pub key_type: Option<String>,
+    /// Comma-separated scopes, e.g. interactions:read,metrics:read (default: all read scopes).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+    /// Comma-separated clinic ids the key is restricted to (default: every clinic).
+    #[arg(long, value_delimiter = ',')]
+    pub clinics: Option<Vec<String>>,
+    /// Allowed client network (CIDR or IP); repeat for several (default: any address).
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ip: Vec<String>,
+    /// Lifetime, e.g. 90d, 12h.
+    #[arg(long, conflicts_with = "expires_at")]
+    pub expires_in: Option<String>,
+    /// Expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// Rate-limit tier name.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpdateArgs {
+    /// The key's id (key_…).
+    pub id: String,
+    /// New label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// read_only, write or full (replaces the scopes).
+    #[arg(long = "type", value_name = "TYPE", conflicts_with = "scopes")]
+    pub key_type: Option<String>,
+    /// Comma-separated scopes (replaces the type).
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+    /// Comma-separated clinic ids the key is restricted to.
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_clinics")]
+    pub clinics: Option<Vec<String>>,
+    /// Lift the clinic restriction.
+    #[arg(long)]
+    pub all_clinics: bool,
+    /// Replace the allowed networks (repeat for several).
+    #[arg(long = "allow-ip", value_name = "CIDR", conflicts_with = "any_ip")]
+    pub allow_ip: Vec<String>,
+    /// Lift the IP restriction.
+    #[arg(long)]
+    pub any_ip: bool,
+    /// New lifetime from now, e.g. 90d, 12h.
+    #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
+    pub expires_in: Option<String>,
+    /// New expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires_at: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// Rate-limit tier name.
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Machine-readable output: the key as `show --json` prints it, and whether it changed.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -26,20 +26,19 @@ fn spec(pattern: &str, resource: &str, clinic: Option<ClinicSource>) -> RouteSpe
 pub fn clinic_api_routes() -> Vec<RouteSpec> {
     let path = || Some(ClinicSource::PathParam("clinic_id".into()));
     let query = || Some(ClinicSource::QueryParam("clinic_id".into()));
-    vec![
-        spec("/api/v1/clinics", "clinics", None),
-        spec("/api/v1/clinics/{clinic_id}", "clinics", path()),
-        spec("/api/v1/clinics/{clinic_id}/interactions", "interactions", path()),
-        spec("/api/v1/clinics/{clinic_id}/interactions/{*rest}", "interactions", path()),
-        spec("/api/v1/clinics/{clinic_id}/metrics", "metrics", path()),
-        spec("/api/v1/clinics/{clinic_id}/metrics/{*rest}", "metrics", path()),
-        spec("/api/v1/clinics/{clinic_id}/campaigns", "campaigns", path()),
-        spec("/api/v1/clinics/{clinic_id}/campaigns/{*rest}", "campaigns", path()),
-        spec("/api/v1/interactions", "interactions", query()),
-        spec("/api/v1/interactions/{*rest}", "interactions", query()),
-        spec("/api/v1/metrics", "metrics", query()),
-        spec("/api/v1/metrics/{*rest}", "metrics", query()),
-        spec("/api/v1/campaigns", "campaigns", query()),
-        spec("/api/v1/campaigns/{*rest}", "campaigns", query()),
-    ]
+    let mut routes =
+        vec![spec("/api/v1/clinics", "clinics", None), spec("/api/v1/clinics/{clinic_id}", "clinics", path())];
+    // Each collection and everything below it, under the same scope and clinic rule.
+    for (pattern, resource, clinic) in [
+        ("/api/v1/clinics/{clinic_id}/interactions", "interactions", path()),
+        ("/api/v1/clinics/{clinic_id}/metrics", "metrics", path()),
+        ("/api/v1/clinics/{clinic_id}/campaigns", "campaigns", path()),
+        ("/api/v1/interactions", "interactions", query()),
+        ("/api/v1/metrics", "metrics", query()),
+        ("/api/v1/campaigns", "campaigns", query()),
+    ] {
+        routes.push(spec(pattern, resource, clinic.clone()));
+        routes.push(spec(&format!("{pattern}/{{*rest}}"), resource, clinic));
+    }
+    routes
 }

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cli::KeysCommand;
+use crate::cli::{CreateArgs, KeysCommand, UpdateArgs};
 use crate::config::{AdminToken, Config, KeyStore};
 use crate::keys::file::{RawKey, Shape};
 use crate::keys::lifecycle::{self, Catalogue, KeySpec, Revoked, Update, Updated};
@@ -137,6 +137,45 @@ fn parse_expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<&str>) -> any
     }
 }
 
+/// `keys create`'s flags as the new key and its environment (else the store's), the same for
+/// the local store and the admin API.
+fn spec(a: &CreateArgs, now: OffsetDateTime) -> anyhow::Result<(KeySpec, Option<Environment>)> {
+    let spec = KeySpec {
+        label: a.label.clone(),
+        key_type: a.key_type.as_deref().map(parse_type).transpose()?,
+        scopes: a.scopes.clone(),
+        clinics: a.clinics.clone(),
+        allowed_ips: parse_ips(&a.allow_ip)?,
+        expires_at: parse_expiry(now, a.expires_in.as_deref(), a.expires_at.as_deref())?,
+        rate_limit: a.rate_limit.clone(),
+    };
+    Ok((spec, a.env.as_deref().map(parse_env).transpose()?))
+}
+
+/// `keys update`'s flags as the change they ask for, the same for the local store and the
+/// admin API.
+fn change(a: &UpdateArgs, now: OffsetDateTime) -> anyhow::Result<Update> {
+    Ok(Update {
+        label: a.label.clone(),
+        key_type: a.key_type.as_deref().map(parse_type).transpose()?,
+        scopes: a.scopes.clone(),
+        clinics: if a.all_clinics { Some(None) } else { a.clinics.clone().map(Some) },
+        allowed_ips: if a.any_ip {
+            Some(Vec::new())
+        } else if a.allow_ip.is_empty() {
+            None
+        } else {
+            Some(parse_ips(&a.allow_ip)?)
+        },
+        expires_at: if a.no_expiry {
+            Some(None)
+        } else {
+            parse_expiry(now, a.expires_in.as_deref(), a.expires_at.as_deref())?.map(Some)
+        },
+        rate_limit: a.rate_limit.clone().map(Some),
+    })
+}
+
 fn prefix_for(ctx: &KeysContext, env: Environment) -> anyhow::Result<&str> {
     crate::keys::format::prefix_for(&ctx.prefixes, env)
         .with_context(|| format!("no key prefix is configured for the {env} environment"))
@@ -147,32 +186,10 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
     // Whole seconds: the table is read by people too.
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
     match cmd {
-        KeysCommand::Create {
-            label,
-            env,
-            key_type,
-            scopes,
-            clinics,
-            allow_ip,
-            expires_in,
-            expires_at,
-            rate_limit,
-            json,
-        } => {
-            let env = match env {
-                Some(e) => parse_env(&e)?,
-                None => ctx.environment.unwrap_or(Environment::Live),
-            };
-            let spec = KeySpec {
-                label,
-                key_type: key_type.as_deref().map(parse_type).transpose()?,
-                scopes,
-                clinics,
-                allowed_ips: parse_ips(&allow_ip)?,
-                expires_at: parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?,
-                rate_limit,
-            };
-            create(&ctx, spec, env, json, now)
+        KeysCommand::Create(args) => {
+            let (spec, env) = spec(&args, now)?;
+            let env = env.unwrap_or(ctx.environment.unwrap_or(Environment::Live));
+            create(&ctx, spec, env, args.json, now)
         }
         KeysCommand::Revoke { id, reason, json } => revoke(&ctx, &id, reason, json, now),
         KeysCommand::Rotate { id, grace, json } => rotate(&ctx, &id, &grace, json, now),
@@ -186,42 +203,7 @@ pub fn run(config: Option<PathBuf>, table: Option<PathBuf>, cmd: KeysCommand) ->
             print!("{}", secret::manifest(&table, &name, namespace.as_deref(), &file_name)?);
             Ok(())
         }
-        KeysCommand::Update {
-            id,
-            label,
-            key_type,
-            scopes,
-            clinics,
-            all_clinics,
-            allow_ip,
-            any_ip,
-            expires_in,
-            expires_at,
-            no_expiry,
-            rate_limit,
-            json,
-        } => {
-            let u = Update {
-                label,
-                key_type: key_type.as_deref().map(parse_type).transpose()?,
-                scopes,
-                clinics: if all_clinics { Some(None) } else { clinics.map(Some) },
-                allowed_ips: if any_ip {
-                    Some(Vec::new())
-                } else if allow_ip.is_empty() {
-                    None
-                } else {
-                    Some(parse_ips(&allow_ip)?)
-                },
-                expires_at: if no_expiry {
-                    Some(None)
-                } else {
-                    parse_expiry(now, expires_in.as_deref(), expires_at.as_deref())?.map(Some)
-                },
-                rate_limit: rate_limit.map(Some),
-            };
-            update(&ctx, &id, u, json, now)
-        }
+        KeysCommand::Update(args) => update(&ctx, &args.id, change(&args, now)?, args.json, now),
         KeysCommand::List { json, env, label, state } => list(&ctx, json, env, label, state, now),
         KeysCommand::Show { id, json, admin } => show(&ctx, &id, json, admin, now),
         KeysCommand::Credits { command } => credits::run(&ctx, command, now),

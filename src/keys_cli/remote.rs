@@ -13,6 +13,9 @@ use time::OffsetDateTime;
 
 use super::admin_client::{call, expect_ok};
 use crate::cli::KeysCommand;
+use crate::keys::lifecycle::{KeySpec, Update};
+use crate::keys::Environment;
+use ipnet::IpNet;
 
 /// Where and as whom: the admin API's URL and the token (from a file, never a flag, so it
 /// stays out of the process list and shell history).
@@ -66,14 +69,45 @@ fn fields(pairs: Vec<(&str, Option<Value>)>) -> Value {
     Value::Object(pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect::<Map<_, _>>())
 }
 
-fn expiry(now: OffsetDateTime, in_: Option<&str>, at: Option<String>) -> anyhow::Result<Option<Value>> {
-    match (in_, at) {
-        (Some(d), _) => {
-            let d = humantime::parse_duration(d).map_err(|e| anyhow::anyhow!("--expires-in {d:?}: {e}"))?;
-            Ok(Some((now + d).format(&Rfc3339)?.into()))
-        }
-        (None, at) => Ok(at.map(Value::from)),
-    }
+/// The new key as `POST /admin/keys` reads it (`admin::request::create`).
+fn create_body(s: &KeySpec, env: Option<Environment>) -> anyhow::Result<Value> {
+    Ok(fields(vec![
+        ("label", Some(s.label.clone().into())),
+        ("environment", env.map(|e| e.to_string().into())),
+        ("type", s.key_type.map(serde_json::to_value).transpose()?),
+        ("scopes", s.scopes.clone().map(Value::from)),
+        ("clinics", s.clinics.clone().map(Value::from)),
+        ("allowed_ips", (!s.allowed_ips.is_empty()).then(|| ips(&s.allowed_ips))),
+        ("expires_at", s.expires_at.map(rfc3339).transpose()?),
+        ("rate_limit", s.rate_limit.clone().map(Value::from)),
+    ]))
+}
+
+/// The change as `PATCH /admin/keys/{id}` reads it (`admin::request::update`): a field left
+/// out stays, `null` clears it.
+fn update_body(u: &Update) -> anyhow::Result<Value> {
+    let expires_at = match u.expires_at {
+        Some(Some(t)) => Some(rfc3339(t)?),
+        Some(None) => Some(Value::Null),
+        None => None,
+    };
+    Ok(fields(vec![
+        ("label", u.label.clone().map(Value::from)),
+        ("type", u.key_type.map(serde_json::to_value).transpose()?),
+        ("scopes", u.scopes.clone().map(Value::from)),
+        ("clinics", u.clinics.clone().map(|c| c.map_or(Value::Null, Value::from))),
+        ("allowed_ips", u.allowed_ips.as_deref().map(ips)),
+        ("expires_at", expires_at),
+        ("rate_limit", u.rate_limit.clone().map(|r| r.map_or(Value::Null, Value::from))),
+    ]))
+}
+
+fn ips(list: &[IpNet]) -> Value {
+    list.iter().map(|n| n.to_string()).collect::<Vec<_>>().into()
+}
+
+fn rfc3339(t: OffsetDateTime) -> anyhow::Result<Value> {
+    Ok(t.format(&Rfc3339)?.into())
 }
 
 /// One call of the API, as a command asks for it.
@@ -110,29 +144,9 @@ fn run(remote: &Remote, cmd: KeysCommand) -> anyhow::Result<()> {
 fn call_for(cmd: KeysCommand, now: OffsetDateTime) -> anyhow::Result<Call> {
     let call = |method, path: String, body, json, secret| Ok(Call { method, path, body, json, secret });
     match cmd {
-        KeysCommand::Create {
-            label,
-            env,
-            key_type,
-            scopes,
-            clinics,
-            allow_ip,
-            expires_in,
-            expires_at,
-            rate_limit,
-            json,
-        } => {
-            let body = fields(vec![
-                ("label", Some(label.into())),
-                ("environment", env.map(Value::from)),
-                ("type", key_type.map(Value::from)),
-                ("scopes", scopes.map(Value::from)),
-                ("clinics", clinics.map(Value::from)),
-                ("allowed_ips", (!allow_ip.is_empty()).then(|| allow_ip.into())),
-                ("expires_at", expiry(now, expires_in.as_deref(), expires_at)?),
-                ("rate_limit", rate_limit.map(Value::from)),
-            ]);
-            call(Method::POST, "/admin/keys".into(), Some(body), json, true)
+        KeysCommand::Create(args) => {
+            let (spec, env) = super::spec(&args, now)?;
+            call(Method::POST, "/admin/keys".into(), Some(create_body(&spec, env)?), args.json, true)
         }
         KeysCommand::Rotate { id, grace, json } => {
             call(Method::POST, format!("/admin/keys/{id}/rotate"), Some(json!({"grace": grace})), json, true)
@@ -142,34 +156,9 @@ fn call_for(cmd: KeysCommand, now: OffsetDateTime) -> anyhow::Result<Call> {
             call(Method::POST, format!("/admin/keys/{id}/revoke"), Some(body), json, false)
         }
         KeysCommand::Show { id, json, .. } => call(Method::GET, format!("/admin/keys/{id}"), None, json, false),
-        KeysCommand::Update {
-            id,
-            label,
-            key_type,
-            scopes,
-            clinics,
-            all_clinics,
-            allow_ip,
-            any_ip,
-            expires_in,
-            expires_at,
-            no_expiry,
-            rate_limit,
-            json,
-        } => {
-            let clinics = if all_clinics { Some(Value::Null) } else { clinics.map(Value::from) };
-            let ips = if any_ip { Some(json!([])) } else { (!allow_ip.is_empty()).then(|| allow_ip.into()) };
-            let expires = if no_expiry { Some(Value::Null) } else { expiry(now, expires_in.as_deref(), expires_at)? };
-            let body = fields(vec![
-                ("label", label.map(Value::from)),
-                ("type", key_type.map(Value::from)),
-                ("scopes", scopes.map(Value::from)),
-                ("clinics", clinics),
-                ("allowed_ips", ips),
-                ("expires_at", expires),
-                ("rate_limit", rate_limit.map(Value::from)),
-            ]);
-            call(Method::PATCH, format!("/admin/keys/{id}"), Some(body), json, false)
+        KeysCommand::Update(args) => {
+            let body = update_body(&super::change(&args, now)?)?;
+            call(Method::PATCH, format!("/admin/keys/{}", args.id), Some(body), args.json, false)
         }
         KeysCommand::List { .. }
         | KeysCommand::Import { .. }
@@ -200,6 +189,75 @@ fn list(remote: &Remote, env: Option<String>, label: Option<String>, state: Opti
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => return Ok(Value::Array(keys)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::request;
+    use crate::cli::{CreateArgs, UpdateArgs};
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    /// What `--admin-url` sends is what the admin API reads back: the same key as locally.
+    #[test]
+    fn a_create_body_reads_back_as_the_same_spec() {
+        let a = CreateArgs {
+            label: "ops".into(),
+            env: Some("test".into()),
+            key_type: Some("write".into()),
+            scopes: None,
+            clinics: Some(vec!["c1".into()]),
+            allow_ip: vec!["10.0.0.0/8".into(), "192.0.2.7".into()],
+            expires_in: Some("90d".into()),
+            expires_at: None,
+            rate_limit: Some("gold".into()),
+            json: false,
+        };
+        let (spec, env) = super::super::spec(&a, now()).unwrap();
+        let body = create_body(&spec, env).unwrap().to_string();
+        let back = request::create(body.as_bytes(), now()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{:?}", (spec, env)));
+    }
+
+    /// The same for a change, clearing (`--all-clinics`, `--any-ip`, `--no-expiry`) and setting.
+    #[test]
+    fn an_update_body_reads_back_as_the_same_change() {
+        let clear = UpdateArgs {
+            id: "key_1".into(),
+            label: None,
+            key_type: None,
+            scopes: Some(vec!["interactions:read".into()]),
+            clinics: None,
+            all_clinics: true,
+            allow_ip: vec![],
+            any_ip: true,
+            expires_in: None,
+            expires_at: None,
+            no_expiry: true,
+            rate_limit: None,
+            json: false,
+        };
+        let set = UpdateArgs {
+            label: Some("x".into()),
+            clinics: Some(vec!["c1".into()]),
+            all_clinics: false,
+            allow_ip: vec!["10.0.0.0/8".into()],
+            any_ip: false,
+            expires_at: Some("2028-01-01T00:00:00Z".into()),
+            no_expiry: false,
+            rate_limit: Some("gold".into()),
+            ..clear.clone()
+        };
+        for a in [clear, set] {
+            let change = super::super::change(&a, now()).unwrap();
+            let body = update_body(&change).unwrap().to_string();
+            let back = request::update(body.as_bytes(), now()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{change:?}"), "{body}");
         }
     }
 }

@@ -11,7 +11,7 @@ use keygate::metrics::Metrics;
 use serde_json::json;
 use time::macros::datetime;
 
-use crate::support::{dead_addr, eventually, logs, serve_tcp, Behaviour, Upstream};
+use crate::support::{dead_addr, eventually, logs, serve_tcp, temp_file, Behaviour, Upstream};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -214,9 +214,7 @@ async fn spawn_refuses_what_it_cannot_use() {
     let e = err(settings("ftp://hooks.example/s3cr3t".into()));
     assert!(e.contains("http or https") && !e.contains("s3cr3t"), "{e}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not a certificate").unwrap();
+    let (dir, ca) = temp_file("ca.pem", "not a certificate");
     let mut s = settings("https://hooks.example/x".into());
     s.ca_file = Some(ca);
     let e = err(s);

@@ -46,9 +46,7 @@ async fn a_changed_route_table_applies_on_sighup_both_ways() {
 async fn a_changed_file_is_picked_up_without_a_signal_through_a_configmap_style_symlink_swap() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_cr_watch");
-    let dir = tempfile::tempdir().unwrap();
-    let keys_path = dir.path().join("keys.yaml");
-    std::fs::write(&keys_path, table_yaml(&[&key])).unwrap();
+    let (dir, keys_path) = temp_file("keys.yaml", table_yaml(&[&key]));
     let base = format!(
         "environment: live\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: http://{}\nkeys:\n  file: {}\n",
         up.addr,
@@ -271,9 +269,7 @@ async fn reloads_under_load_fail_no_request_and_each_request_sees_one_config() {
 async fn the_binary_applies_a_changed_route_table_on_sighup() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_cr_bin").with(ALL);
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.yaml");
-    std::fs::write(&keys, table_yaml(&[&key])).unwrap();
+    let (dir, keys) = temp_file("keys.yaml", table_yaml(&[&key]));
     let (port, admin) = (dead_addr().await.port(), dead_addr().await.port());
     let base = format!(
         "environment: live\nlisten: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin}\nupstream:\n  url: http://{}\nkeys:\n  file: {}\n",

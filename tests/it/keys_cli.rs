@@ -169,9 +169,7 @@ async fn show_reports_usage_from_the_running_proxy() {
 async fn the_admin_key_api_needs_the_token_when_one_is_configured() {
     let up = Upstream::spawn().await;
     let key = TestKey::live("k_adm");
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
+    let (_token_dir, token_file) = temp_file("token", "s3cret-admin-token-0123456789\n");
     let kg = spawn_proxy(up.addr, &[&key], &format!("admin_token_file: {}\n", token_file.display())).await;
 
     let token = [("authorization", "Bearer s3cret-admin-token-0123456789")];

@@ -175,9 +175,7 @@ struct Instance {
 }
 
 async fn start_instance(upstream: std::net::SocketAddr, key: &TestKey, extra: &str) -> Instance {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.yaml");
-    std::fs::write(&keys, table_yaml(&[key])).unwrap();
+    let (dir, keys) = temp_file("keys.yaml", table_yaml(&[key]));
     let (proxy, admin) = (dead_addr().await, dead_addr().await);
     let unlimited = "rate_limits:\n  tiers:\n    default: {rate: 100000/s, burst: 100000}\n";
     let cfg = format!(

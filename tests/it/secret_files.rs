@@ -18,9 +18,7 @@ fn redis_cfg(url_file: &std::path::Path, prefix: &str) -> String {
 #[tokio::test]
 async fn a_redis_url_from_a_file_is_the_shared_budget_and_its_password_is_never_logged() {
     let url = live_redis().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("redis-url");
-    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let (_dir, file) = temp_file("redis-url", format!("{url}\n"));
     let prefix = format!("keygate-it:{}:secret-file:", uuid::Uuid::now_v7());
     let (up, key, a) = proxy_for(TestKey::live("k_secret_file"), &redis_cfg(&file, &prefix)).await;
     let b = spawn_proxy(up.addr, &[&key], &redis_cfg(&file, &prefix)).await;
@@ -43,9 +41,7 @@ async fn a_redis_url_from_a_file_is_the_shared_budget_and_its_password_is_never_
 #[tokio::test]
 async fn a_database_url_from_a_file_serves_the_key_cli_and_check_config_never_shows_it() {
     let db = Db::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let url_file = dir.path().join("db-url");
-    std::fs::write(&url_file, format!("{}\n", db.url)).unwrap();
+    let (dir, url_file) = temp_file("db-url", format!("{}\n", db.url));
     let store = format!("key_store:\n  kind: postgres\n  url_file: {}\n  schema: {}\n", url_file.display(), db.schema);
     let cfg = config_file(dir.path(), "kg.yaml", dead_addr().await, &store);
     migrate(&cfg).await;

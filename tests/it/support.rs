@@ -352,11 +352,18 @@ impl Default for ProxyCfg<'_> {
     }
 }
 
+/// A fresh temporary folder holding one file, `name` with `text`: the folder (removed when
+/// dropped) and the file's path.
+pub fn temp_file(name: &str, text: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
 pub async fn spawn_proxy_with(c: ProxyCfg<'_>, keys: &[&TestKey]) -> Proxy {
     log_buf();
-    let dir = tempfile::tempdir().unwrap();
-    let keys_path = dir.path().join("keys.yaml");
-    std::fs::write(&keys_path, table_yaml(keys)).unwrap();
+    let (dir, keys_path) = temp_file("keys.yaml", table_yaml(keys));
     let config = format!(
         "environment: live\nlisten: \"{}\"\nadmin_listen: 127.0.0.1:0\nupstream:\n  url: {}\n{}keys:\n  file: {}\n{}{}",
         c.listen,
