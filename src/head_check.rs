@@ -81,6 +81,12 @@ impl HeadReader {
         self.facts.pop_front().unwrap_or(HeadFacts { unknown: true, ..HeadFacts::default() })
     }
 
+    /// Part of a head has arrived and the rest has not: what the header deadline times.
+    #[must_use]
+    pub fn in_head(&self) -> bool {
+        matches!(self.state, State::Head) && !self.buf.is_empty()
+    }
+
     /// Feeds bytes as they are read from the connection.
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {

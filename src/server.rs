@@ -26,7 +26,7 @@ use crate::head_check::HeadReader;
 use crate::metrics::Metrics;
 use crate::proxy::ConnFacts;
 use crate::tls::TlsState;
-use control::{Control, IdleLimits, Stop, CUT, DRAIN, IDLE, WIND_DOWN};
+use control::{Control, IdleLimits, Stop, CUT, DRAIN, HEAD_TIMEOUT, IDLE, WIND_DOWN};
 use observed::{Observed, Observer};
 use per_address::PerAddress;
 use service::{service, PerConnection};
@@ -171,7 +171,10 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     let parser_head_bytes = l.max_header_bytes.saturating_mul(2);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(l.header_read_timeout)
+        // The header deadline is the connection watcher's (`control`), which sees each head
+        // begin and end through `head_check`: hyper's own is a timer armed and dropped for
+        // every request (~1,000 instructions a request).
+        .header_read_timeout(None)
         .max_buf_size(parser_head_bytes.max(8192))
         .max_headers(l.max_headers.saturating_mul(2))
         .keep_alive(true);
@@ -255,7 +258,8 @@ async fn serve_io<H, IO>(
 {
     let ConnShared { activity, ctl, winding } = shared;
     let peer = facts.peer;
-    let heads = Arc::new(Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192))));
+    let reader = Mutex::new(HeadReader::new(opts.limits.max_header_bytes.saturating_mul(2).max(8192)));
+    let heads = Arc::new(Heads { reader, activity: Arc::clone(&activity) });
     let io = Observed { inner: io, observer: Arc::clone(&heads) };
     let is_h2 = Arc::new(AtomicBool::new(false));
     let per_connection = PerConnection { activity, facts: Arc::new(facts), heads, winding, is_h2: Arc::clone(&is_h2) };
@@ -284,6 +288,12 @@ async fn serve_io<H, IO>(
         if new & CUT != 0 {
             return;
         }
+        // A head begun and not finished within `header_read_timeout` (slowloris): closed
+        // without an answer, as hyper's own header timer did.
+        if new & HEAD_TIMEOUT != 0 {
+            tracing::debug!(%peer, "request head not complete within the header deadline; closing");
+            return;
+        }
         // HTTP/2 winding down: GOAWAY now (streams the client sent before it saw it are still
         // served). HTTP/1.1 stays open: closing an idle connection could race a request the
         // client is sending; its next answer says `Connection: close` instead.
@@ -299,9 +309,13 @@ async fn serve_io<H, IO>(
 struct Activity {
     base: Instant,
     last_ms: AtomicU64,
+    /// When the head being read began (`last_ms` of its first read), or `NO_HEAD`.
+    head_since_ms: AtomicU64,
     busy: AtomicUsize,
     read_any: AtomicBool,
 }
+
+const NO_HEAD: u64 = u64::MAX;
 
 struct Busy<'a>(&'a Activity);
 
@@ -317,9 +331,32 @@ impl Activity {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(NO_HEAD),
             busy: AtomicUsize::new(0),
             read_any: AtomicBool::new(false),
         }
+    }
+
+    /// Told after each read whether a head is begun and not finished.
+    fn head_in_progress(&self, yes: bool) {
+        match yes {
+            true if self.head_since_ms.load(Ordering::Relaxed) == NO_HEAD => {
+                self.head_since_ms.store(self.last_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            true => {}
+            false => self.head_since_ms.store(NO_HEAD, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a head has been in progress for `limit` or longer.
+    fn head_overdue(&self, limit: Duration) -> bool {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        since != NO_HEAD && self.idle_for_since(since) >= limit
+    }
+
+    /// Time since `ms` on this connection's clock.
+    fn idle_for_since(&self, ms: u64) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(ms))
     }
 
     fn has_read(&self) -> bool {
@@ -337,8 +374,7 @@ impl Activity {
     }
 
     fn idle_for(&self) -> Duration {
-        let now = self.base.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.idle_for_since(self.last_ms.load(Ordering::Relaxed))
     }
 
     fn is_idle(&self, limit: Duration) -> bool {
@@ -363,9 +399,17 @@ impl Observer for Arc<Activity> {
     }
 }
 
-/// The connection's bytes (above TLS) as hyper reads them, read a second time by `head_check`.
-impl Observer for Arc<Mutex<HeadReader>> {
+/// The connection's bytes (above TLS) as hyper reads them, read a second time by `head_check`,
+/// which also tells when a head is begun and not finished (for the header deadline).
+pub(super) struct Heads {
+    pub(super) reader: Mutex<HeadReader>,
+    activity: Arc<Activity>,
+}
+
+impl Observer for Arc<Heads> {
     fn read(&self, bytes: &[u8]) {
-        self.lock().unwrap_or_else(|e| e.into_inner()).feed(bytes);
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        reader.feed(bytes);
+        self.activity.head_in_progress(reader.in_head());
     }
 }

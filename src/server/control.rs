@@ -1,5 +1,5 @@
 //! What may end a connection from outside its traffic (the shutdown's wind-down, drain and cut,
-//! and its idle timer), watched by a task of its own that raises a flag and wakes the
+//! its idle timer, and the deadline of a request head begun and not finished), watched by a task of its own that raises a flag and wakes the
 //! connection. The connection's task then reads one atomic per wake-up instead of polling four
 //! futures beside hyper's: that select cost ~1,800 instructions a request (`bench/callgrind.sh`,
 //! two wake-ups a request), the watcher costs one task per connection.
@@ -23,6 +23,8 @@ pub(super) const DRAIN: u8 = 2;
 pub(super) const IDLE: u8 = 4;
 /// The drain deadline passed: drop the connection and whatever it still holds.
 pub(super) const CUT: u8 = 8;
+/// A request head was begun and not finished within the header deadline (slowloris).
+pub(super) const HEAD_TIMEOUT: u8 = 16;
 
 /// The flags one connection's watcher raises and its task reads.
 #[derive(Default)]
@@ -82,15 +84,18 @@ pub(super) struct IdleLimits {
 }
 
 /// Raises the connection's flags as the shutdown proceeds and its idle timer runs out; ends at
-/// the cut (or when the connection ends and drops it).
+/// the cut (or when the connection ends and drops it). It looks at the head being read at least
+/// every half header deadline, so a head is cut between one and one and a half deadlines after
+/// its first byte: one wake-up per connection every few seconds instead of a timer a request.
 pub(super) async fn watch(ctl: Arc<Control>, mut stop: Stop, activity: Arc<Activity>, limits: IdleLimits) {
     let limit = || match activity.has_read() {
         true => limits.idle,
         false => limits.idle.min(limits.header),
     };
     let (mut drained, mut wound, mut idle) = (false, false, false);
+    let head_every = (limits.header / 2).max(Duration::from_millis(10));
     loop {
-        let wait = activity.until_idle(limit());
+        let wait = activity.until_idle(limit()).min(head_every);
         tokio::select! {
             // A closed channel (the listener gone) drains too.
             _ = stop.drain.changed(), if !drained => {
@@ -105,8 +110,12 @@ pub(super) async fn watch(ctl: Arc<Control>, mut stop: Stop, activity: Arc<Activ
                 ctl.raise(CUT);
                 return;
             }
-            _ = tokio::time::sleep(wait), if !idle && !drained => {
-                if activity.is_idle(limit()) {
+            _ = tokio::time::sleep(wait), if !idle => {
+                if activity.head_overdue(limits.header) {
+                    ctl.raise(HEAD_TIMEOUT);
+                    return;
+                }
+                if !drained && activity.is_idle(limit()) {
                     idle = true;
                     ctl.raise(IDLE);
                 }
@@ -155,6 +164,35 @@ mod tests {
         assert_eq!(poll(&ctl, IDLE), Poll::Ready(IDLE | WIND_DOWN | DRAIN));
         cut_tx.send(true).unwrap();
         ctl.cut().await;
+        watcher.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_and_not_finished_is_cut_within_one_and_a_half_deadlines() {
+        use crate::server::observed::Observer;
+        let ctl = Arc::new(Control::default());
+        let (_drain_tx, drain) = watch::channel(false);
+        let (_wind_tx, wind_down) = watch::channel(false);
+        let (_cut_tx, cut_now) = watch::channel(false);
+        let stop = Stop { drain, wind_down, cut_now, cut: Arc::default() };
+        let activity = Arc::new(Activity::new());
+        let limits = IdleLimits { idle: Duration::from_secs(60), header: Duration::from_secs(1) };
+        let watcher = tokio::spawn(watch(Arc::clone(&ctl), stop, Arc::clone(&activity), limits));
+        // A whole head, then nothing: idle, not overdue.
+        activity.read(b"GET / HTTP/1.1\r\n\r\n");
+        activity.head_in_progress(false);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(poll(&ctl, 0), Poll::Pending, "a finished head has no deadline");
+        // Half a head: cut once it is a deadline old (checked every half deadline).
+        activity.read(b"GET / HTTP/1.1\r\n");
+        activity.head_in_progress(true);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        activity.read(b"X-Drip: a");
+        activity.head_in_progress(true);
+        tokio::time::sleep(Duration::from_millis(590)).await;
+        assert_eq!(poll(&ctl, 0), Poll::Pending, "not before its deadline, however it drips");
+        tokio::time::sleep(Duration::from_millis(520)).await;
+        assert_eq!(poll(&ctl, 0), Poll::Ready(HEAD_TIMEOUT));
         watcher.await.unwrap();
     }
 }

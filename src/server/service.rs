@@ -4,22 +4,21 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio::sync::watch;
 
-use super::{Activity, Handler};
-use crate::head_check::HeadReader;
+use super::{Activity, Handler, Heads};
 use crate::proxy::ConnFacts;
 
 /// What a connection's requests share: worked out once per connection.
 pub(super) struct PerConnection {
     pub(super) activity: Arc<Activity>,
     pub(super) facts: Arc<ConnFacts>,
-    pub(super) heads: Arc<Mutex<HeadReader>>,
+    pub(super) heads: Arc<Heads>,
     /// Set once the shutdown has begun.
     pub(super) winding: watch::Receiver<bool>,
     /// Whether the connection turned out to be HTTP/2 (known from its first request).
@@ -42,7 +41,7 @@ pub(super) fn service<H: Handler>(
             (Arc::clone(&handler), Arc::clone(&c.activity), Arc::clone(&c.facts), c.winding.clone());
         let h1 = req.version() <= http::Version::HTTP_11;
         if h1 {
-            let head = c.heads.lock().unwrap_or_else(|e| e.into_inner()).next_facts();
+            let head = c.heads.reader.lock().unwrap_or_else(|e| e.into_inner()).next_facts();
             // Only a refusal travels with the request: the common case adds nothing to it.
             if head.refusal().is_some() {
                 req.extensions_mut().insert(head);

@@ -65,9 +65,11 @@ async fn an_invalid_key_burst_is_reported_once_and_blocks_the_address() {
     }
     assert_eq!(kg.metric(&anomaly("invalid_key_burst")).await, 1.0, "one episode, one anomaly");
     assert_eq!(kg.metric("keygate_blocked_client_ips").await, 1.0);
-    let ev = events("invalid_key_burst", "127.0.0.1");
+    // The log is the whole test binary's: other tests' keygates on 127.0.0.1 may have a burst of
+    // their own (the default detector), so this one's is found by its own threshold.
+    let ev = events("invalid_key_burst", "more than 5 invalid keys in 1m");
     assert_eq!(ev.len(), 1, "{ev:?}");
-    assert!(ev[0]["detail"].as_str().unwrap().contains("more than 5 invalid keys in 1m"));
+    assert!(ev[0].to_string().contains("127.0.0.1"));
     assert!(!logs().contains("dpl_live_guess0000"), "presented keys are never logged");
     clock.advance(Duration::from_secs(2) - Duration::from_nanos(1));
     let r = kg.get(INTERACTIONS, &[("authorization", &key.bearer())]).await;
