@@ -132,6 +132,25 @@ mod tests {
         ctl.poll_raised(seen, &mut Context::from_waker(std::task::Waker::noop()))
     }
 
+    /// A watcher on a fresh connection: its flags, the shutdown's three senders (drain, wind
+    /// down, cut), its activity and its task.
+    struct Watched {
+        ctl: Arc<Control>,
+        senders: [watch::Sender<bool>; 3],
+        activity: Arc<Activity>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn watched(idle_secs: u64, header_secs: u64) -> Watched {
+        let ctl = Arc::new(Control::default());
+        let [(drain_tx, drain), (wind_tx, wind_down), (cut_tx, cut_now)] = [(); 3].map(|_| watch::channel(false));
+        let stop = Stop { drain, wind_down, cut_now, cut: Arc::default() };
+        let activity = Arc::new(Activity::new());
+        let limits = IdleLimits { idle: Duration::from_secs(idle_secs), header: Duration::from_secs(header_secs) };
+        let task = tokio::spawn(watch(Arc::clone(&ctl), stop, Arc::clone(&activity), limits));
+        Watched { ctl, senders: [drain_tx, wind_tx, cut_tx], activity, task }
+    }
+
     #[test]
     fn pending_until_a_flag_it_has_not_seen_is_raised() {
         let ctl = Control::default();
@@ -146,14 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watcher_raises_idle_after_the_timeout_and_cut_at_the_deadline() {
-        let ctl = Arc::new(Control::default());
-        let (drain_tx, drain) = watch::channel(false);
-        let (wind_tx, wind_down) = watch::channel(false);
-        let (cut_tx, cut_now) = watch::channel(false);
-        let stop = Stop { drain, wind_down, cut_now, cut: Arc::default() };
-        let activity = Arc::new(Activity::new());
-        let limits = IdleLimits { idle: Duration::from_secs(5), header: Duration::from_secs(2) };
-        let watcher = tokio::spawn(watch(Arc::clone(&ctl), stop, activity, limits));
+        let Watched { ctl, senders: [drain_tx, wind_tx, cut_tx], task: watcher, .. } = watched(5, 2);
         tokio::time::sleep(Duration::from_millis(1_999)).await;
         assert_eq!(poll(&ctl, 0), Poll::Pending, "nothing read yet: the header deadline, not before");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -170,14 +182,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_begun_and_not_finished_is_cut_within_one_and_a_half_deadlines() {
         use crate::server::observed::Observer;
-        let ctl = Arc::new(Control::default());
-        let (_drain_tx, drain) = watch::channel(false);
-        let (_wind_tx, wind_down) = watch::channel(false);
-        let (_cut_tx, cut_now) = watch::channel(false);
-        let stop = Stop { drain, wind_down, cut_now, cut: Arc::default() };
-        let activity = Arc::new(Activity::new());
-        let limits = IdleLimits { idle: Duration::from_secs(60), header: Duration::from_secs(1) };
-        let watcher = tokio::spawn(watch(Arc::clone(&ctl), stop, Arc::clone(&activity), limits));
+        let Watched { ctl, senders: _senders, activity, task: watcher } = watched(60, 1);
         // A whole head, then nothing: idle, not overdue.
         activity.read(b"GET / HTTP/1.1\r\n\r\n");
         activity.head_in_progress(false);
