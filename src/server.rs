@@ -173,7 +173,7 @@ fn builder(l: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // The header deadline is the connection watcher's (`control`), which sees each head
         // begin and end through `head_check`: hyper's own is a timer armed and dropped for
-        // every request (~1,000 instructions a request).
+        // every request (README, Performance).
         .header_read_timeout(None)
         .max_buf_size(parser_head_bytes.max(8192))
         .max_headers(l.max_headers.saturating_mul(2))

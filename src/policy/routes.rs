@@ -142,6 +142,12 @@ impl<'r> RouteMatch<'r, '_> {
     pub fn route(&self) -> Option<&'r Route> {
         self.hit.map(|(r, _)| r).or(self.path_matched)
     }
+
+    /// What the request spends of its key's credits and quotas if forwarded: its route's cost,
+    /// 1 where no route matched (a request forwarded in report-only mode).
+    pub fn cost(&self) -> u64 {
+        self.route().map_or(1, |r| r.spec.cost)
+    }
 }
 
 impl RouteTable {

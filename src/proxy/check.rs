@@ -148,15 +148,14 @@ impl Proxy {
         let who = authenticate::authenticate(self, view.as_ref(), &req.headers, trail).await?;
         let key = who.as_ref().map(authenticate::Authenticated::key);
         limit::charge_excused(self, key, trail).await?;
-        let cost = route.route().map_or(1, |r| r.spec.cost);
+        let cost = route.cost();
         if let Some(authorize::Verdict::EmptyResult(resp)) =
             authorize::authorize(self, key, &admitted, route, req.uri.query(), trail)?
         {
             return Ok(Checked::Answer(resp));
         }
+        credits::spend_excused(self, key, cost, trail).await?;
         if let Some(key) = key {
-            let spent = credits::spend(self, key, cost, trail).await;
-            trail.excuse(spent)?;
             upstream::identity(&mut set, key);
         }
         upstream::would_refuse(&mut set, trail);

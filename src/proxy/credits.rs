@@ -21,7 +21,7 @@ static CREDITS_RESET: HeaderName = HeaderName::from_static("x-credits-reset");
 static QUOTA_REMAINING: HeaderName = HeaderName::from_static("x-quota-remaining");
 static QUOTA_RESET: HeaderName = HeaderName::from_static("x-quota-reset");
 
-pub(super) async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Trail<'_>) -> Result<(), ApiError> {
+async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Trail<'_>) -> Result<(), ApiError> {
     let limits = key.usage_limits();
     let tier = p.limiter.tier_calendar(key);
     if limits.is_none() && tier.is_none() {
@@ -34,7 +34,7 @@ pub(super) async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Tra
     }
     let charge = Charge { plan, calendar, cost, now: trail.now.unix_timestamp() };
     let counter = limits.and_then(|l| l.counter.as_ref()).unwrap_or(&key.id);
-    // Boxed: the Redis call's future is ~2 KB, and inline it would be moved with every request's
+    // Boxed: the Redis call's future is large, and inline it would be moved with every request's
     // future, metered or not.
     let outcome = Box::pin(p.limiter.charge_credits(counter, &charge)).await?;
     trail.credits = Some(outcome);
@@ -45,6 +45,19 @@ pub(super) async fn spend(p: &Proxy, key: &KeyRecord, cost: u64, trail: &mut Tra
             Err(ApiError::QuotaExceeded { retry_after: outcome.retry_after().unwrap_or(1).max(1) })
         }
     }
+}
+
+/// `spend` for the key the request authenticated as (none: nothing to spend), its refusal under
+/// the request's enforcement: in report-only mode an exhausted key's request goes on unspent.
+pub(super) async fn spend_excused(
+    p: &Proxy,
+    key: Option<&KeyRecord>,
+    cost: u64,
+    trail: &mut Trail<'_>,
+) -> Result<(), ApiError> {
+    let Some(key) = key else { return Ok(()) };
+    let spent = spend(p, key, cost, trail).await;
+    trail.excuse(spent).map(drop)
 }
 
 impl Limiter {

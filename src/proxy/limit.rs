@@ -116,7 +116,7 @@ impl Limiter {
             Some((redis, on_error)) => {
                 // The limiter counts each failure once, however many requests saw it; here each
                 // request decided without Redis is counted once.
-                // Boxed: the Redis call's future is ~2 KB, moved with every request's future if inline.
+                // Boxed: the Redis call's future is large, moved with every request's future if inline.
                 match Box::pin(redis.check(&key.id, &tier.quota)).await {
                     Ok(v) => v,
                     Err(_) => {

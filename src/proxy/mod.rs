@@ -154,7 +154,7 @@ impl Proxy {
         if public.is_some() {
             trail.outcome = "PUBLIC";
             let (uri, body_len) = (upstream::uri(&admitted.path, parts.uri.query())?, admitted.body_len);
-            // Boxed (here and below): inline, its ~2 KB would be copied each time the request's
+            // Boxed (here and below): inline, its large state would be copied each time the request's
             // future moves (into hyper's slot, between steps); one allocation costs less.
             return Box::pin(upstream::forward(self, parts, (body, body_len), uri, None, conn, trail)).await;
         }
@@ -173,14 +173,11 @@ impl Proxy {
         }
 
         let query = parts.uri.query();
-        let cost = route.route().map_or(1, |r| r.spec.cost);
+        let cost = route.cost();
         match authorize::authorize(self, key, &admitted, route, query, trail)? {
             Some(authorize::Verdict::EmptyResult(resp)) => Ok(resp.map(|b| Either::Left(Full::new(b)))),
             Some(authorize::Verdict::Forward) | None => {
-                if let Some(key) = key {
-                    let spent = credits::spend(self, key, cost, trail).await;
-                    trail.excuse(spent)?;
-                }
+                credits::spend_excused(self, key, cost, trail).await?;
                 let (uri, body_len) = (upstream::uri(&admitted.path, query)?, admitted.body_len);
                 Box::pin(upstream::forward(self, parts, (body, body_len), uri, key, conn, trail)).await
             }
