@@ -95,9 +95,35 @@ pub fn caddy(bin: &Path, dir: &Path, a: &Addrs, secret: &str) -> anyhow::Result<
     Ok(cmd)
 }
 
-/// A port the kernel just handed out and released, for a front proxy that must be told one.
+/// A free loopback port for a front proxy that must be told one before it starts.
+///
+/// It is taken from below the kernel's ephemeral range: a port the kernel hands out for
+/// `bind(:0)` could be handed to another listener (another test's keygate) in the moment
+/// between our probe and the proxy's own bind, and the readiness check would then connect
+/// to the wrong server. Below the range only callers of this function pick ports, and each
+/// one in this process gets a different one.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low().clamp(12_000, 65_535);
+    let (first, span) = (10_000u32, low - 10_000);
+    // Separate processes (test binaries, demos) start at different offsets.
+    let offset = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = first + offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port below the ephemeral range"))
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A running front proxy, stopped when dropped.
@@ -144,6 +170,16 @@ mod tests {
     fn addrs() -> Addrs {
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         Addrs { listen: a(1), check: a(2), upstream: a(3) }
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_never_ones_the_kernel_hands_to_port_zero_binds() {
+        let (a, b) = (free_port().unwrap(), free_port().unwrap());
+        assert_ne!(a, b);
+        for p in [a, b] {
+            assert!((10_000..ephemeral_low()).contains(&u32::from(p)), "{p}");
+            std::net::TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
     }
 
     #[test]

@@ -223,10 +223,10 @@ impl Upstream {
     }
 }
 
-/// An address nothing listens on (bound, then closed).
+/// An address nothing listens on: free now, and below the ephemeral range, so no other test's
+/// listener (they bind port 0) can take it before this one is refused there.
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], keygate::demo_front::free_port().unwrap()))
 }
 
 // ---------- keys ----------
